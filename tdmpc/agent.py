@@ -1,0 +1,176 @@
+"""The TD-MPC2 agent: world model + planner + losses and optimisers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tdmpc.config import TrainConfig
+from tdmpc.planner import MPPIPlanner
+from tdmpc.world_model import WorldModel
+
+
+class RunningScale:
+    """Running 5th-95th percentile range of Q-values (EMA with rate ``tau``), used to scale the policy loss."""
+
+    def __init__(self, tau: float, device: torch.device):
+        self.tau = tau
+        self.value = torch.ones(1, device=device)
+        self.percentiles = torch.tensor([5.0, 95.0], device=device)
+
+    def _percentile(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().flatten().float()
+        return torch.quantile(x, self.percentiles / 100.0)
+
+    def update(self, x: torch.Tensor) -> None:
+        lo, hi = self._percentile(x)
+        self.value.lerp_(torch.clamp(hi - lo, min=1.0).view(1), self.tau)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x / self.value
+
+    def state_dict(self) -> dict:
+        return {"value": self.value.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value.copy_(state["value"])
+
+
+def heuristic_discount(episode_length: int, cfg) -> float:
+    """TD-MPC2's discount from the episode length (agent steps): ``(f - 1) / f`` with ``f = L / denom``."""
+    frac = episode_length / cfg.discount_denom
+    return float(min(max((frac - 1) / frac, cfg.discount_min), cfg.discount_max))
+
+
+class TDMPC:
+    """Acts by MPPI planning (or the policy prior) and learns from sub-trajectories.
+
+    Loss signals, per component (documented here because ``pruning/`` reads gradients):
+
+    - ``encoder``, ``dynamics``, ``reward``, ``qs`` get the gradient of the world-model loss
+      ``consistency_coef * L_consistency + reward_coef * L_reward + value_coef * L_value``.
+    - ``policy`` gets the gradient of the policy loss only (Q-values are evaluated with detached
+      parameters on detached latents), stepped by its own optimiser.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, episode_length: int, cfg: TrainConfig, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.obs_dim, self.action_dim = obs_dim, action_dim
+        self.model = WorldModel(obs_dim, action_dim, cfg.model).to(device)
+        self.discount = heuristic_discount(episode_length, cfg.optim)
+        self.planner = MPPIPlanner(self.model, cfg.planner, action_dim, self.discount)
+        self.scale = RunningScale(cfg.optim.tau, device)
+        self.build_optimizers()
+        self._update_fn = self._update
+        if cfg.compile:
+            self._update_fn = torch.compile(self._update)
+
+    def build_optimizers(self) -> None:
+        """(Re)create the optimisers over the current parameters (pruning replaces parameters)."""
+        o, m = self.cfg.optim, self.model
+        self.optim = torch.optim.Adam(
+            [
+                {"params": m.encoder.parameters(), "lr": o.lr * o.enc_lr_scale},
+                {"params": m.dynamics.parameters()},
+                {"params": m.reward.parameters()},
+                {"params": m.qs.parameters()},
+            ],
+            lr=o.lr,
+        )
+        self.pi_optim = torch.optim.Adam(m.policy.parameters(), lr=o.lr, eps=1e-5)
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, eval_mode: bool = False) -> torch.Tensor:
+        """Action in [-1, 1] for one observation ``(obs_dim,)``."""
+        z = self.model.encode(obs.to(self.device).unsqueeze(0))
+        if self.cfg.planner.mpc:
+            return self.planner.plan(z, eval_mode=eval_mode).cpu()
+        mu, pi, _, _ = self.model.pi(z)
+        return (mu if eval_mode else pi)[0].cpu()
+
+    # ------------------------------------------------------------------ learning
+    def update(self, batch) -> dict[str, float]:
+        """One gradient step on the world model and one on the policy; returns scalar losses."""
+        self.model.train()
+        out = self._update_fn(*batch)
+        self.model.soft_update_target(self.cfg.optim.tau)
+        self.model.eval()
+        return {k: float(v) for k, v in out.items()}
+
+    def _update(self, obs, action, reward, terminated) -> dict[str, torch.Tensor]:
+        o, m = self.cfg.optim, self.model
+        H = action.shape[0]
+        with torch.no_grad():
+            next_z = m.encode(obs[1:])
+            td_target = reward + self.discount * (1 - terminated) * m.Q(
+                next_z, m.pi(next_z)[1], return_type="min", target=True
+            )
+
+        zs = [m.encode(obs[0])]
+        consistency_loss = 0.0
+        for t in range(H):
+            z = m.next(zs[-1], action[t])
+            consistency_loss = consistency_loss + F.mse_loss(z, next_z[t]) * o.rho**t
+            zs.append(z)
+        zs = torch.stack(zs)  # (H+1, B, Z)
+        _zs = zs[:-1]
+        q_logits = m.Q(_zs, action, return_type="all")  # (num_q, H, B, bins)
+        reward_logits = m.reward_logits(_zs, action)  # (H, B, bins)
+        rho = o.rho ** torch.arange(H, device=obs.device, dtype=obs.dtype)
+        reward_loss = (m.two_hot.soft_ce(reward_logits, reward).mean(dim=(1, 2)) * rho).sum()
+        value_ce = m.two_hot.soft_ce(q_logits, td_target.unsqueeze(0).expand(len(m.qs), -1, -1, -1))
+        value_loss = (value_ce.mean(dim=(2, 3)) * rho).sum()  # summed over members and horizon
+        consistency_loss = consistency_loss / H
+        reward_loss = reward_loss / H
+        value_loss = value_loss / (H * len(m.qs))
+        total_loss = o.consistency_coef * consistency_loss + o.reward_coef * reward_loss + o.value_coef * value_loss
+        self.optim.zero_grad(set_to_none=True)
+        total_loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for g in self.optim.param_groups for p in g["params"]], o.grad_clip_norm
+        )
+        self.optim.step()
+
+        pi_loss, pi_scale = self._update_pi(zs.detach())
+        return {
+            "consistency_loss": consistency_loss.detach(),
+            "reward_loss": reward_loss.detach(),
+            "value_loss": value_loss.detach(),
+            "pi_loss": pi_loss.detach(),
+            "total_loss": total_loss.detach(),
+            "grad_norm": grad_norm.detach(),
+            "pi_scale": pi_scale,
+        }
+
+    def _update_pi(self, zs: torch.Tensor):
+        o, m = self.cfg.optim, self.model
+        _, pis, log_pis, _ = m.pi(zs)
+        qs = m.Q(zs, pis, return_type="avg", detach=True)
+        self.scale.update(qs[0])
+        qs = self.scale(qs)
+        rho = o.rho ** torch.arange(len(qs), device=zs.device, dtype=zs.dtype)
+        pi_loss = ((o.entropy_coef * log_pis - qs).mean(dim=(1, 2)) * rho).mean()
+        self.pi_optim.zero_grad(set_to_none=True)
+        pi_loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.policy.parameters(), o.grad_clip_norm)
+        self.pi_optim.step()
+        return pi_loss, self.scale.value[0].detach().clone()
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "widths": self.model.widths(),
+            "optim": self.optim.state_dict(),
+            "pi_optim": self.pi_optim.state_dict(),
+            "scale": self.scale.state_dict(),
+            "planner_prev_mean": self.planner.prev_mean,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optim.load_state_dict(state["optim"])
+        self.pi_optim.load_state_dict(state["pi_optim"])
+        self.scale.load_state_dict(state["scale"])
+        self.planner.prev_mean = state.get("planner_prev_mean")

@@ -1,0 +1,266 @@
+"""Structured (dataclass) configuration of a training run, registered with Hydra's ConfigStore.
+
+Every key is validated by :func:`validate` before anything is built: a bad value raises
+:class:`ConfigError` whose one-line message names the key, the value and what is allowed.
+Model widths default to ``None`` and are filled in from the ``model_size`` preset (TD-MPC2's sizes,
+plus a ``cpu`` preset tuned to train fast on two cores); any width set explicitly wins over the preset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING  # noqa: F401  (re-exported for users writing their own configs)
+
+# TD-MPC2's model sizes (Hansen et al. 2024, Table 7), in millions of parameters, plus "cpu".
+MODEL_SIZES: dict[str, dict[str, int]] = {
+    "cpu": {"enc_dim": 128, "mlp_dim": 192, "latent_dim": 64, "num_enc_layers": 2, "num_q": 2},
+    "1": {"enc_dim": 256, "mlp_dim": 384, "latent_dim": 128, "num_enc_layers": 2, "num_q": 2},
+    "5": {"enc_dim": 256, "mlp_dim": 512, "latent_dim": 512, "num_enc_layers": 2, "num_q": 5},
+    "19": {"enc_dim": 1024, "mlp_dim": 1024, "latent_dim": 768, "num_enc_layers": 3, "num_q": 5},
+    "48": {"enc_dim": 1792, "mlp_dim": 1792, "latent_dim": 768, "num_enc_layers": 4, "num_q": 5},
+    "317": {"enc_dim": 4096, "mlp_dim": 4096, "latent_dim": 1376, "num_enc_layers": 5, "num_q": 8},
+}
+
+# Planner settings that differ for the cpu preset (planning is half of the CPU time of a step).
+PLANNER_PRESETS: dict[str, dict[str, int]] = {
+    "cpu": {"iterations": 4, "num_samples": 256, "num_elites": 32, "num_pi_trajs": 16},
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message is one line for the user."""
+
+
+@dataclass
+class ModelConfig:
+    """World-model architecture. ``None`` widths come from the ``model_size`` preset."""
+
+    enc_dim: int | None = None
+    mlp_dim: int | None = None
+    latent_dim: int | None = None
+    num_enc_layers: int | None = None
+    num_q: int | None = None
+    simnorm_dim: int = 8
+    num_bins: int = 101
+    vmin: float = -10.0
+    vmax: float = 10.0
+    dropout: float = 0.01
+    log_std_min: float = -10.0
+    log_std_max: float = 2.0
+
+
+@dataclass
+class PlannerConfig:
+    """MPPI in latent space (TD-MPC2 defaults)."""
+
+    mpc: bool = True  # False: act with the policy prior alone
+    iterations: int | None = None  # preset: 6 (4 for cpu)
+    num_samples: int | None = None  # preset: 512 (256 for cpu)
+    num_elites: int | None = None  # preset: 64 (32 for cpu)
+    num_pi_trajs: int | None = None  # preset: 24 (16 for cpu)
+    horizon: int = 3
+    min_std: float = 0.05
+    max_std: float = 2.0
+    temperature: float = 0.5
+
+
+@dataclass
+class OptimConfig:
+    """Losses and optimisation (TD-MPC2 defaults)."""
+
+    batch_size: int = 256
+    lr: float = 3e-4
+    enc_lr_scale: float = 0.3
+    grad_clip_norm: float = 20.0
+    rho: float = 0.5
+    consistency_coef: float = 20.0
+    reward_coef: float = 0.1
+    value_coef: float = 0.1
+    entropy_coef: float = 1e-4
+    tau: float = 0.01
+    discount_denom: float = 5.0
+    discount_min: float = 0.95
+    discount_max: float = 0.995
+
+
+@dataclass
+class WandbSettings:
+    mode: str = "auto"  # auto | online | offline | disabled
+    project: str = "ca-prune"
+    entity: str | None = None
+    group: str | None = None
+    job_type: str = "train"
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggerConfig:
+    wandb: WandbSettings = field(default_factory=WandbSettings)
+    console_every: int = 1  # print a console line every N episodes
+    progress: bool = True  # tqdm progress bar (off when not a TTY)
+
+
+@dataclass
+class TrainConfig:
+    """A training run. ``steps`` counts *environment* steps (after action repeat), as in the papers."""
+
+    task: str = "cartpole-swingup"
+    seed: int = 1
+    steps: int = 100_000
+    model_size: str = "cpu"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    compile: bool = False  # torch.compile the update (optional, off by default)
+    action_repeat: int | None = None  # None: per-task TD-MPC default (8 cartpole, 2 walker/finger, 4 else)
+    seed_steps: int | None = None  # env steps of random actions; None: max(1000, 5 episodes)
+    updates_per_step: float = 1.0  # gradient updates per agent step (after seeding)
+    buffer_size: int = 1_000_000
+    buffer_device: str = "auto"  # auto (= device) | cpu | cuda
+    eval_freq: int = 10_000  # env steps
+    eval_episodes: int = 10
+    checkpoint_freq: int = 10_000  # env steps; saved at the first episode end after each multiple
+    resume: bool = True  # continue from run_dir/checkpoint.pt when it exists
+    run_dir: str | None = None  # None: Hydra's run dir
+    model: ModelConfig = field(default_factory=ModelConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    pruning: Any = None  # filled by the pruning package's config when enabled
+
+
+def _require(cond: bool, key: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"invalid config: {key}={value!r}; allowed: {allowed}")
+
+
+def resolve_presets(cfg: TrainConfig) -> TrainConfig:
+    """Fill ``None`` model/planner fields from the ``model_size`` preset (in place) and return ``cfg``."""
+    size = str(cfg.model_size)
+    _require(size in MODEL_SIZES, "model_size", cfg.model_size, "|".join(MODEL_SIZES))
+    cfg.model_size = size
+    for key, value in MODEL_SIZES[size].items():
+        if getattr(cfg.model, key) is None:
+            setattr(cfg.model, key, value)
+    planner_defaults = {"iterations": 6, "num_samples": 512, "num_elites": 64, "num_pi_trajs": 24}
+    planner_defaults.update(PLANNER_PRESETS.get(size, {}))
+    for key, value in planner_defaults.items():
+        if getattr(cfg.planner, key) is None:
+            setattr(cfg.planner, key, value)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Resolve presets and check every key; raises :class:`ConfigError` on the first bad value."""
+    from tdmpc.envs import TASKS
+
+    if cfg.task not in TASKS:
+        import difflib
+
+        close = difflib.get_close_matches(str(cfg.task), TASKS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"invalid config: task={cfg.task!r}{hint}; allowed: {', '.join(TASKS)}")
+    resolve_presets(cfg)
+    _require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
+    _require(cfg.steps > 0, "steps", cfg.steps, "an integer > 0")
+    dev = str(cfg.device)
+    _require(
+        dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
+        "device", cfg.device, "auto|cpu|cuda|cuda:N",
+    )
+    if dev.startswith("cuda"):
+        import torch
+
+        _require(torch.cuda.is_available(), "device", cfg.device, "cpu or auto (CUDA is not available here)")
+    _require(cfg.buffer_device in ("auto", "cpu", "cuda"), "buffer_device", cfg.buffer_device, "auto|cpu|cuda")
+    _require(cfg.num_threads >= 0, "num_threads", cfg.num_threads, "an integer >= 0 (0 = torch default)")
+    _require(cfg.action_repeat is None or cfg.action_repeat >= 1, "action_repeat", cfg.action_repeat, "null or >= 1")
+    _require(cfg.seed_steps is None or cfg.seed_steps >= 0, "seed_steps", cfg.seed_steps, "null or >= 0")
+    _require(cfg.updates_per_step > 0, "updates_per_step", cfg.updates_per_step, "a number > 0")
+    _require(cfg.buffer_size >= 1000, "buffer_size", cfg.buffer_size, "an integer >= 1000")
+    _require(cfg.eval_freq > 0, "eval_freq", cfg.eval_freq, "an integer > 0 (env steps)")
+    _require(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "an integer >= 1")
+    _require(cfg.checkpoint_freq > 0, "checkpoint_freq", cfg.checkpoint_freq, "an integer > 0 (env steps)")
+
+    m = cfg.model
+    for key in ("enc_dim", "mlp_dim", "latent_dim", "num_enc_layers", "num_q", "simnorm_dim"):
+        _require(getattr(m, key) >= 1, f"model.{key}", getattr(m, key), "an integer >= 1")
+    _require(m.num_q >= 2, "model.num_q", m.num_q, "an integer >= 2 (the TD target takes the min of two)")
+    _require(
+        m.latent_dim % m.simnorm_dim == 0, "model.latent_dim", m.latent_dim,
+        f"a multiple of model.simnorm_dim={m.simnorm_dim}",
+    )
+    _require(m.num_bins >= 2, "model.num_bins", m.num_bins, "an integer >= 2")
+    _require(m.vmin < m.vmax, "model.vmin", m.vmin, f"a number < model.vmax={m.vmax}")
+    _require(0 <= m.dropout < 1, "model.dropout", m.dropout, "0 <= dropout < 1")
+    _require(m.log_std_min < m.log_std_max, "model.log_std_min", m.log_std_min, "< model.log_std_max")
+
+    p = cfg.planner
+    _require(p.iterations >= 1, "planner.iterations", p.iterations, "an integer >= 1")
+    _require(p.horizon >= 1, "planner.horizon", p.horizon, "an integer >= 1")
+    _require(p.num_samples >= 2, "planner.num_samples", p.num_samples, "an integer >= 2")
+    _require(p.num_pi_trajs >= 0, "planner.num_pi_trajs", p.num_pi_trajs, "an integer >= 0")
+    _require(
+        1 <= p.num_elites <= p.num_samples + p.num_pi_trajs, "planner.num_elites", p.num_elites,
+        f"1 .. num_samples + num_pi_trajs = {p.num_samples + p.num_pi_trajs}",
+    )
+    _require(0 < p.min_std <= p.max_std, "planner.min_std", p.min_std, f"0 < min_std <= max_std={p.max_std}")
+    _require(p.temperature > 0, "planner.temperature", p.temperature, "a number > 0")
+
+    o = cfg.optim
+    _require(o.batch_size >= 1, "optim.batch_size", o.batch_size, "an integer >= 1")
+    for key in ("lr", "enc_lr_scale", "grad_clip_norm", "consistency_coef", "discount_denom"):
+        _require(getattr(o, key) > 0, f"optim.{key}", getattr(o, key), "a number > 0")
+    for key in ("reward_coef", "value_coef", "entropy_coef"):
+        _require(getattr(o, key) >= 0, f"optim.{key}", getattr(o, key), "a number >= 0")
+    _require(0 < o.rho <= 1, "optim.rho", o.rho, "0 < rho <= 1")
+    _require(0 < o.tau <= 1, "optim.tau", o.tau, "0 < tau <= 1")
+    _require(
+        0 < o.discount_min <= o.discount_max < 1, "optim.discount_min", o.discount_min,
+        f"0 < discount_min <= discount_max={o.discount_max} < 1",
+    )
+    _require(
+        cfg.logger.wandb.mode in ("auto", "online", "offline", "disabled"), "logger.wandb.mode",
+        cfg.logger.wandb.mode, "auto|online|offline|disabled",
+    )
+    _require(cfg.logger.console_every >= 1, "logger.console_every", cfg.logger.console_every, "an integer >= 1")
+    return cfg
+
+
+def to_dataclass(cfg: Any) -> TrainConfig:
+    """An OmegaConf DictConfig (structured or not) or dict -> a plain :class:`TrainConfig`."""
+    from omegaconf import OmegaConf
+
+    if isinstance(cfg, TrainConfig):
+        return cfg
+    if not isinstance(cfg, dict):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    return from_dict(TrainConfig, cfg)
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """Build a (nested) dataclass from a plain dict, rejecting unknown keys with a clear message."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"invalid config: unknown key {key!r}; allowed: {', '.join(names)}")
+        ftype = names[key].type
+        sub = _DATACLASSES.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
+        kwargs[key] = from_dict(sub, value) if sub is not None and isinstance(value, dict) else value
+    return cls(**kwargs)
+
+
+_DATACLASSES = {
+    c.__name__: c for c in (ModelConfig, PlannerConfig, OptimConfig, WandbSettings, LoggerConfig, TrainConfig)
+}
+
+
+def register_configs() -> None:
+    """Register the structured configs with Hydra's ConfigStore (schema for ``conf/train.yaml``)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)

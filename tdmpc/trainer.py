@@ -1,0 +1,258 @@
+"""Online training loop: seeding, updates, evaluation, logging and exact checkpoint/resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from tdmpc.agent import TDMPC
+from tdmpc.buffer import ReplayBuffer
+from tdmpc.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    get_rng_states,
+    load_checkpoint,
+    save_atomic,
+    set_rng_states,
+)
+from tdmpc.config import TrainConfig
+from tdmpc.envs import make_env
+from tdmpc.logger import Logger, WandbConfig
+
+EVAL_SEED_OFFSET = 10_000  # the evaluation env is seeded with seed + this
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Trains a :class:`TDMPC` agent online on one dm_control task.
+
+    ``update_hooks`` are called after every gradient update with ``(trainer, losses)``; objects in
+    ``checkpoint_extras`` (name -> object with ``state_dict``/``load_state_dict``) are saved in and
+    restored from the checkpoint. Both are how other packages (e.g. ``pruning``'s importance tracker)
+    attach to training without the trainer knowing about them.
+    """
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, config_dict: dict | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.config_dict = config_dict if config_dict is not None else dataclasses.asdict(cfg)
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        self.env = make_env(cfg.task, cfg.seed, cfg.action_repeat)
+        self.eval_env = make_env(cfg.task, cfg.seed + EVAL_SEED_OFFSET, cfg.action_repeat)
+        self.env.reset(seed=cfg.seed)
+        self.eval_env.reset(seed=cfg.seed + EVAL_SEED_OFFSET)
+        obs_dim = self.env.observation_space.shape[0]
+        action_dim = self.env.action_space.shape[0]
+        self.agent = TDMPC(obs_dim, action_dim, self.env.episode_length, cfg, self.device)
+        buffer_device = self.device if cfg.buffer_device == "auto" else torch.device(cfg.buffer_device)
+        self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, action_dim, cfg.planner.horizon, buffer_device)
+        self.sample_rng = np.random.default_rng(cfg.seed)
+        self.seed_steps = cfg.seed_steps if cfg.seed_steps is not None else 5 * self.env.max_episode_steps
+        self.step = 0  # agent steps
+        self.env_step = 0
+        self.episode = 0
+        self.updates = 0
+        self.elapsed = 0.0  # training wall-clock seconds, carried over resumes
+        self.last_eval: dict[str, float] | None = None
+        self.update_hooks: list[Callable[[Trainer, dict], None]] = []
+        self.checkpoint_extras: dict[str, Any] = {}
+        self.logger: Logger | None = None
+        self.checkpoint_path = self.run_dir / "checkpoint.pt"
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config_dict,
+            "agent": self.agent.state_dict(),
+            "buffer": self.buffer.state_dict(),
+            "counters": {"step": self.step, "env_step": self.env_step, "episode": self.episode,
+                         "updates": self.updates, "elapsed": self.elapsed},
+            "rng": get_rng_states(),
+            "sample_rng": self.sample_rng.bit_generator.state,
+            "env_rng": self.env.get_rng_state(),
+            "eval_env_rng": self.eval_env.get_rng_state(),
+            "extras": {name: obj.state_dict() for name, obj in self.checkpoint_extras.items()},
+        }
+
+    def save_checkpoint(self) -> Path:
+        return save_atomic(self.state_dict(), self.checkpoint_path)
+
+    def load_checkpoint(self, path: str | Path | None = None) -> None:
+        state = load_checkpoint(path or self.checkpoint_path)
+        saved = state["config"]
+        for key in ("task", "model_size", "action_repeat"):
+            if saved.get(key) != self.config_dict.get(key):
+                raise CheckpointError(
+                    f"checkpoint was written with {key}={saved.get(key)!r}, this run has "
+                    f"{key}={self.config_dict.get(key)!r}; use a new run dir or set resume=false"
+                )
+        self.agent.load_state_dict(state["agent"])
+        self.buffer.load_state_dict(state["buffer"])
+        c = state["counters"]
+        self.step, self.env_step, self.episode = c["step"], c["env_step"], c["episode"]
+        self.updates, self.elapsed = c["updates"], c["elapsed"]
+        set_rng_states(state["rng"])
+        self.sample_rng.bit_generator.state = state["sample_rng"]
+        self.env.set_rng_state(state["env_rng"])
+        self.eval_env.set_rng_state(state["eval_env_rng"])
+        for name, obj in self.checkpoint_extras.items():
+            if name in state["extras"]:
+                obj.load_state_dict(state["extras"][name])
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, episodes: int | None = None) -> dict[str, float]:
+        """Mean/std return over ``episodes`` episodes with no exploration noise."""
+        returns = []
+        for _ in range(episodes or self.cfg.eval_episodes):
+            obs, _ = self.eval_env.reset()
+            self.agent.planner.reset()
+            done, ep_return = False, 0.0
+            while not done:
+                action = self.agent.act(torch.as_tensor(obs), eval_mode=True)
+                obs, reward, terminated, truncated, _ = self.eval_env.step(action.numpy())
+                ep_return += float(reward)
+                done = terminated or truncated
+            returns.append(ep_return)
+        return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
+                "episodes": len(returns)}
+
+    # ------------------------------------------------------------------ training
+    def _run_updates(self, n: int) -> dict[str, float]:
+        losses: dict[str, float] = {}
+        for _ in range(n):
+            batch = self.buffer.sample(self.cfg.optim.batch_size, self.sample_rng)
+            losses = self.agent.update(batch)
+            self.updates += 1
+            for hook in self.update_hooks:
+                hook(self, losses)
+        return losses
+
+    def _log_eval(self) -> None:
+        result = self.evaluate()
+        self.last_eval = result
+        row = {"env_step": self.env_step, "step": self.step, **result, "elapsed_s": round(self.elapsed, 2)}
+        self.logger.log("eval", row)
+        self._print(
+            f"[eval] env_step {self.env_step:>8d}  return {result['return_mean']:8.1f} ± {result['return_std']:6.1f}"
+            f"  ({result['episodes']} episodes)  elapsed {self.elapsed / 60:5.1f} min"
+        )
+
+    def _print(self, line: str) -> None:
+        if self._bar is not None:
+            self._bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def train(self) -> dict[str, float]:
+        """Train to ``cfg.steps`` env steps (resuming from the run dir's checkpoint when allowed)."""
+        cfg = self.cfg
+        resumed = cfg.resume and self.checkpoint_path.exists()
+        if resumed:
+            self.load_checkpoint()
+        wandb_cfg = WandbConfig(**{k: v for k, v in dataclasses.asdict(cfg.logger.wandb).items()})
+        self.logger = Logger(self.run_dir, self.config_dict, wandb_cfg, resume=resumed)
+        if resumed:
+            # Rows logged after the checkpoint by a killed run are dropped: the resumed run re-logs them.
+            self.logger.truncate(self.env_step)
+        self._bar = None
+        if cfg.logger.progress and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=cfg.steps, initial=self.env_step, unit="env step", dynamic_ncols=True)
+        if resumed:
+            self._print(f"[resume] from {self.checkpoint_path} at env_step {self.env_step}")
+        next_eval = (self.env_step // cfg.eval_freq + 1) * cfg.eval_freq
+        next_ckpt = (self.env_step // cfg.checkpoint_freq + 1) * cfg.checkpoint_freq
+        pretrained = self.updates > 0
+        try:
+            while self.env_step < cfg.steps:
+                t0 = time.perf_counter()
+                ep_return, ep_steps, losses = self._run_episode(pretrained)
+                pretrained = pretrained or self.updates > 0
+                dt = time.perf_counter() - t0
+                self.elapsed += dt
+                self.episode += 1
+                row = {"step": self.step, "env_step": self.env_step, "episode": self.episode,
+                       "episode_return": round(ep_return, 4), **losses,
+                       "steps_per_s": round(ep_steps / dt, 3), "elapsed_s": round(self.elapsed, 2)}
+                self.logger.log("train", row)
+                if self._bar is not None:
+                    self._bar.update(ep_steps * self.env.action_repeat)
+                if self.episode % cfg.logger.console_every == 0:
+                    loss_txt = f"  loss {losses['total_loss']:.3f}" if losses else "  (seeding)"
+                    self._print(
+                        f"[train] env_step {self.env_step:>8d}  episode {self.episode:>5d}  return {ep_return:8.1f}"
+                        f"{loss_txt}  {ep_steps / dt:6.1f} steps/s"
+                    )
+                done = self.env_step >= cfg.steps
+                if self.env_step >= next_eval or done:
+                    self._log_eval()
+                    next_eval = (self.env_step // cfg.eval_freq + 1) * cfg.eval_freq
+                if self.env_step >= next_ckpt or done:
+                    self.save_checkpoint()
+                    next_ckpt = (self.env_step // cfg.checkpoint_freq + 1) * cfg.checkpoint_freq
+            summary = {"env_step": self.env_step, "updates": self.updates, "elapsed_s": self.elapsed}
+            if self.last_eval is not None:
+                summary.update({f"eval/{k}": v for k, v in self.last_eval.items()})
+            self.logger.summary(summary)
+            return summary
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+            self.logger.finish()
+
+    def _run_episode(self, pretrained: bool) -> tuple[float, int, dict[str, float]]:
+        """Collect one episode (updating the agent after every step past seeding) and store it."""
+        cfg = self.cfg
+        obs, _ = self.env.reset()
+        self.agent.planner.reset()
+        obs_list, actions, rewards, terms = [torch.as_tensor(obs)], [], [], []
+        done, ep_return, losses = False, 0.0, {}
+        update_credit = 0.0
+        while not done:
+            seeding = self.env_step < self.seed_steps
+            if seeding:
+                action = torch.rand(self.env.action_space.shape) * 2 - 1
+            else:
+                action = self.agent.act(obs_list[-1])
+            obs, reward, terminated, truncated, info = self.env.step(action.numpy())
+            self.env_step += int(info.get("env_steps", self.env.action_repeat))
+            self.step += 1
+            obs_list.append(torch.as_tensor(obs))
+            actions.append(action)
+            rewards.append(float(reward))
+            terms.append(float(terminated))
+            ep_return += float(reward)
+            done = terminated or truncated
+            if not seeding and len(self.buffer) > 0:
+                if not pretrained:
+                    # First update after seeding: pretrain on the seed data (TD-MPC2), one update per seed step.
+                    losses = self._run_updates(len(self.buffer))
+                    pretrained = True
+                update_credit += cfg.updates_per_step
+                n = math.floor(update_credit)
+                update_credit -= n
+                if n:
+                    losses = self._run_updates(n)
+        self.buffer.add_episode(
+            torch.stack(obs_list), torch.stack(actions), torch.tensor(rewards), torch.tensor(terms)
+        )
+        return ep_return, len(actions), losses
