@@ -56,7 +56,8 @@ class TDMPC:
     def __init__(self, obs_dim: int, action_dim: int, episode_length: int, cfg: TrainConfig, device: torch.device):
         self.cfg, self.device = cfg, device
         self.obs_dim, self.action_dim = obs_dim, action_dim
-        self.model = WorldModel(obs_dim, action_dim, cfg.model).to(device)
+        # Eval mode (no dropout) except inside update(): acting must not depend on where training resumed.
+        self.model = WorldModel(obs_dim, action_dim, cfg.model).to(device).eval()
         self.discount = heuristic_discount(episode_length, cfg.optim)
         self.planner = MPPIPlanner(self.model, cfg.planner, action_dim, self.discount)
         self.scale = RunningScale(cfg.optim.tau, device)

@@ -1,0 +1,52 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("MUJOCO_GL", "disable")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+
+# Overrides that make a training run take seconds (tiny widths, tiny planner, short seeding).
+TINY = {
+    "model_size": "cpu",
+    "model.enc_dim": 32,
+    "model.mlp_dim": 32,
+    "model.latent_dim": 16,
+    "model.num_q": 2,
+    "model.num_bins": 21,
+    "planner.iterations": 2,
+    "planner.num_samples": 16,
+    "planner.num_elites": 4,
+    "planner.num_pi_trajs": 2,
+    "optim.batch_size": 16,
+    "seed_steps": 1000,
+    "eval_episodes": 1,
+    "num_threads": 1,
+    "logger.wandb.mode": "disabled",
+    "logger.progress": False,
+}
+
+
+def tiny_cfg(**overrides):
+    """A validated tiny TrainConfig; keyword overrides use '__' for nesting (model__mlp_dim=8)."""
+    from tdmpc.config import TrainConfig, validate
+
+    cfg = TrainConfig()
+    for key, value in {**TINY, **{k.replace("__", "."): v for k, v in overrides.items()}}.items():
+        target = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            target = getattr(target, p)
+        setattr(target, parts[-1], value)
+    return validate(cfg)
+
+
+def tiny_cli(**overrides) -> list[str]:
+    return [f"{k}={v}" for k, v in {**TINY, **overrides}.items()]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)

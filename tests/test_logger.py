@@ -1,0 +1,396 @@
+"""Tests for tdmpc.logger: CSV streams, exact-resume truncation, W&B mode resolution and offline W&B runs."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tdmpc.logger import EVAL_COLUMNS, TRAIN_COLUMNS, Logger, WandbConfig, flatten, resolve_wandb_mode
+
+CONFIG = {"task": "cartpole-swingup", "seed": 3, "model_size": 5, "pruning": {"metric": "taylor", "ratio": 0.5},
+          "optim": {"lr": 3e-4}}
+
+# Environment variables that would change what wandb does; cleared so the host's settings cannot leak in.
+WANDB_ENV = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_DISABLED", "WANDB_ENTITY", "WANDB_PROJECT",
+             "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE", "WANDB_TAGS", "WANDB_NAME",
+             "WANDB_NOTES", "WANDB_CONSOLE", "NETRC")
+
+
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch):
+    """Point HOME and every wandb folder into tmp_path, silence wandb, and drop API keys and overrides."""
+    for name in WANDB_ENV:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb_cache"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_data"))
+    monkeypatch.setenv("WANDB_ARTIFACT_DIR", str(tmp_path / "wandb_artifacts"))
+    return home
+
+
+def disabled() -> WandbConfig:
+    return WandbConfig(mode="disabled")
+
+
+# --------------------------------------------------------------------------------------------- CSV
+
+
+def test_csv_header_rows_types_round_trip(tmp_path):
+    with Logger(tmp_path, CONFIG, disabled()) as logger:
+        assert logger.wandb_run is None
+        logger.log("train", {"step": 1, "env_step": 2, "episode": 0, "episode_return": 12.5, "total_loss": 0.25,
+                             "not_a_column": "ignored"})
+        logger.log("train", {"step": 2, "env_step": 4, "episode": 1, "episode_return": -3.0})  # no losses
+        logger.log("eval", {"env_step": 4, "step": 2, "return_mean": 100.5, "return_std": 1.5, "episodes": 10})
+        # Rows are flushed at once: readable before finish().
+        assert len(pd.read_csv(tmp_path / "train.csv")) == 2
+
+    train = pd.read_csv(tmp_path / "train.csv")
+    assert list(train.columns) == TRAIN_COLUMNS
+    assert "not_a_column" not in train.columns
+    assert train["step"].tolist() == [1, 2] and train["env_step"].tolist() == [2, 4]
+    assert pd.api.types.is_integer_dtype(train["env_step"])
+    assert train["episode_return"].tolist() == [12.5, -3.0]
+    assert train.loc[0, "total_loss"] == 0.25 and pd.isna(train.loc[1, "total_loss"])
+    assert train["grad_norm"].isna().all()  # never given: empty cells
+    assert (tmp_path / "train.csv").read_text().splitlines()[2] == "2,4,1,-3.0,,,,,,,,,"
+
+    evals = pd.read_csv(tmp_path / "eval.csv")
+    assert list(evals.columns) == EVAL_COLUMNS
+    assert evals.loc[0, "return_mean"] == 100.5 and evals.loc[0, "episodes"] == 10
+    assert pd.isna(evals.loc[0, "elapsed_s"])
+
+
+def test_csv_custom_streams_and_tensor_values(tmp_path):
+    torch = pytest.importorskip("torch")
+    with Logger(tmp_path, CONFIG, disabled(), csv_files={"prune": ["sparsity", "return_mean"]}) as logger:
+        logger.log("prune", {"sparsity": torch.tensor(0.5), "return_mean": 7})
+        logger.log("extra", {"a": 1, "b": "x"})  # a stream not declared: columns from its first row
+        logger.log("extra", {"b": "y", "c": 3})
+    assert not (tmp_path / "train.csv").exists()
+    prune = pd.read_csv(tmp_path / "prune.csv")
+    assert prune.to_dict("records") == [{"sparsity": 0.5, "return_mean": 7}]
+    extra = pd.read_csv(tmp_path / "extra.csv")
+    assert list(extra.columns) == ["a", "b"]
+    assert extra["b"].tolist() == ["x", "y"] and pd.isna(extra.loc[1, "a"])
+
+
+def test_fresh_run_overwrites_and_resume_appends_without_duplicate_header(tmp_path):
+    with Logger(tmp_path, CONFIG, disabled()) as logger:
+        logger.log("train", {"step": 1, "env_step": 1})
+    with Logger(tmp_path, CONFIG, disabled()) as logger:  # not a resume: start anew
+        logger.log("train", {"step": 1, "env_step": 10})
+    assert pd.read_csv(tmp_path / "train.csv")["env_step"].tolist() == [10]
+
+    with Logger(tmp_path, CONFIG, disabled(), resume=True) as logger:
+        logger.log("train", {"step": 2, "env_step": 20})
+    text = (tmp_path / "train.csv").read_text()
+    assert text.count("step,env_step") == 1
+    assert pd.read_csv(tmp_path / "train.csv")["env_step"].tolist() == [10, 20]
+
+
+def test_truncate_drops_rows_after_env_step(tmp_path):
+    with Logger(tmp_path, CONFIG, disabled()) as logger:
+        for env_step in range(1, 7):
+            logger.log("train", {"step": env_step, "env_step": env_step * 100})
+        logger.log("eval", {"env_step": 300, "return_mean": 1.0})
+        logger.log("eval", {"env_step": 600, "return_mean": 2.0})
+
+    # A killed run resumed from its checkpoint at env_step 300: later rows are dropped, then logged again.
+    with Logger(tmp_path, CONFIG, disabled(), resume=True) as logger:
+        logger.truncate(300)
+        assert pd.read_csv(tmp_path / "train.csv")["env_step"].tolist() == [100, 200, 300]
+        for env_step in (400, 500):
+            logger.log("train", {"step": env_step // 100, "env_step": env_step})
+
+    train = pd.read_csv(tmp_path / "train.csv")
+    assert train["env_step"].tolist() == [100, 200, 300, 400, 500]
+    assert train["step"].tolist() == [1, 2, 3, 4, 5]
+    assert pd.read_csv(tmp_path / "eval.csv")["env_step"].tolist() == [300]
+    assert (tmp_path / "train.csv").read_text().count("step,env_step") == 1
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_truncate_keeps_rows_without_env_step_and_resume_drops_partial_row(tmp_path):
+    with Logger(tmp_path, CONFIG, disabled(), csv_files={"s": ["env_step", "x"], "n": ["x"]}) as logger:
+        logger.log("s", {"env_step": 1, "x": 1})
+        logger.log("s", {"x": 2})  # no env_step value: kept
+        logger.log("s", {"env_step": 5, "x": 3})
+        logger.log("n", {"x": 4})  # no env_step column: untouched
+    with open(tmp_path / "s.csv", "a") as f:
+        f.write("9,")  # a row a crash cut short (no newline)
+
+    with Logger(tmp_path, CONFIG, disabled(), resume=True,
+                csv_files={"s": ["env_step", "x"], "n": ["x"]}) as logger:
+        logger.truncate(4)
+        logger.log("s", {"env_step": 6, "x": 5})
+    assert (tmp_path / "s.csv").read_text() == "env_step,x\n1,1\n,2\n6,5\n"
+    assert (tmp_path / "n.csv").read_text() == "x\n4\n"
+
+
+def test_summary_json_is_merged(tmp_path):
+    with Logger(tmp_path, CONFIG, disabled()) as logger:
+        logger.summary({"final_return": 10.0, "env_steps": 100})
+        logger.summary({"final_return": 12.0})
+        logger.log_image("img", tmp_path / "missing.png")  # no-ops without W&B
+        logger.log_table("table", pd.DataFrame({"a": [1]}))
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"final_return": 12.0, "env_steps": 100}
+
+
+def test_finish_is_idempotent_and_log_after_finish_fails(tmp_path):
+    logger = Logger(tmp_path, CONFIG, disabled())
+    logger.finish()
+    logger.finish()
+    with pytest.raises(RuntimeError, match="after finish"):
+        logger.log("train", {"step": 1})
+
+
+def test_disabled_mode_never_imports_wandb(tmp_path):
+    code = ("import sys; from tdmpc.logger import Logger, WandbConfig; "
+            f"lg = Logger({str(tmp_path)!r}, {{}}, WandbConfig(mode='disabled')); lg.log('train', {{'step': 1}}); "
+            "lg.finish(); assert 'wandb' not in sys.modules, 'wandb was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    assert (tmp_path / "train.csv").exists()
+
+
+def test_flatten():
+    assert flatten(CONFIG)["pruning.metric"] == "taylor"
+    assert flatten({"a": {"b": {"c": 1}}, "d": [1, 2]}) == {"a.b.c": 1, "d": [1, 2]}
+
+
+# --------------------------------------------------------------------------------------------- W&B mode
+
+
+def test_resolve_wandb_mode_online_with_api_key(wandb_env, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_wandb_mode("auto") == "online"
+
+
+def test_resolve_wandb_mode_offline_without_key(wandb_env):
+    pytest.importorskip("wandb")
+    assert not (wandb_env / ".netrc").exists()
+    assert resolve_wandb_mode("auto") == "offline"
+
+
+def test_resolve_wandb_mode_online_with_netrc(wandb_env):
+    pytest.importorskip("wandb")
+    netrc_file = wandb_env / ".netrc"
+    netrc_file.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    netrc_file.chmod(0o600)
+    assert resolve_wandb_mode("auto") == "online"
+
+
+def test_resolve_wandb_mode_respects_wandb_mode_env(wandb_env, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert resolve_wandb_mode("auto") == "offline"
+
+
+def test_resolve_wandb_mode_without_wandb_is_disabled(wandb_env, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # makes `import wandb` fail
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_wandb_mode("auto") == "disabled"
+
+
+@pytest.mark.parametrize("mode", ["online", "offline", "disabled"])
+def test_resolve_wandb_mode_explicit(mode):
+    assert resolve_wandb_mode(mode) == mode
+
+
+def test_resolve_wandb_mode_invalid():
+    with pytest.raises(ValueError) as info:
+        resolve_wandb_mode("sometimes")
+    message = str(info.value)
+    assert "logger.wandb.mode" in message and "sometimes" in message
+    for allowed in ("auto", "online", "offline", "disabled"):
+        assert allowed in message
+
+
+def test_invalid_mode_fails_before_any_file_is_written(tmp_path):
+    with pytest.raises(ValueError, match="logger.wandb.mode"):
+        Logger(tmp_path / "run", CONFIG, WandbConfig(mode="cloud"))
+    assert not list((tmp_path / "run").glob("*.csv"))
+
+
+def test_auto_mode_without_wandb_logs_csv_only(tmp_path, wandb_env, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with Logger(tmp_path / "run", CONFIG, WandbConfig(mode="auto")) as logger:
+        assert logger.mode == "disabled" and logger.wandb_run is None
+        logger.log("train", {"step": 1, "env_step": 1})
+    assert len(pd.read_csv(tmp_path / "run" / "train.csv")) == 1
+
+
+def test_explicit_mode_without_wandb_raises(tmp_path, wandb_env, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(RuntimeError, match="W&B could not start in mode 'offline'"):
+        Logger(tmp_path / "run", CONFIG, WandbConfig(mode="offline"))
+
+
+def test_auto_mode_start_failure_warns_and_continues(tmp_path, wandb_env, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+
+    def broken_init(*args, **kwargs):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    with pytest.warns(RuntimeWarning, match="no space left"):
+        logger = Logger(tmp_path / "run", CONFIG, WandbConfig(mode="auto"))
+    with logger:
+        assert logger.mode == "disabled" and logger.wandb_run is None
+        logger.log("eval", {"env_step": 1, "return_mean": 2.0})
+    assert len(pd.read_csv(tmp_path / "run" / "eval.csv")) == 1
+    with pytest.raises(RuntimeError, match="no space left"):
+        Logger(tmp_path / "run2", CONFIG, WandbConfig(mode="offline"))
+
+
+# --------------------------------------------------------------------------------------------- W&B offline
+
+# The .wandb file is a LevelDB-style log (wandb 0.31 has no Python reader for it any more; its own reader
+# lives in the Go wandb-core): a 7-byte header (":W&B", magic 0xBEE1, version), then 32 KiB blocks of
+# chunks, each with a 7-byte header (checksum, length, type: 1 full, 2 first, 3 middle, 4 last); a block
+# tail shorter than a chunk header is padding. Every record is a wandb_internal_pb2.Record protobuf.
+BLOCK_LEN = 32 * 1024
+CHUNK_HEADER_LEN = 7
+
+
+def read_wandb_records(path: Path) -> list:
+    """All protobuf records of a ``run-*.wandb`` transaction log."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    ident, magic, _version = struct.unpack("<4sHB", data[:7])
+    assert (ident, magic) == (b":W&B", 0xBEE1)
+    payloads, partial, pos = [], b"", 7
+    while pos + CHUNK_HEADER_LEN <= len(data):
+        if BLOCK_LEN - pos % BLOCK_LEN < CHUNK_HEADER_LEN:
+            pos += BLOCK_LEN - pos % BLOCK_LEN  # block padding
+            continue
+        _checksum, length, kind = struct.unpack("<IHB", data[pos:pos + CHUNK_HEADER_LEN])
+        chunk = data[pos + CHUNK_HEADER_LEN:pos + CHUNK_HEADER_LEN + length]
+        pos += CHUNK_HEADER_LEN + length
+        if kind == 1:
+            payloads.append(chunk)
+        elif kind in (2, 3):
+            partial = (b"" if kind == 2 else partial) + chunk
+        elif kind == 4:
+            payloads.append(partial + chunk)
+            partial = b""
+        else:
+            raise AssertionError(f"unknown chunk type {kind} at byte {pos}")
+    records = []
+    for payload in payloads:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        records.append(record)
+    return records
+
+
+def _items(update) -> dict[str, object]:
+    """Protobuf config/history/summary items -> {key: decoded JSON value}."""
+    return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in update}
+
+
+def _offline_run_dirs(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_wandb_offline_run_records_history_config_and_resume(tmp_path, wandb_env):
+    pytest.importorskip("wandb")
+    run_dir = tmp_path / "run"
+    wcfg = WandbConfig(mode="offline", group="sweep-a", job_type="train", tags=["unit"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Logger(run_dir, CONFIG, wcfg, run_name="unit-run") as logger:
+            assert logger.mode == "offline"
+            run_id = logger.wandb_run.id
+            for i in range(3):
+                logger.log("train", {"step": i, "env_step": 2 * i, "total_loss": 1.0 / (i + 1), "extra_key": i})
+            logger.log("eval", {"env_step": 4, "return_mean": 123.5, "return_std": 2.0, "episodes": 10})
+            logger.log_table("curve", pd.DataFrame({"sparsity": [0.1, 0.2], "return": [5.0, 4.0]}))
+            logger.summary({"final_return": 123.5})
+        assert logger.wandb_run is None
+        logger.finish()  # idempotent
+
+    assert (run_dir / "wandb_id.txt").read_text().strip() == run_id
+    assert not list((tmp_path / "home").iterdir())  # nothing written to HOME
+    [offline] = _offline_run_dirs(run_dir)
+    assert offline.name.endswith(run_id)
+    records = read_wandb_records(offline / f"run-{run_id}.wandb")
+    by_type: dict[str, list] = {}
+    for record in records:
+        by_type.setdefault(record.WhichOneof("record_type"), []).append(record)
+
+    [run] = by_type["run"]
+    assert run.run.run_id == run_id and run.run.project == "ca-prune" and run.run.display_name == "unit-run"
+    assert run.run.run_group == "sweep-a" and run.run.job_type == "train"
+    assert set(run.run.tags) == {"unit", "task:cartpole-swingup", "seed:3", "model_size:5"}
+    config = _items(run.run.config.update)
+    for key, value in flatten(CONFIG).items():
+        assert config[key] == value
+
+    history = [_items(r.history.item) for r in by_type["history"]]
+    train = [h for h in history if "train/total_loss" in h]
+    assert [h["train/env_step"] for h in train] == [0, 2, 4]
+    assert [h["env_step"] for h in train] == [0, 2, 4]
+    assert train[1]["train/total_loss"] == 0.5 and train[2]["train/extra_key"] == 2
+    [evals] = [h for h in history if "eval/return_mean" in h]
+    assert evals["eval/return_mean"] == 123.5 and evals["env_step"] == 4 and evals["eval/episodes"] == 10
+    assert any(h.get("curve/_type") == "table-file" for h in history)
+    assert list((offline / "files" / "media" / "table").glob("curve_*.table.json"))
+
+    metrics = {(m.metric.glob_name or m.metric.name): m.metric.step_metric for m in by_type["metric"]}
+    assert metrics["train/*"] == "env_step" and metrics["eval/*"] == "env_step"
+    summary = {}
+    for record in by_type["summary"]:
+        summary.update(_items(record.summary.update))
+    assert summary["final_return"] == 123.5
+    assert json.loads((run_dir / "summary.json").read_text()) == {"final_return": 123.5}
+    # Offline runs keep everything in the .wandb file; config.yaml / wandb-summary.json only appear once
+    # the run is synced, but check them if this wandb version writes them.
+    if (offline / "files" / "wandb-summary.json").exists():
+        assert json.loads((offline / "files" / "wandb-summary.json").read_text())["final_return"] == 123.5
+    if (offline / "files" / "config.yaml").exists():
+        assert "pruning.metric" in (offline / "files" / "config.yaml").read_text()
+
+    # Resume in the same run dir: same W&B run id, CSVs appended.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Logger(run_dir, CONFIG, wcfg, resume=True) as logger:
+            assert logger.wandb_run.id == run_id
+            logger.truncate(2)
+            logger.log("train", {"step": 2, "env_step": 4, "total_loss": 0.25})
+    assert (run_dir / "wandb_id.txt").read_text().strip() == run_id
+    offline_dirs = _offline_run_dirs(run_dir)
+    assert len(offline_dirs) == 2 and all(d.name.endswith(run_id) for d in offline_dirs)
+    resumed = [r for r in read_wandb_records(offline_dirs[1] / f"run-{run_id}.wandb")
+               if r.WhichOneof("record_type") in ("run", "history")]
+    assert resumed[0].run.run_id == run_id
+    assert [_items(r.history.item)["train/total_loss"] for r in resumed[1:]] == [0.25]
+    assert pd.read_csv(run_dir / "train.csv")["env_step"].tolist() == [0, 2, 4]
+    assert pd.read_csv(run_dir / "eval.csv").empty
+
+
+def test_fresh_run_gets_a_new_wandb_id(tmp_path, wandb_env):
+    pytest.importorskip("wandb")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "wandb_id.txt").write_text("oldrunid\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Logger(tmp_path / "run", CONFIG, WandbConfig(mode="offline")) as logger:
+            new_id = logger.wandb_run.id
+    assert new_id != "oldrunid"
+    assert (tmp_path / "run" / "wandb_id.txt").read_text().strip() == new_id

@@ -1,0 +1,119 @@
+"""Agent learning, trainer outputs and exact checkpoint/resume, on tiny configs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_cfg
+from tdmpc.checkpoint import CheckpointError, load_checkpoint
+from tdmpc.trainer import Trainer
+
+
+def test_world_model_components_contract():
+    from tdmpc.world_model import WorldModel
+
+    cfg = tiny_cfg()
+    m = WorldModel(5, 1, cfg.model)
+    assert set(m.components) == {"encoder", "dynamics", "reward", "qs", "policy"}
+    assert len(m.qs) == 2 and m.shape_tied() == [(m.qs, m.target_qs)]
+    for name, comp in m.components.items():
+        seq_list = comp.members if name == "qs" else [comp]
+        for seq in seq_list:
+            layers = list(seq)
+            for i, layer in enumerate(layers[:-1]):
+                if isinstance(layer, torch.nn.Linear) and i + 1 < len(layers) - 0:
+                    nxt = layers[i + 1]
+                    assert isinstance(nxt, torch.nn.LayerNorm) or i == len(layers) - 1
+    assert m.widths()["encoder"] == [32, 16]
+    assert m.widths()["qs"] == [32, 32, 21, 32, 32, 21]
+    z = m.encode(torch.randn(7, 5))
+    assert z.shape == (7, 16) and torch.allclose(z.view(7, 2, 8).sum(-1), torch.ones(7, 2))
+    assert m.Q(z, torch.zeros(7, 1), "all").shape == (2, 7, 21)
+    assert m.Q(z, torch.zeros(7, 1), "min").shape == (7, 1)
+
+
+def test_a_few_hundred_updates_reduce_the_model_losses(tmp_path):
+    trainer = Trainer(tiny_cfg(steps=4000, seed_steps=4000), tmp_path)
+    # collect 4 random episodes (500 transitions, seeding: no updates yet) into the buffer
+    for _ in range(4):
+        trainer._run_episode(pretrained=False)
+    assert trainer.updates == 0 and len(trainer.buffer) == 500
+    history = []
+    for _ in range(300):
+        batch = trainer.buffer.sample(trainer.cfg.optim.batch_size, trainer.sample_rng)
+        history.append(trainer.agent.update(batch))
+    df = pd.DataFrame(history)
+    first, last = df.iloc[:10].mean(), df.iloc[-20:].mean()
+    assert last["reward_loss"] < 0.6 * first["reward_loss"]
+    assert last["value_loss"] < 0.8 * first["value_loss"]
+    assert last["total_loss"] < 0.7 * first["total_loss"]
+    assert np.isfinite(df.values).all()
+
+
+def _run(tmp_path, name, steps, **kw):
+    cfg = tiny_cfg(steps=steps, eval_freq=2000, checkpoint_freq=2000, **kw)
+    return Trainer(cfg, tmp_path / name)
+
+
+def test_trainer_writes_logs_and_checkpoint(tmp_path):
+    t = _run(tmp_path, "a", 3000)
+    summary = t.train()
+    run = tmp_path / "a"
+    train = pd.read_csv(run / "train.csv")
+    evals = pd.read_csv(run / "eval.csv")
+    assert list(train["env_step"]) == [1000, 2000, 3000]
+    assert list(evals["env_step"]) == [2000, 3000]
+    assert train["total_loss"].iloc[:1].isna().all() and train["total_loss"].iloc[1:].notna().all()
+    assert summary["env_step"] == 3000 and "eval/return_mean" in summary
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["counters"]["env_step"] == 3000 and state["buffer"]["num_transitions"] == 375
+
+
+def test_resume_gives_the_same_results_as_an_uninterrupted_run(tmp_path):
+    full = _run(tmp_path, "full", 6000)
+    full.train()
+    part = _run(tmp_path, "part", 4000)  # "killed" right after its checkpoint at 4000 ...
+    part.train()
+    resumed = _run(tmp_path, "part", 6000)  # ... and resumed in the same run dir
+    resumed.train()
+    e_full = pd.read_csv(tmp_path / "full" / "eval.csv")
+    e_res = pd.read_csv(tmp_path / "part" / "eval.csv")
+    assert list(e_res["env_step"]) == [2000, 4000, 6000]
+    assert np.array_equal(e_full["return_mean"].values, e_res["return_mean"].values)
+    t_full = pd.read_csv(tmp_path / "full" / "train.csv")
+    t_res = pd.read_csv(tmp_path / "part" / "train.csv")
+    assert np.array_equal(t_full["episode_return"].values, t_res["episode_return"].values)
+    assert np.allclose(t_full["total_loss"].values, t_res["total_loss"].values, equal_nan=True)
+    for (k, a), b in zip(full.agent.model.state_dict().items(), resumed.agent.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_resume_drops_rows_logged_after_the_last_checkpoint(tmp_path):
+    t = _run(tmp_path, "r", 3000)
+    t.train()  # checkpoint at 3000 (end)
+    with open(tmp_path / "r" / "train.csv", "a") as f:  # a killed run logged one more episode
+        f.write("400,4000,4,1.0,,,,,,,,,\n")
+    _run(tmp_path, "r", 4000).train()
+    train = pd.read_csv(tmp_path / "r" / "train.csv")
+    assert list(train["env_step"]) == [1000, 2000, 3000, 4000]
+    assert train["episode_return"].iloc[-1] != 1.0
+
+
+def test_corrupt_and_foreign_checkpoints_give_clear_errors(tmp_path):
+    run = tmp_path / "c"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        _run(tmp_path, "c", 2000).train()
+    torch.save({"hello": torch.zeros(1)}, run / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="is not a ca-prune"):
+        _run(tmp_path, "c", 2000).train()
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_resume_refuses_a_checkpoint_of_another_task(tmp_path):
+    _run(tmp_path, "x", 1000).train()
+    with pytest.raises(CheckpointError, match="task="):
+        Trainer(tiny_cfg(task="cartpole-balance", steps=2000), tmp_path / "x").train()
