@@ -117,7 +117,8 @@ class WorldModel(nn.Module):
             return net(za, detach=detach)
         # Two random members, drawn on the CPU generator (no device sync), evaluated alone.
         idx = torch.randperm(len(net))[:2].tolist()
-        q1, q2 = self.two_hot.decode(net(za, detach=detach, members=idx))
+        q = self.two_hot.decode(net(za, detach=detach, members=idx))
+        q1, q2 = q[0], q[-1]  # a one-member ensemble uses its single member twice
         return torch.min(q1, q2) if return_type == "min" else (q1 + q2) / 2
 
     @torch.no_grad()

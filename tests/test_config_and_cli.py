@@ -1,0 +1,93 @@
+"""Config validation and the scripts/train.py entry point end to end."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_cfg, tiny_cli
+from tdmpc.config import MODEL_SIZES, ConfigError, TrainConfig, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_presets_fill_unset_widths_and_keep_explicit_ones():
+    cfg = validate(TrainConfig(model_size="5"))
+    assert (cfg.model.mlp_dim, cfg.model.latent_dim, cfg.model.num_q) == (512, 512, 5)
+    assert (cfg.planner.iterations, cfg.planner.num_samples) == (6, 512)
+    cpu = validate(TrainConfig())
+    assert cpu.model.mlp_dim == MODEL_SIZES["cpu"]["mlp_dim"] and cpu.planner.iterations == 4
+    assert tiny_cfg().model.mlp_dim == 32
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"task": "cartpole-swingupp"}, "task"),
+        ({"model_size": "7"}, "model_size"),
+        ({"steps": 0}, "steps"),
+        ({"device": "tpu"}, "device"),
+        ({"model__latent_dim": 20}, "model.latent_dim"),
+        ({"model__num_q": 1}, "model.num_q"),
+        ({"planner__num_elites": 1000}, "planner.num_elites"),
+        ({"optim__rho": 1.5}, "optim.rho"),
+        ({"logger__wandb__mode": "cloud"}, "logger.wandb.mode"),
+        ({"eval_episodes": 0}, "eval_episodes"),
+    ],
+)
+def test_bad_values_name_key_value_and_allowed(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        tiny_cfg(**overrides)
+    msg = str(err.value)
+    assert f"{key}=" in msg and "allowed" in msg and "\n" not in msg
+    value = list(overrides.values())[0]
+    assert repr(value) in msg
+
+
+def test_typo_in_task_suggests_the_right_name():
+    with pytest.raises(ConfigError, match="did you mean 'cartpole-swingup'"):
+        tiny_cfg(task="cartpole-swingupp")
+
+
+def _train(args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600,
+                          env={"MUJOCO_GL": "disable", "PATH": "/usr/bin:/bin", "HOME": str(cwd),
+                               "WANDB_SILENT": "true"})
+
+
+def test_cli_bad_value_exits_nonzero_with_one_line(tmp_path):
+    res = _train(["task=cartpole-swingupp", "logger=disabled"], tmp_path)
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "task='cartpole-swingupp'" in lines[0] and "cartpole-swingup" in lines[0]
+    assert "Traceback" not in res.stderr
+    res = _train(["steps=abc"], tmp_path)  # type errors are caught by Hydra's structured config
+    assert res.returncode != 0 and "steps" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_cli_trains_end_to_end_and_writes_run_files(tmp_path):
+    run_dir = tmp_path / "run"
+    args = tiny_cli(steps=2000, eval_freq=2000, checkpoint_freq=2000) + [f"hydra.run.dir={run_dir}", "logger=disabled"]
+    res = _train(args, tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for name in ("config.yaml", "train.csv", "eval.csv", "checkpoint.pt"):
+        assert (run_dir / name).is_file(), name
+    train = pd.read_csv(run_dir / "train.csv")
+    assert {"step", "env_step", "episode_return", "consistency_loss", "reward_loss", "value_loss",
+            "steps_per_s"} <= set(train.columns)
+    assert list(train["env_step"]) == [1000, 2000]
+    evals = pd.read_csv(run_dir / "eval.csv")
+    assert list(evals.columns[:5]) == ["env_step", "step", "return_mean", "return_std", "episodes"]
+    assert evals["env_step"].tolist() == [2000]
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert ckpt["config"]["model"]["mlp_dim"] == 32 and ckpt["counters"]["env_step"] == 2000
+    assert "[eval]" in res.stdout
+    # re-running the same run dir with more steps resumes from the checkpoint
+    res = _train(tiny_cli(steps=3000, eval_freq=2000, checkpoint_freq=2000) + [f"hydra.run.dir={run_dir}", "logger=disabled"], tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "[resume]" in res.stdout
+    assert pd.read_csv(run_dir / "train.csv")["env_step"].tolist() == [1000, 2000, 3000]
