@@ -221,10 +221,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         0 < o.discount_min <= o.discount_max < 1, "optim.discount_min", o.discount_min,
         f"0 < discount_min <= discount_max={o.discount_max} < 1",
     )
-    _require(
-        cfg.logger.wandb.mode in ("auto", "online", "offline", "disabled"), "logger.wandb.mode",
-        cfg.logger.wandb.mode, "auto|online|offline|disabled",
-    )
+    from tdmpc.logger import WANDB_MODES
+
+    _require(cfg.logger.wandb.mode in WANDB_MODES, "logger.wandb.mode", cfg.logger.wandb.mode, "|".join(WANDB_MODES))
     _require(cfg.logger.console_every >= 1, "logger.console_every", cfg.logger.console_every, "an integer >= 1")
     return cfg
 

@@ -1,0 +1,365 @@
+"""Prunable groups of a model that declares its components.
+
+A **group** is a set of channels together with every parameter slice that must be removed when one of
+its channels is removed. Channel ``i`` of a hidden layer of an MLP touches row ``i`` of ``Linear_k``
+(weight and bias), element ``i`` of the ``LayerNorm`` that follows (weight and bias) and column ``i`` of
+``Linear_{k+1}``. A group records these as :class:`ParamSlice` ``(module, param_name, dim, offset)``:
+channel ``i`` is index ``offset + i`` along ``dim`` of ``module.<param_name>``.
+
+Two kinds of groups:
+
+- ``hidden`` (component-specific): found automatically by walking every ``nn.Sequential`` of a
+  component. A ``Linear`` followed, through any number of ``LayerNorm`` (1-D, affine) and elementwise
+  modules (activations, ``Dropout``, ``Identity``, any class named ``Mish``), by another ``Linear`` of the
+  same ``Sequential`` forms a group. Anything else in between (e.g. ``SimNorm``, a reshape, a nested
+  container) stops the walk and no group is formed: the search is conservative and never guesses.
+  An ``nn.ModuleList`` of structurally identical ``Sequential`` s (e.g. ``QEnsemble.members``) gives one
+  group per member per layer, and these groups share an ``ensemble`` key (``"qs/*/4"``): the members of
+  a stacked ensemble must keep the same width (indices still chosen per member).
+- ``coupling`` (inter-component): a dimension shared across components, declared with a
+  :class:`Coupling` (producers whose output rows make the dimension, consumers whose input columns at
+  a given offset read it). The TD-MPC latent is the main one: produced by the last ``Linear`` +
+  ``LayerNorm`` of encoder and dynamics, consumed by the first ``Linear`` of dynamics, reward, every
+  Q-member and the policy (column offset 0: the latent comes first in ``cat([z, a])``). ``unit`` is the
+  number of channels removed together (the SimNorm simplex size for the latent).
+
+Tied modules (``tied=[(online, copy)]``, e.g. the target Q-ensemble) receive the same slices as their
+online twin (matched by qualified module name), so they are pruned with exactly the same indices.
+
+Naming: ``"<component>/<path of the Linear inside the component>"`` with ``/`` separators, where the
+attribute name of a single-child wrapper is elided (``qs.members.1.4`` -> ``"qs/1/4"``); coupling
+groups are named after the coupling (``"latent"``), and their ``component`` is the coupling's name too,
+so that per-component ratios and normalisation can address them.
+
+Why not Torch-Pruning: the groups are built from our own small graph of *declared* components instead
+of Torch-Pruning's traced ``DependencyGraph``. Torch-Pruning traces one forward function and does not
+know that the stacked (``torch.stack`` + ``baddbmm``) Q-ensemble needs equal widths per member, that the
+target network (never in the traced graph) must be sliced identically, nor how to slice optimiser
+state (Adam moments); it also cannot trace across the separate calls of the five components (the
+latent coupling). On plain ``nn.Sequential`` MLPs the groups found here equal those of Torch-Pruning
+(checked in ``tests/test_pruning_groups.py`` with Torch-Pruning as an oracle). This module does not
+import ``tdmpc``: :func:`tdmpc_components` is duck-typed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+
+GROUP_KINDS = ("hidden", "coupling")
+
+#: Modules that act elementwise on the channel dimension (a channel can be removed through them).
+ELEMENTWISE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Identity, nn.Dropout, nn.AlphaDropout, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU,
+    nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish,
+    nn.Hardsigmoid, nn.Tanhshrink, nn.LogSigmoid,
+)
+#: Class names accepted as elementwise without importing their package (``tdmpc.layers.Mish``).
+ELEMENTWISE_NAMES: frozenset[str] = frozenset({"Mish"})
+
+#: Component names that identify a TD-MPC world model (see :func:`tdmpc_components`).
+TDMPC_COMPONENTS = ("encoder", "dynamics", "reward", "qs", "policy")
+
+
+class ParamSlice(NamedTuple):
+    """Channel ``i`` of a group is index ``offset + i`` along ``dim`` of ``getattr(module, param_name)``."""
+
+    module: nn.Module
+    param_name: str
+    dim: int
+    offset: int
+
+    @property
+    def param(self) -> torch.Tensor:
+        return getattr(self.module, self.param_name)
+
+
+@dataclass(eq=False)
+class Group:
+    """A prunable set of ``size`` channels and the parameter slices they touch.
+
+    ``unit`` channels are removed together (``size`` is a multiple of it). Groups with the same
+    ``ensemble`` key (members of a stacked ensemble, same layer) must keep the same number of channels.
+    """
+
+    name: str
+    component: str
+    kind: str
+    size: int
+    unit: int = 1
+    slices: list[ParamSlice] = field(default_factory=list)
+    ensemble: str | None = None
+
+    @property
+    def num_units(self) -> int:
+        return self.size // self.unit
+
+    def channel_views(self, grad: bool = False) -> Iterator[torch.Tensor]:
+        """For every slice, its parameter (or its ``.grad``) viewed as ``(size, -1)``: row ``i`` = channel ``i``.
+
+        Slices whose gradient is ``None`` are skipped when ``grad=True``.
+        """
+        for s in self.slices:
+            t = s.param.grad if grad else s.param.detach()
+            if t is None:
+                continue
+            yield t.narrow(s.dim, s.offset, self.size).movedim(s.dim, 0).reshape(self.size, -1)
+
+    def __repr__(self) -> str:
+        return (f"Group(name={self.name!r}, component={self.component!r}, kind={self.kind!r}, "
+                f"size={self.size}, unit={self.unit}, slices={len(self.slices)}, ensemble={self.ensemble!r})")
+
+
+@dataclass(eq=False)
+class Coupling:
+    """A dimension of ``size`` channels shared by several components.
+
+    ``producers``: ``nn.Linear`` (rows) and ``nn.LayerNorm`` (elements) whose outputs are the dimension.
+    ``consumers``: ``(nn.Linear, offset)``: the dimension is read by input columns ``offset..offset+size``.
+    ``unit``: channels removed together. ``component``: name used for per-component ranking (default
+    ``name``).
+    """
+
+    name: str
+    size: int
+    producers: list[nn.Module]
+    consumers: list[tuple[nn.Module, int]]
+    unit: int = 1
+    component: str | None = None
+
+
+def is_elementwise(module: nn.Module) -> bool:
+    """Whether ``module`` maps each channel independently (so a channel can be removed through it)."""
+    return isinstance(module, ELEMENTWISE_TYPES) or type(module).__name__ in ELEMENTWISE_NAMES
+
+
+def _linear_slices(linear: nn.Linear, dim: int, offset: int = 0) -> list[ParamSlice]:
+    out = [ParamSlice(linear, "weight", dim, offset)]
+    if dim == 0 and linear.bias is not None:
+        out.append(ParamSlice(linear, "bias", 0, offset))
+    return out
+
+
+def _norm_slices(norm: nn.LayerNorm) -> list[ParamSlice]:
+    return [ParamSlice(norm, n, 0, 0) for n in ("weight", "bias") if getattr(norm, n, None) is not None]
+
+
+def _is_affine_norm(module: nn.Module, width: int) -> bool:
+    return (isinstance(module, nn.LayerNorm) and tuple(module.normalized_shape) == (width,)
+            and module.weight is not None)
+
+
+def _same_structure(nets: Sequence[nn.Module]) -> bool:
+    """Whether ``nets`` are ``Sequential`` s with the same layer types and parameter shapes."""
+    if len(nets) < 2 or not all(isinstance(n, nn.Sequential) for n in nets):
+        return False
+    ref = [(type(m), tuple((k, tuple(p.shape)) for k, p in m.named_parameters())) for m in nets[0]]
+    return all(
+        [(type(m), tuple((k, tuple(p.shape)) for k, p in m.named_parameters())) for m in n] == ref
+        for n in nets[1:]
+    )
+
+
+def _chains(module: nn.Module, path: list[str], ens: int | None) -> Iterator[tuple[list[str], nn.Sequential, int | None]]:
+    """Yield ``(path, sequential, ensemble_position)`` for every ``nn.Sequential`` under ``module``.
+
+    ``ensemble_position`` is the index in ``path`` of the member index of a stacked ensemble, if any.
+    """
+    if isinstance(module, nn.Sequential):
+        yield path, module, ens
+        for name, child in module.named_children():
+            if not isinstance(child, nn.Sequential):
+                yield from _chains_inside(child, [*path, name], ens)
+            else:
+                yield from _chains(child, [*path, name], ens)
+        return
+    yield from _chains_inside(module, path, ens)
+
+
+def _chains_inside(module: nn.Module, path: list[str], ens: int | None) -> Iterator[tuple[list[str], nn.Sequential, int | None]]:
+    children = list(module.named_children())
+    stacked = isinstance(module, nn.ModuleList) and ens is None and _same_structure([c for _, c in children])
+    for name, child in children:
+        elide = len(children) == 1 and not name.isdigit()
+        sub = path if elide else [*path, name]
+        yield from _chains(child, sub, len(path) if stacked else ens)
+
+
+def _hidden_groups(component: str, module: nn.Module) -> list[Group]:
+    groups = []
+    for path, seq, ens in _chains(module, [], None):
+        layers = list(seq.children())
+        for i, lin in enumerate(layers):
+            if not isinstance(lin, nn.Linear):
+                continue
+            width = lin.out_features
+            slices = _linear_slices(lin, 0)
+            found = False
+            for nxt in layers[i + 1:]:
+                if isinstance(nxt, nn.Linear):
+                    if nxt.in_features == width:
+                        slices += _linear_slices(nxt, 1)
+                        found = True
+                    break
+                if _is_affine_norm(nxt, width):
+                    slices += _norm_slices(nxt)
+                elif not is_elementwise(nxt):
+                    break
+            if not found:
+                continue
+            segs = [*path, str(i)]
+            key = None
+            if ens is not None:
+                key = "/".join([component, *segs[:ens], "*", *segs[ens + 1:]])
+            groups.append(Group("/".join([component, *segs]), component, "hidden", width, 1, slices, key))
+    return groups
+
+
+def _coupling_group(c: Coupling) -> Group:
+    if c.size <= 0 or c.unit <= 0 or c.size % c.unit:
+        raise ValueError(f"coupling {c.name!r}: size {c.size} must be a positive multiple of unit {c.unit}")
+    slices: list[ParamSlice] = []
+    for p in c.producers:
+        if isinstance(p, nn.Linear) and p.out_features == c.size:
+            slices += _linear_slices(p, 0)
+        elif _is_affine_norm(p, c.size):
+            slices += _norm_slices(p)
+        else:
+            raise ValueError(
+                f"coupling {c.name!r}: producer {p!r} must be an nn.Linear with out_features={c.size} "
+                f"or an affine 1-D nn.LayerNorm of that width"
+            )
+    for m, offset in c.consumers:
+        if not isinstance(m, nn.Linear) or offset < 0 or offset + c.size > m.in_features:
+            raise ValueError(
+                f"coupling {c.name!r}: consumer {m!r} must be an nn.Linear with columns "
+                f"{offset}..{offset + c.size} inside its in_features"
+            )
+        slices += _linear_slices(m, 1, offset)
+    return Group(c.name, c.component or c.name, "coupling", c.size, c.unit, slices)
+
+
+def _tied_map(tied: Sequence[tuple[nn.Module, nn.Module]]) -> dict[nn.Module, list[nn.Module]]:
+    twins: dict[nn.Module, list[nn.Module]] = {}
+    for online, copy in tied:
+        copies = dict(copy.named_modules())
+        for name, m in online.named_modules():
+            t = copies.get(name)
+            if t is None or type(t) is not type(m):
+                raise ValueError(f"tied module has no twin of type {type(m).__name__} at {name!r}")
+            for (pn, p), (qn, q) in zip(m.named_parameters(recurse=False), t.named_parameters(recurse=False)):
+                if pn != qn or p.shape != q.shape:
+                    raise ValueError(f"tied module {name!r}: parameter {pn!r} differs in name or shape")
+            twins.setdefault(m, []).append(t)
+    return twins
+
+
+def _check_disjoint(groups: Sequence[Group]) -> None:
+    """No index of any parameter may belong to two groups, and slices must lie inside the parameter."""
+    spans: dict[tuple[int, str, int], list[tuple[int, int, str]]] = {}
+    for g in groups:
+        for s in g.slices:
+            extent = s.param.shape[s.dim]
+            if s.offset + g.size > extent:
+                raise ValueError(f"group {g.name!r}: slice {s.param_name}[{s.offset}:{s.offset + g.size}] "
+                                 f"along dim {s.dim} exceeds the parameter's {extent}")
+            spans.setdefault((id(s.module), s.param_name, s.dim), []).append((s.offset, s.offset + g.size, g.name))
+    for items in spans.values():
+        items.sort()
+        for (_, end, a), (start, _, b) in zip(items, items[1:]):
+            if start < end:
+                raise ValueError(f"groups {a!r} and {b!r} overlap on the same parameter slice")
+
+
+def build_groups(
+    components: Mapping[str, nn.Module],
+    couplings: Sequence[Coupling] = (),
+    tied: Sequence[tuple[nn.Module, nn.Module]] = (),
+) -> list[Group]:
+    """All prunable groups: hidden groups of every component (in order), then one per coupling.
+
+    Slices of modules inside a tied online module are duplicated onto the twin module. Raises
+    ``ValueError`` for inconsistent declarations (overlapping groups, bad couplings, mismatched twins).
+    """
+    groups = [g for name, module in components.items() for g in _hidden_groups(name, module)]
+    groups += [_coupling_group(c) for c in couplings]
+    names = [g.name for g in groups]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate group names: {sorted({n for n in names if names.count(n) > 1})}")
+    _check_disjoint(groups)
+    twins = _tied_map(tied)
+    if twins:
+        for g in groups:
+            g.slices += [ParamSlice(t, s.param_name, s.dim, s.offset) for s in g.slices for t in twins.get(s.module, ())]
+    return groups
+
+
+# ---------------------------------------------------------------------------------------- TD-MPC
+
+
+def _linears(module: nn.Module) -> list[nn.Linear]:
+    return [m for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def _members(module: nn.Module) -> list[nn.Module]:
+    members = getattr(module, "members", None)
+    if isinstance(members, nn.ModuleList):
+        return list(members)
+    if isinstance(module, nn.ModuleList):
+        return list(module)
+    return [module]
+
+
+def tdmpc_components(
+    model: nn.Module, prune_latent: bool = True
+) -> tuple[dict[str, nn.Module], list[Coupling], list[tuple[nn.Module, nn.Module]]]:
+    """``(components, couplings, tied)`` of a TD-MPC world model, for :func:`build_groups`.
+
+    Duck-typed: uses ``model.components`` (encoder, dynamics, reward, qs, policy as ``Sequential`` s,
+    ``qs`` with ``.members``), ``model.shape_tied()`` and ``model.cfg.simnorm_dim`` (the latent unit).
+    With ``prune_latent`` the latent width is a coupling group: rows of the last ``Linear`` (+ its
+    ``LayerNorm``) of encoder and dynamics, columns ``0..latent`` of the first ``Linear`` of dynamics,
+    reward, every Q-member and the policy (and of the target Q-members, through ``tied``).
+    """
+    components = dict(model.components)
+    missing = [c for c in TDMPC_COMPONENTS if c not in components]
+    if missing:
+        raise ValueError(f"not a TD-MPC world model: components {missing} missing")
+    tied = list(model.shape_tied()) if callable(getattr(model, "shape_tied", None)) else []
+    couplings: list[Coupling] = []
+    if prune_latent:
+        producers: list[nn.Module] = []
+        for name in ("encoder", "dynamics"):
+            seq = components[name]
+            layers = list(seq.children())
+            last = max(i for i, m in enumerate(layers) if isinstance(m, nn.Linear))
+            producers.append(layers[last])
+            if last + 1 < len(layers) and isinstance(layers[last + 1], nn.LayerNorm):
+                producers.append(layers[last + 1])
+        size = producers[0].out_features
+        consumers = [(_linears(components[n])[0], 0) for n in ("dynamics", "reward", "policy")]
+        consumers += [(_linears(m)[0], 0) for m in _members(components["qs"])]
+        unit = int(getattr(getattr(model, "cfg", None), "simnorm_dim", 1) or 1)
+        couplings.append(Coupling("latent", size, producers, consumers, unit))
+    return components, couplings, tied
+
+
+def model_groups(model: nn.Module, prune_latent: bool = True) -> list[Group]:
+    """Groups of a model that declares ``model.components``.
+
+    A TD-MPC world model (all of :data:`TDMPC_COMPONENTS` declared) goes through
+    :func:`tdmpc_components`; any other model may declare ``model.couplings()`` and
+    ``model.shape_tied()`` (both optional).
+    """
+    components = getattr(model, "components", None)
+    if not isinstance(components, Mapping):
+        raise ValueError(f"{type(model).__name__} does not declare its components (a `components` mapping)")
+    if all(c in components for c in TDMPC_COMPONENTS):
+        return build_groups(*tdmpc_components(model, prune_latent))
+    couplings = list(model.couplings()) if callable(getattr(model, "couplings", None)) else []
+    tied = list(model.shape_tied()) if callable(getattr(model, "shape_tied", None)) else []
+    return build_groups(components, couplings, tied)
