@@ -81,7 +81,7 @@ def main(argv: list[str]) -> None:
     device = torch.device(args["device"])
     threads, mrt = int(args["threads"]), float(args["min_run_time"])
     torch.set_num_threads(threads)
-    out = {"command": "python benchmarks/train_speed.py " + " ".join(argv), "device": str(device),
+    out = {"command": " ".join(["python benchmarks/train_speed.py", *argv]), "device": str(device),
            "threads": threads, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
            "presets": [], "ensemble_scaling": []}
     for size in args["sizes"].split(","):
