@@ -1,5 +1,20 @@
-"""Component-aware pruning: prunable groups of declared components and structural pruning."""
+"""Component-aware pruning of neural-network controllers by gradient-based importance estimation.
 
+Works on any ``nn.Module`` that declares ``components`` (a mapping name -> module) and, optionally,
+``couplings()`` and ``shape_tied()``; the TD-MPC world model of ``tdmpc`` is one such model. See
+``pruning/README.md`` for the package map and ``docs/method.md`` for the formulas.
+"""
+
+from pruning.config import (
+    GRADIENT_METRICS,
+    METRICS,
+    NORMALIZATIONS,
+    SMOOTHINGS,
+    PruningConfigError,
+    TrackingConfig,
+    tracking_config,
+    validate_tracking,
+)
 from pruning.groups import (
     Coupling,
     Group,
@@ -9,18 +24,53 @@ from pruning.groups import (
     model_groups,
     tdmpc_components,
 )
+from pruning.importance import normalize_per_component
+from pruning.measure import (
+    component_flops,
+    count_params,
+    measure_latency,
+    mlp_flops,
+    plan_flops,
+    policy_action_flops,
+    tdmpc_latency,
+)
 from pruning.prune import SCOPES, apply_pruning, prune, select_channels
+from pruning.schedule import SCHEDULE_KINDS, PruningSchedule, incremental_ratio, ratio_at
+from pruning.serialize import resize_to_state_dict
+from pruning.tracker import ImportanceTracker
 
 __all__ = [
+    "GRADIENT_METRICS",
+    "METRICS",
+    "NORMALIZATIONS",
+    "SCHEDULE_KINDS",
     "SCOPES",
+    "SMOOTHINGS",
     "Coupling",
     "Group",
+    "ImportanceTracker",
     "ParamSlice",
+    "PruningConfigError",
+    "PruningSchedule",
+    "TrackingConfig",
     "apply_pruning",
     "build_groups",
+    "component_flops",
+    "count_params",
+    "incremental_ratio",
     "is_elementwise",
+    "measure_latency",
+    "mlp_flops",
     "model_groups",
+    "normalize_per_component",
+    "plan_flops",
+    "policy_action_flops",
     "prune",
+    "ratio_at",
+    "resize_to_state_dict",
     "select_channels",
     "tdmpc_components",
+    "tdmpc_latency",
+    "tracking_config",
+    "validate_tracking",
 ]

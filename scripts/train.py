@@ -1,9 +1,13 @@
 """Train a TD-MPC agent on a dm_control task (Hydra app; see conf/train.yaml).
 
     python scripts/train.py task=cartpole-swingup steps=100000 seed=1
+    python scripts/train.py pruning.metrics=[grad_acc,fisher,bayes,l1,l2] pruning.interval=1
+    python scripts/train.py pruning.enabled=false
 
 Writes into the Hydra run dir: config.yaml, train.csv, eval.csv, checkpoint.pt (and a wandb/ folder
-when W&B is on). Re-running with the same run dir (``hydra.run.dir=...``) resumes from its checkpoint.
+when W&B is on), and importance.parquet: per-channel importance scores tracked during training
+(``pruning`` section, conf/pruning/default.yaml; on by default). Re-running with the same run dir
+(``hydra.run.dir=...``) resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from tdmpc.cli import run_train  # noqa: E402
+from pruning.config import PruningConfigError, tracking_config  # noqa: E402
+from pruning.integration import tracker_callback  # noqa: E402
+from tdmpc.cli import fail, run_train  # noqa: E402
 from tdmpc.config import register_configs  # noqa: E402
 
 register_configs()
@@ -24,7 +30,15 @@ register_configs()
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    return run_train(cfg)
+    on_trainer = None
+    section = cfg.get("pruning")
+    if section is not None:  # pruning=null: no tracking
+        try:
+            tracking = tracking_config(OmegaConf.to_container(section, resolve=True))
+        except PruningConfigError as err:
+            fail(str(err))
+        on_trainer = tracker_callback(tracking)
+    return run_train(cfg, on_trainer=on_trainer)
 
 
 if __name__ == "__main__":

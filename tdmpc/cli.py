@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,8 +25,13 @@ def hydra_run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def run_train(cfg: DictConfig) -> float | None:
-    """Validate ``cfg``, write ``config.yaml``, train; returns the final eval return (for sweepers)."""
+def run_train(cfg: DictConfig, on_trainer: Callable[[Any, Any], None] | None = None) -> float | None:
+    """Validate ``cfg``, write ``config.yaml``, train; returns the final eval return (for sweepers).
+
+    ``on_trainer(trainer, train_cfg)`` is called once the :class:`~tdmpc.trainer.Trainer` is built and
+    before training starts: the extension point for other packages to add ``update_hooks`` and
+    ``checkpoint_extras`` (e.g. an importance tracker) without this module knowing about them.
+    """
     from tdmpc.trainer import Trainer
 
     try:
@@ -37,6 +44,8 @@ def run_train(cfg: DictConfig) -> float | None:
     OmegaConf.save(resolved, run_dir / "config.yaml")
     try:
         trainer = Trainer(tcfg, run_dir, config_dict=OmegaConf.to_container(resolved))
+        if on_trainer is not None:
+            on_trainer(trainer, tcfg)
         summary = trainer.train()
     except CheckpointError as err:
         fail(str(err))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from conftest import tiny_cfg, tiny_cli
+
 from tdmpc.config import MODEL_SIZES, ConfigError, TrainConfig, validate
 
 ROOT = Path(__file__).resolve().parents[1]

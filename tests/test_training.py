@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import tiny_cfg
+
 from tdmpc.checkpoint import CheckpointError, load_checkpoint
 from tdmpc.trainer import Trainer
 

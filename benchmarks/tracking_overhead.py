@@ -1,0 +1,118 @@
+"""Cost of importance tracking: one TD-MPC update with and without ``ImportanceTracker.step``.
+
+    python benchmarks/tracking_overhead.py                   # cpu preset, all 7 metrics, 2 threads
+    python benchmarks/tracking_overhead.py threads=1 repeats=30 number=4
+
+Same process, same agent, same replay buffer (cartpole-swingup shapes, as benchmarks/train_speed.py).
+Each repeat times ``number`` updates without the tracker and ``number`` updates followed by
+``tracker.step`` with ``torch.utils.benchmark.Timer.timeit``, in alternating order (interleaved, so
+machine noise hits both alike); the result is the median (and IQR) over repeats of the per-update time,
+and ``overhead_pct = 100 * (median_with / median_without - 1)``. Because the difference is small next
+to the noise of a shared machine, ``tracker.step`` alone is also timed (``blocked_autorange``, after an
+update so that every ``.grad`` is populated) and reported relative to the update (``step_pct``).
+Snapshots (every ``snapshot_interval`` updates, not per step) are timed separately.
+Writes benchmarks/results/tracking_overhead.json.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.benchmark import Timer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.train_speed import build  # noqa: E402
+from pruning.config import METRICS, TrackingConfig  # noqa: E402
+from pruning.tracker import ImportanceTracker  # noqa: E402
+
+BUDGET_PCT = 5.0
+
+
+def _stats(x: list[float]) -> dict:
+    q25, q50, q75 = np.percentile(np.asarray(x) * 1e3, [25, 50, 75])
+    return {"median_ms": float(q50), "iqr_ms": float(q75 - q25), "repeats": len(x)}
+
+
+def main(argv: list[str]) -> dict:
+    args = {"model_size": "cpu", "threads": "2", "repeats": "20", "number": "3", "min_run_time": "2",
+            "metrics": ",".join(METRICS)}
+    for a in argv:
+        k, _, v = a.partition("=")
+        if k not in args:
+            raise SystemExit(f"error: unknown argument {k!r}; allowed: {', '.join(args)}")
+        args[k] = v
+    threads, repeats, number = int(args["threads"]), int(args["repeats"]), int(args["number"])
+    torch.set_num_threads(threads)
+    agent, buf, cfg = build(args["model_size"], torch.device("cpu"))
+    tcfg = TrackingConfig(metrics=args["metrics"].split(","), snapshot_interval=0)
+    tracker = ImportanceTracker(agent.model, tcfg)
+    rng = np.random.default_rng(0)
+    counter = [0]
+
+    def update():
+        agent.update(buf.sample(cfg.optim.batch_size, rng))
+
+    def update_and_track():
+        agent.update(buf.sample(cfg.optim.batch_size, rng))
+        counter[0] += 1
+        tracker.step(counter[0])
+
+    timers = {
+        "without": Timer("f()", globals={"f": update}, num_threads=threads),
+        "with": Timer("f()", globals={"f": update_and_track}, num_threads=threads),
+    }
+    for f in (update, update_and_track, update, update_and_track):  # warm-up
+        f()
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    for r in range(repeats):
+        order = ("without", "with") if r % 2 == 0 else ("with", "without")
+        for name in order:
+            times[name].append(timers[name].timeit(number).mean)
+        print(f"repeat {r + 1}/{repeats}: without {times['without'][-1] * 1e3:7.1f} ms, "
+              f"with {times['with'][-1] * 1e3:7.1f} ms", flush=True)
+
+    update()  # fresh gradients for the direct timing
+    step = Timer("t.step(1)", globals={"t": tracker}, num_threads=threads).blocked_autorange(
+        min_run_time=float(args["min_run_time"]))
+    snap = Timer("t.snapshot(1)", globals={"t": tracker}, num_threads=threads).blocked_autorange(
+        min_run_time=float(args["min_run_time"]))
+
+    without, with_ = _stats(times["without"]), _stats(times["with"])
+    overhead = 100.0 * (with_["median_ms"] / without["median_ms"] - 1.0)
+    step_ms = step.median * 1e3
+    step_pct = 100.0 * step_ms / without["median_ms"]
+    out = {
+        "command": "python benchmarks/tracking_overhead.py " + " ".join(argv),
+        "model_size": args["model_size"], "device": "cpu", "threads": threads, "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "metrics": tcfg.metrics, "groups": len(tracker.groups), "channels": tracker.layout.num_channels,
+        "updates_per_repeat": number,
+        "update_without_tracker": without,
+        "update_with_tracker": with_,
+        "overhead_pct": overhead,
+        "tracker_step": {"median_ms": step_ms, "iqr_ms": step.iqr * 1e3, "repeats": len(step.times)},
+        "step_pct": step_pct,
+        "snapshot": {"median_ms": snap.median * 1e3, "iqr_ms": snap.iqr * 1e3,
+                     "note": "once every snapshot_interval updates (default 500)"},
+        "budget_pct": BUDGET_PCT,
+        "within_budget": bool(max(overhead, step_pct) <= BUDGET_PCT),
+    }
+    print(f"update {without['median_ms']:.1f} ms (IQR {without['iqr_ms']:.1f}) without, "
+          f"{with_['median_ms']:.1f} ms (IQR {with_['iqr_ms']:.1f}) with tracker: overhead {overhead:+.2f} %; "
+          f"tracker.step alone {step_ms:.2f} ms = {step_pct:.2f} % of an update; snapshot {snap.median * 1e3:.1f} ms")
+    path = ROOT / "benchmarks" / "results" / "tracking_overhead.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

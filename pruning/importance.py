@@ -1,0 +1,255 @@
+r"""Importance metrics: one score per channel of every group, from the gradients training computed.
+
+Notation: a group (see :mod:`pruning.groups`) has channels :math:`c = 0..size-1`; channel :math:`c`
+touches the parameter slice :math:`S_c` (rows / columns / elements of every ``ParamSlice`` of the group).
+Only slices of parameters with ``requires_grad=True`` count, for every metric: the target Q-ensemble
+is a tied copy (``requires_grad=False``, no gradient) and is skipped, also by ``l1`` / ``l2``.
+:math:`\theta` are the parameters, :math:`g_t = \nabla_\theta L_t` their gradient at tracked update
+:math:`t` as stored in ``.grad`` (read after clipping: TD-MPC clips the gradient norm to
+``optim.grad_clip_norm`` in place before the optimiser step, so the metrics see the clipped gradient
+the optimiser used). No extra forward or backward pass is ever run.
+
+Instantaneous per-step signals :math:`x_{c,t}` (sums over the elements of :math:`S_c`):
+
+- ``grad_acc`` (Gradient Accumulation): :math:`x = \lVert g_{S_c} \rVert_2 = \sqrt{\sum_{S_c} g^2}`;
+  variant ``taylor_abs``: first-order Taylor saliency :math:`x = |\sum_{S_c} \theta g|`.
+- ``fisher`` (empirical diagonal Fisher): :math:`x = \sum_{S_c} g^2`; variant ``obd`` (Optimal Brain
+  Damage saliency with the Fisher as Hessian): :math:`x = \sum_{S_c} \theta^2 g^2`.
+- ``taylor`` (Molchanov et al. 2019, group Taylor): :math:`x = (\sum_{S_c} \theta g)^2`.
+- ``bayes`` (Bayesian Uncertainty): the ``grad_acc`` signal (with its variant), modelled as Gaussian.
+
+Temporal smoothing, kept for every gradient metric (``smoothing`` picks what ``scores()`` returns):
+
+- cumulative: :math:`A_{c,n} = \sum_{t=1}^{n} x_{c,t}` (the "accumulated" metric);
+- EMA, bias-corrected like Adam: :math:`m_n = \beta m_{n-1} + (1-\beta) x_n`, :math:`m_0 = 0`,
+  score :math:`\hat m_n = m_n / (1 - \beta^n)`, i.e. the weighted mean with weights
+  :math:`w_t = (1-\beta)\beta^{n-t} / (1-\beta^n)` that sum to one (0 before the first step).
+
+``bayes`` keeps a Gaussian :math:`\mathcal N(\mu_c, \sigma_c^2)` over the per-step saliency, updated
+every tracked step. Under a flat prior its posterior is centred on the maximum-likelihood fit:
+cumulative: Welford's running mean :math:`\mu = \frac1n\sum_t x_t` and :math:`\sigma^2 = \frac1n\sum_t
+(x_t-\mu)^2` (``M2 / n``); EMA: the same moments under the EMA weights :math:`w_t`,
+:math:`\mu = \hat m_n`, :math:`\sigma^2 = \widehat{m^{(2)}}_n - \mu^2` (bias-corrected EMA of
+:math:`x^2`, clamped at 0). Score :math:`\mu + \kappa \sigma` (``bayes_kappa`` :math:`\kappa \ge 0`:
+groups whose saliency is uncertain are kept); the signal-to-noise ratio :math:`\mu / \sigma` is exposed
+as ``ImportanceTracker.snr()``.
+
+Baselines: ``l1`` :math:`\sum_{S_c} |\theta|`, ``l2`` :math:`\sqrt{\sum_{S_c} \theta^2}` of the current
+weights; ``random``: :math:`U(0, 1)` per channel, drawn once from ``seed`` (fixed for the run).
+
+Normalisation (``normalize``): each score is divided by the ``mean`` / ``max`` / ``sum`` of the scores of
+all channels of the same component (the latent coupling group is its own component ``"latent"``), so
+that components with different gradient scales can be ranked together (``none``: raw scores). A
+component whose statistic is 0 is left unchanged.
+
+Vectorisation (the hot path runs every update): the per-element statistics are computed for all
+parameters at once with ``torch._foreach_mul``; each parameter is then reduced once per dimension that
+groups slice (row sums and/or column sums of a weight, the vector itself for a bias / LayerNorm), all
+reductions are concatenated, and one ``index_add_`` scatters them onto the flat channel vector of all
+groups (:class:`ChannelLayout`). There is no Python loop over channels or groups per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from pruning.config import FISHER_VARIANTS, GRAD_ACC_VARIANTS, NORMALIZATIONS
+from pruning.groups import Group
+
+#: Per-element statistics that can be reduced to channels: name -> needs gradients.
+STATS = {"g2": True, "tg": True, "t2g2": True, "abs": False, "t2": False}
+
+
+def required_stats(metrics: Sequence[str], grad_acc_variant: str = "l2", fisher_variant: str = "diag") -> list[str]:
+    """Per-element gradient statistics the per-step signals of ``metrics`` need (``g2``, ``tg``, ``t2g2``)."""
+    if grad_acc_variant not in GRAD_ACC_VARIANTS:
+        raise ValueError(f"grad_acc_variant must be one of {GRAD_ACC_VARIANTS}, got {grad_acc_variant!r}")
+    if fisher_variant not in FISHER_VARIANTS:
+        raise ValueError(f"fisher_variant must be one of {FISHER_VARIANTS}, got {fisher_variant!r}")
+    need: set[str] = set()
+    if "grad_acc" in metrics or "bayes" in metrics:
+        need.add("g2" if grad_acc_variant == "l2" else "tg")
+    if "fisher" in metrics:
+        need.add("g2" if fisher_variant == "diag" else "t2g2")
+    if "taylor" in metrics:
+        need.add("tg")
+    return [s for s in ("g2", "tg", "t2g2") if s in need]
+
+
+def signals(sums: dict[str, torch.Tensor], metric: str, grad_acc_variant: str = "l2",
+            fisher_variant: str = "diag") -> torch.Tensor:
+    """Instantaneous signal ``x_c`` of a gradient metric from per-channel sums (see module doc)."""
+    if metric in ("grad_acc", "bayes"):
+        return sums["g2"].sqrt() if grad_acc_variant == "l2" else sums["tg"].abs()
+    if metric == "fisher":
+        return sums["g2"] if fisher_variant == "diag" else sums["t2g2"]
+    if metric == "taylor":
+        return sums["tg"].square()
+    raise ValueError(f"{metric!r} is not a gradient metric")
+
+
+class ChannelLayout:
+    """The channels of ``groups`` laid end to end in one flat vector, and the plan that reduces
+    per-element statistics of the parameters onto it.
+
+    Group ``k`` occupies flat positions ``offsets[k] .. offsets[k] + sizes[k]``. The plan lists every
+    parameter with at least one trainable slice (``requires_grad``) and, for each dimension that slices
+    it, a destination channel for every index along that dimension (``num_channels`` = not a channel:
+    e.g. the action columns of a first layer whose latent columns form the coupling group). Parameters
+    are looked up by ``(module, name)`` on every call, so a replaced parameter is seen (and a changed
+    shape is detected: the layout must then be rebuilt, see ``ImportanceTracker.after_pruning``).
+    """
+
+    def __init__(self, groups: Sequence[Group]):
+        self.groups = list(groups)
+        self.names = [g.name for g in self.groups]
+        self.sizes = [g.size for g in self.groups]
+        self.num_channels = sum(self.sizes)
+        self.offsets = [0]
+        for s in self.sizes[:-1]:
+            self.offsets.append(self.offsets[-1] + s)
+        self.components = list(dict.fromkeys(g.component for g in self.groups))
+        comp_id = {c: i for i, c in enumerate(self.components)}
+        self.component_index = torch.cat(
+            [torch.full((g.size,), comp_id[g.component], dtype=torch.long) for g in self.groups]
+        ) if self.groups else torch.zeros(0, dtype=torch.long)
+
+        # (module, param_name) -> {dim: destination LongTensor of length shape[dim]}
+        plan: dict[tuple[nn.Module, str], dict[int, torch.Tensor]] = {}
+        shapes: dict[tuple[nn.Module, str], torch.Size] = {}
+        for g, off in zip(self.groups, self.offsets):
+            for s in g.slices:
+                p = s.param
+                if not p.requires_grad:
+                    continue  # tied copies (target networks): never scored
+                key = (s.module, s.param_name)
+                shapes[key] = p.shape
+                dst = plan.setdefault(key, {}).get(s.dim)
+                if dst is None:
+                    dst = plan[key][s.dim] = torch.full((p.shape[s.dim],), self.num_channels, dtype=torch.long)
+                dst[s.offset: s.offset + g.size] = torch.arange(off, off + g.size)
+        self._keys = list(plan)
+        self._shapes = [shapes[k] for k in self._keys]
+        # For each parameter: (dim, dims summed over) per sliced dimension.
+        self._reduce = [
+            [(d, [i for i in range(len(shapes[k])) if i != d]) for d in sorted(plan[k])] for k in self._keys
+        ]
+        dst = [plan[k][d] for k in self._keys for d in sorted(plan[k])]
+        self._dst = torch.cat(dst) if dst else torch.zeros(0, dtype=torch.long)
+        self._device: torch.device | None = None
+
+    def params(self) -> list[torch.Tensor]:
+        """Current parameters of the plan (detached unless grad mode is off), checking their shapes are
+        those the plan was built for."""
+        detach = torch.is_grad_enabled()
+        out = []
+        for (module, name), shape in zip(self._keys, self._shapes):
+            p = getattr(module, name)
+            if p.shape != shape:
+                raise RuntimeError(
+                    f"parameter {name!r} of {type(module).__name__} changed shape {tuple(shape)} -> "
+                    f"{tuple(p.shape)}: the model was pruned; call tracker.after_pruning(keep)"
+                )
+            out.append(p.detach() if detach else p)
+        return out
+
+    def grads(self, params: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Current ``.grad`` of the plan's parameters (zeros where a gradient is ``None``)."""
+        if params is None:
+            params = self.params()
+        out = []
+        for (module, name), p in zip(self._keys, params):
+            g = getattr(module, name).grad
+            out.append(torch.zeros_like(p) if g is None else g)
+        return out
+
+    def channel_sums(self, stats: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+        """Per-channel sums of per-element statistics: ``stats[k][j]`` has the shape of parameter ``j``.
+
+        Returns ``(len(stats), num_channels)`` float64: entry ``[k, c] = sum_{S_c} stats[k]``.
+        """
+        k = len(stats)
+        if not self._reduce:
+            return torch.zeros(k, self.num_channels, dtype=torch.float64)
+        parts: list[list[torch.Tensor]] = [[] for _ in range(k)]  # per statistic, in plan order
+        for j, reductions in enumerate(self._reduce):
+            for _, other in reductions:
+                for i, s in enumerate(stats):
+                    parts[i].append(s[j].sum(dim=other) if other else s[j])
+        flat = torch.stack([torch.cat(p) for p in parts])  # (k, positions), positions ordered like _dst
+        if self._device != flat.device:
+            self._dst = self._dst.to(flat.device)
+            self._device = flat.device
+        out = torch.zeros(k, self.num_channels + 1, dtype=torch.float64, device=flat.device)
+        out.index_add_(1, self._dst, flat.to(torch.float64))
+        return out[:, : self.num_channels]
+
+    def split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Flat per-channel vector -> ``{group name: 1-D tensor of the group's size}``."""
+        return dict(zip(self.names, flat.split(self.sizes)))
+
+
+def gradient_sums(layout: ChannelLayout, stats: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Per-channel sums of the requested gradient statistics (``g2``, ``tg``, ``t2g2``) from ``.grad``."""
+    with torch.no_grad():
+        params = layout.params()
+        grads = layout.grads(params)
+        per: dict[str, list[torch.Tensor]] = {}
+        if "g2" in stats:
+            per["g2"] = torch._foreach_mul(grads, grads)
+        if "tg" in stats or "t2g2" in stats:
+            tg = torch._foreach_mul(params, grads)
+            if "tg" in stats:
+                per["tg"] = tg
+            if "t2g2" in stats:
+                per["t2g2"] = torch._foreach_mul(tg, tg)
+        names = [s for s in stats if s in per]
+        sums = layout.channel_sums([per[s] for s in names])
+    return dict(zip(names, sums))
+
+
+def weight_sums(layout: ChannelLayout, stats: Sequence[str] = ("abs", "t2")) -> dict[str, torch.Tensor]:
+    """Per-channel ``abs`` = sum |theta| and/or ``t2`` = sum theta^2 of the current (trainable) weights."""
+    with torch.no_grad():
+        params = layout.params()
+        fns = {"abs": lambda: torch._foreach_abs(params), "t2": lambda: torch._foreach_mul(params, params)}
+        names = [s for s in ("abs", "t2") if s in stats]
+        sums = layout.channel_sums([fns[s]() for s in names])
+    return dict(zip(names, sums))
+
+
+def normalize_per_component(scores: torch.Tensor, component_index: torch.Tensor, how: str) -> torch.Tensor:
+    """Divide each channel's score by the ``how`` statistic (mean|max|sum) of its component's scores.
+
+    ``component_index[c]`` is the component id of flat channel ``c``. A component whose statistic is
+    0 keeps its scores; ``how="none"`` returns ``scores`` unchanged.
+    """
+    if how not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {how!r}")
+    if how == "none" or scores.numel() == 0:
+        return scores
+    idx = component_index.to(scores.device)
+    n = int(idx.max()) + 1
+    if how == "max":
+        stat = torch.full((n,), -torch.inf, dtype=scores.dtype, device=scores.device)
+        stat = stat.scatter_reduce(0, idx, scores, reduce="amax")
+    else:
+        stat = torch.zeros(n, dtype=scores.dtype, device=scores.device).index_add_(0, idx, scores)
+        if how == "mean":
+            stat = stat / torch.bincount(idx, minlength=n).to(scores.dtype)
+    stat = torch.where(stat == 0, torch.ones_like(stat), stat)
+    return scores / stat[idx]
+
+
+def bias_correction(beta: float, n: int) -> float:
+    """``1 - beta**n``: the sum of the EMA weights after ``n`` steps (0 for ``n = 0``)."""
+    return 1.0 - beta**n
+
+
+def random_scores(num_channels: int, seed: int) -> torch.Tensor:
+    """``U(0, 1)`` float64 scores from a generator seeded with ``seed`` (reproducible)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.rand(num_channels, generator=gen, dtype=torch.float64)
