@@ -6,8 +6,9 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,8 +41,10 @@ class Trainer:
 
     ``update_hooks`` are called after every gradient update with ``(trainer, losses)``; objects in
     ``checkpoint_extras`` (name -> object with ``state_dict``/``load_state_dict``) are saved in and
-    restored from the checkpoint. Both are how other packages (e.g. ``pruning``'s importance tracker)
-    attach to training without the trainer knowing about them.
+    restored from the checkpoint; ``finish_hooks`` are called with ``(trainer, summary)`` at the end of
+    :meth:`train`, before the logger closes (they may add to ``summary``, which is then logged). These
+    are how other packages (e.g. ``pruning``'s importance tracker and prune job) attach to training
+    without the trainer knowing about them.
     """
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, config_dict: dict | None = None):
@@ -72,6 +75,7 @@ class Trainer:
         self.elapsed = 0.0  # training wall-clock seconds, carried over resumes
         self.last_eval: dict[str, float] | None = None
         self.update_hooks: list[Callable[[Trainer, dict], None]] = []
+        self.finish_hooks: list[Callable[[Trainer, dict], None]] = []
         self.checkpoint_extras: dict[str, Any] = {}
         self.logger: Logger | None = None
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
@@ -95,7 +99,12 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         return save_atomic(self.state_dict(), self.checkpoint_path)
 
-    def load_checkpoint(self, path: str | Path | None = None) -> None:
+    def load_checkpoint(self, path: str | Path | None = None, restore_rng: bool = True) -> None:
+        """Restore agent, buffer, counters, extras and (unless ``restore_rng=False``) every RNG state.
+
+        ``restore_rng=False`` keeps this trainer's own seeding: used to branch a new, differently seeded
+        run (e.g. fine-tuning after pruning) off a checkpoint.
+        """
         state = load_checkpoint(path or self.checkpoint_path)
         saved = state["config"]
         for key in ("task", "model_size", "action_repeat"):
@@ -109,10 +118,11 @@ class Trainer:
         c = state["counters"]
         self.step, self.env_step, self.episode = c["step"], c["env_step"], c["episode"]
         self.updates, self.elapsed = c["updates"], c["elapsed"]
-        set_rng_states(state["rng"])
-        self.sample_rng.bit_generator.state = state["sample_rng"]
-        self.env.set_rng_state(state["env_rng"])
-        self.eval_env.set_rng_state(state["eval_env_rng"])
+        if restore_rng:
+            set_rng_states(state["rng"])
+            self.sample_rng.bit_generator.state = state["sample_rng"]
+            self.env.set_rng_state(state["env_rng"])
+            self.eval_env.set_rng_state(state["eval_env_rng"])
         for name, obj in self.checkpoint_extras.items():
             if name in state["extras"]:
                 obj.load_state_dict(state["extras"][name])
@@ -212,6 +222,8 @@ class Trainer:
             summary = {"env_step": self.env_step, "updates": self.updates, "elapsed_s": self.elapsed}
             if self.last_eval is not None:
                 summary.update({f"eval/{k}": v for k, v in self.last_eval.items()})
+            for hook in self.finish_hooks:
+                hook(self, summary)
             self.logger.summary(summary)
             return summary
         finally:

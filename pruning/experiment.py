@@ -1,0 +1,197 @@
+"""The main job: train with importance tracking -> prune by every metric -> fine-tune -> evaluate -> report.
+
+    python scripts/experiment.py                     # default task, CPU preset, ~20 min on 2 cores
+    python scripts/experiment.py experiment=paper    # full protocol (model_size=5, 4 tasks, 3 seeds)
+
+Each stage is the project's own command line, run as a Hydra multirun in a subprocess, so that what the
+main job does is exactly what a user's sweep does and every launcher works (``launcher=basic`` runs jobs
+one after the other in one process, ``submitit_local`` / ``slurm`` hand them to submitit):
+
+1. ``scripts/train.py -m task=... seed=...`` into ``<out_dir>/train`` (tracking every metric);
+2. ``scripts/prune.py -m checkpoint=... metric=l1 ratio=0`` (the dense reference through the same path)
+   and ``scripts/prune.py -m checkpoint=... metric=... ratio=...`` into ``<out_dir>/prune``;
+3. :func:`pruning.report.write_report` over ``<out_dir>`` -> results.csv, summary.md, plots, and the
+   summary table printed to the terminal.
+
+Re-running the same ``name`` resumes: finished training runs are not repeated (their checkpoints are
+complete) and prune jobs with a ``result.json`` are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pruning.config import METRICS, PruningConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCHERS = ("basic", "submitit_local", "slurm")
+
+
+@dataclass
+class ExperimentConfig:
+    """The whole pipeline (``conf/experiment.yaml``; presets in ``conf/experiment/``)."""
+
+    name: str = "default"  # output folder name under runs/experiment/
+    out_dir: str | None = None  # None: runs/experiment/<name>
+    tasks: list[str] = field(default_factory=lambda: ["cartpole-swingup"])
+    seeds: list[int] = field(default_factory=lambda: [1])  # training seeds
+    model_size: str = "cpu"
+    train_steps: int = 25_000  # env steps of dense training
+    train_eval_episodes: int = 5
+    metrics: list[str] = field(default_factory=lambda: ["grad_acc", "fisher", "bayes", "l1", "l2", "random"])
+    ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    scope: str = "global"
+    prune_seeds: list[int] = field(default_factory=lambda: [1])  # fine-tuning / evaluation seeds
+    finetune_steps: int = 500
+    eval_episodes: int = 3
+    launcher: str = "basic"  # basic | submitit_local | slurm (conf/hydra/launcher/slurm.yaml)
+    workers: int = 2  # basic launcher: prune sweeps run side by side in this many processes
+    num_threads: int = 1  # torch threads per job
+    wandb_mode: str = "auto"  # auto | online | offline | disabled
+    train_overrides: list[str] = field(default_factory=list)  # extra key=value for scripts/train.py
+    prune_overrides: list[str] = field(default_factory=list)  # extra key=value for scripts/prune.py
+
+
+def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
+    def req(ok: bool, key: str, value: Any, allowed: str) -> None:
+        if not ok:
+            raise PruningConfigError(f"invalid config: {key}={value!r}; allowed: {allowed}")
+
+    req(bool(cfg.tasks), "tasks", cfg.tasks, "a non-empty list of dm_control task names")
+    req(bool(cfg.seeds), "seeds", cfg.seeds, "a non-empty list of integers")
+    req(cfg.train_steps > 0, "train_steps", cfg.train_steps, "an integer > 0")
+    bad = [m for m in cfg.metrics if m not in METRICS]
+    req(bool(cfg.metrics) and not bad, "metrics", cfg.metrics, f"a non-empty list of {'|'.join(METRICS)}")
+    req(bool(cfg.ratios) and all(0 < r < 1 for r in cfg.ratios), "ratios", cfg.ratios, "numbers in (0, 1)")
+    req(cfg.launcher in LAUNCHERS, "launcher", cfg.launcher, "|".join(LAUNCHERS))
+    req(cfg.workers >= 1, "workers", cfg.workers, "an integer >= 1")
+    req(cfg.finetune_steps >= 0, "finetune_steps", cfg.finetune_steps, "an integer >= 0")
+    req(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "an integer >= 1")
+    from tdmpc.envs import TASKS
+
+    for task in cfg.tasks:
+        req(task in TASKS, "tasks", task, "dm_control tasks, e.g. cartpole-swingup (see tdmpc/envs)")
+    return cfg
+
+
+def _csv(values: list[Any]) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    """Run one stage, streaming its output to the terminal and to ``log``; raise on failure."""
+    print("+ " + shlex.join(cmd), flush=True)
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "disable"), "HYDRA_FULL_ERROR": "0"}
+    with open(log, "a") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            f.write(line)
+        rc = proc.wait()
+    if rc != 0:
+        raise RuntimeError(f"stage failed with exit status {rc}: {shlex.join(cmd)} (log: {log})")
+
+
+def _launcher_args(cfg: ExperimentConfig) -> list[str]:
+    if cfg.launcher == "basic":
+        return []
+    return [f"hydra/launcher={cfg.launcher}"]
+
+
+def checkpoints(train_dir: Path) -> list[Path]:
+    return sorted(train_dir.rglob("checkpoint.pt"))
+
+
+def run_experiment(cfg: ExperimentConfig) -> Path:
+    """Run the pipeline; returns the output dir (with ``report/``)."""
+    validate_experiment(cfg)
+    out = Path(cfg.out_dir) if cfg.out_dir else ROOT / "runs" / "experiment" / cfg.name
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "experiment.log"
+    t0 = time.time()
+    py = sys.executable
+    common = [f"logger.wandb.mode={cfg.wandb_mode}", f"num_threads={cfg.num_threads}", "logger.progress=false"]
+
+    # 1. Dense training with tracking of every metric.
+    train_dir = out / "train"
+    _run([py, str(ROOT / "scripts" / "train.py"), "-m", f"task={_csv(cfg.tasks)}", f"seed={_csv(cfg.seeds)}",
+          f"model_size={cfg.model_size}", f"steps={cfg.train_steps}", f"eval_freq={cfg.train_steps}",
+          f"eval_episodes={cfg.train_eval_episodes}", f"hydra.sweep.dir={train_dir}",
+          f"logger.wandb.group={cfg.name}", *common, *_launcher_args(cfg), *cfg.train_overrides], log)
+    ckpts = checkpoints(train_dir)
+    if len(ckpts) < len(cfg.tasks) * len(cfg.seeds):
+        raise RuntimeError(f"training wrote {len(ckpts)} checkpoints, expected {len(cfg.tasks) * len(cfg.seeds)}")
+    t_train = time.time() - t0
+
+    # 2. Prune sweeps: the dense reference, then every metric x ratio; basic launcher -> `workers` processes.
+    prune_dir = out / "prune"
+    base = [py, str(ROOT / "scripts" / "prune.py"), "-m", f"checkpoint={_csv(ckpts)}",
+            f"seed={_csv(cfg.prune_seeds)}", f"scope={cfg.scope}", f"finetune_steps={cfg.finetune_steps}",
+            f"eval_episodes={cfg.eval_episodes}", f"hydra.sweep.dir={prune_dir}", f"logger.wandb.group={cfg.name}",
+            *common, *_launcher_args(cfg), *cfg.prune_overrides]
+    n = cfg.workers if cfg.launcher == "basic" else 1
+    chunks = [cfg.metrics[i::n] for i in range(n) if cfg.metrics[i::n]]
+    sweeps = [[*base, "metric=l1", "ratio=0"]] + [[*base, f"metric={_csv(c)}", f"ratio={_csv(cfg.ratios)}"]
+                                                   for c in chunks]
+    if n == 1:
+        for cmd in sweeps:
+            _run(cmd, log)
+    else:
+        # Hand-rolled because Hydra's basic launcher is sequential and submitit_local starts every job at
+        # once (18+ processes on 2 cores); N concurrent basic sweeps into one sweep dir never collide, as
+        # their run dirs differ by their overrides.
+        _run_parallel(sweeps, log, n)
+    t_prune = time.time() - t0 - t_train
+
+    # 3. Report.
+    from pruning.report import write_report
+
+    report_dir = out / "report"
+    summary = write_report([out], report_dir)
+    print_summary(summary, title=f"{cfg.name}: return vs FLOPs vs latency ({', '.join(cfg.tasks)})")
+    print(f"\ntrain {t_train / 60:.1f} min, prune {t_prune / 60:.1f} min, total {(time.time() - t0) / 60:.1f} min; "
+          f"report: {report_dir}", flush=True)
+    return out
+
+
+def _run_parallel(cmds: list[list[str]], log: Path, workers: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    logs = [log.with_name(f"{log.stem}.worker{i}.log") for i in range(len(cmds))]
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(_run, cmd, lg) for cmd, lg in zip(cmds, logs)]
+        errors = [f.exception() for f in futures]
+    errors = [e for e in errors if e is not None]
+    if errors:
+        raise RuntimeError("; ".join(str(e) for e in errors))
+
+
+def print_summary(table: Any, title: str) -> None:
+    """Print a pandas DataFrame as a rich table (plain text when rich is missing)."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # pragma: no cover
+        print(title)
+        print(table.to_string(index=False))
+        return
+    t = Table(title=title, show_lines=False)
+    for col in table.columns:
+        t.add_column(str(col), justify="right" if table[col].dtype.kind in "if" else "left")
+    for _, row in table.iterrows():
+        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.tolist()])
+    Console().print(t)
+
+
+def register_configs() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="experiment_schema", node=ExperimentConfig)

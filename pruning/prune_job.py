@@ -1,0 +1,343 @@
+"""The prune job: prune a trained TD-MPC checkpoint by one metric, fine-tune, evaluate, measure.
+
+    python scripts/prune.py checkpoint=RUN_DIR/checkpoint.pt metric=fisher ratio=0.5 finetune_steps=5000
+
+One job = one (checkpoint, metric, ratio, scope, seed). Steps:
+
+1. load the training checkpoint (``weights_only``) with its importance-tracker state (``extras.importance``,
+   written by :mod:`pruning.integration` during training);
+2. score every group with ``metric`` (:meth:`ImportanceTracker.scores`, the tracker's smoothing and
+   per-component normalisation unless overridden) and remove ``ratio`` of the channels for real
+   (:func:`pruning.prune.prune`, Adam moments sliced), target Q-ensemble included;
+3. fine-tune online for ``finetune_steps`` env steps with the same trainer, replay buffer and optimisers
+   as training, seeded with this job's ``seed`` (training's RNG states are not restored, so seeds
+   1, 2, 3 give independent fine-tunes and evaluations of the same checkpoint);
+4. evaluate ``eval_episodes`` episodes (planning, no exploration noise), then measure params, FLOPs and
+   batch-1 latency of a policy action and a planned action (:mod:`pruning.measure`);
+5. write ``result.json`` (atomically) into the job's run dir.
+
+``ratio=0`` is the dense reference through the same code path. ``dense_return`` is the final eval
+return of the training run (its ``eval.csv``), so each job does not spend an extra evaluation on it.
+
+A job killed during fine-tuning resumes from its own ``checkpoint.pt`` (the pruned widths are read from
+it, :func:`pruning.serialize.resize_to_state_dict`); a job whose ``result.json`` exists is skipped, so a
+sweep can be re-launched into the same sweep dir and only runs what is missing.
+
+This module, like :mod:`pruning.integration`, is TD-MPC glue and imports ``tdmpc``; the rest of
+``pruning`` does not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pruning.config import (
+    GRADIENT_METRICS,
+    METRICS,
+    NORMALIZATIONS,
+    SMOOTHINGS,
+    PruningConfigError,
+    tracking_config,
+)
+from pruning.integration import CHECKPOINT_KEY
+from pruning.measure import count_params, plan_flops, policy_action_flops, tdmpc_latency
+from pruning.prune import SCOPES, prune
+from pruning.serialize import resize_to_state_dict
+from pruning.sweep import ERROR_FILE
+from pruning.tracker import ImportanceTracker
+from tdmpc.config import LoggerConfig, TrainConfig, WandbSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT_FILE = "result.json"
+
+
+def _prune_logger() -> LoggerConfig:
+    return LoggerConfig(wandb=WandbSettings(job_type="prune"))
+
+
+@dataclass
+class PruneJobConfig:
+    """One prune job (``conf/prune.yaml``); every key is validated by :func:`validate_prune_job`."""
+
+    checkpoint: str = ""  # a training run's checkpoint.pt (required)
+    metric: str = "fisher"  # one of pruning.config.METRICS
+    ratio: float = 0.5  # fraction of the scored channels to remove, in [0, 1); 0 = dense reference
+    scope: str = "global"  # global | per_component | per_group
+    per_component_ratios: dict[str, float] = field(default_factory=dict)  # with scope=per_component
+    min_channels: int = 1  # channels every group keeps at least
+    prune_latent: bool = True  # also prune the latent width shared by all components
+    smoothing: str | None = None  # ema | cumulative; None: the tracker's setting from training
+    normalize: str | None = None  # none | mean | max | sum; None: the tracker's setting from training
+    finetune_steps: int = 5000  # env steps of online fine-tuning after pruning (0: none)
+    eval_episodes: int = 10
+    seed: int = 1  # seeds fine-tuning and evaluation (not the checkpoint)
+    device: str = "auto"
+    num_threads: int = 0  # torch CPU threads while fine-tuning; 0 = torch's default
+    latency_threads: int = 1  # torch threads for the latency measurement
+    latency_min_run_time: float = 1.0  # seconds per latency measurement (Timer.blocked_autorange)
+    skip_completed: bool = True  # do nothing when the run dir already holds result.json
+    run_dir: str | None = None  # None: Hydra's run dir
+    logger: LoggerConfig = field(default_factory=_prune_logger)
+
+
+def _require(cond: bool, key: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise PruningConfigError(f"invalid config: {key}={value!r}; allowed: {allowed}")
+
+
+def _is_ratio(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v < 1
+
+
+def validate_prune_job(cfg: PruneJobConfig) -> PruneJobConfig:
+    """Check every key; raises :class:`PruningConfigError` with one line naming key, value, allowed."""
+    _require(bool(cfg.checkpoint), "checkpoint", cfg.checkpoint, "path of a training run's checkpoint.pt")
+    _require(cfg.metric in METRICS, "metric", cfg.metric, "|".join(METRICS))
+    _require(_is_ratio(cfg.ratio), "ratio", cfg.ratio, "a number in [0, 1)")
+    _require(cfg.scope in SCOPES, "scope", cfg.scope, "|".join(SCOPES))
+    for comp, r in cfg.per_component_ratios.items():
+        _require(_is_ratio(r), f"per_component_ratios.{comp}", r, "a number in [0, 1)")
+    _require(not cfg.per_component_ratios or cfg.scope == "per_component", "scope", cfg.scope,
+             "per_component (per_component_ratios is set)")
+    _require(isinstance(cfg.min_channels, int) and cfg.min_channels >= 1, "min_channels", cfg.min_channels,
+             "an integer >= 1")
+    _require(cfg.smoothing is None or cfg.smoothing in SMOOTHINGS, "smoothing", cfg.smoothing,
+             "null|" + "|".join(SMOOTHINGS))
+    _require(cfg.normalize is None or cfg.normalize in NORMALIZATIONS, "normalize", cfg.normalize,
+             "null|" + "|".join(NORMALIZATIONS))
+    _require(isinstance(cfg.finetune_steps, int) and cfg.finetune_steps >= 0, "finetune_steps",
+             cfg.finetune_steps, "an integer >= 0")
+    _require(isinstance(cfg.eval_episodes, int) and cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes,
+             "an integer >= 1")
+    _require(isinstance(cfg.latency_threads, int) and cfg.latency_threads >= 1, "latency_threads",
+             cfg.latency_threads, "an integer >= 1")
+    _require(cfg.latency_min_run_time > 0, "latency_min_run_time", cfg.latency_min_run_time, "a number > 0")
+    _require(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device", cfg.device,
+             "auto|cpu|cuda|cuda:N")
+    return cfg
+
+
+def git_commit() -> str:
+    """``HEAD`` of the checkout this code runs from (``+dirty`` with uncommitted changes), or ``unknown``."""
+    try:
+        sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _atomic_write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    tmp.replace(path)
+
+
+def _dense_return(checkpoint: Path) -> float | None:
+    """Final eval return of the training run that wrote ``checkpoint`` (its ``eval.csv``), if present."""
+    path = checkpoint.parent / "eval.csv"
+    if not path.is_file():
+        return None
+    import pandas as pd
+
+    evals = pd.read_csv(path)
+    return float(evals["return_mean"].iloc[-1]) if len(evals) else None
+
+
+def _finetune_config(job: PruneJobConfig, train_cfg: dict, trained_env_steps: int, run_dir: Path) -> dict:
+    """The training config of the fine-tuning phase, as a plain dict (for :class:`TrainConfig`)."""
+    cfg = dict(train_cfg)
+    cfg.pop("pruning", None)  # no tracking while fine-tuning
+    huge = 2**62  # evaluate and checkpoint only at the end of fine-tuning
+    cfg.update(seed=job.seed, steps=trained_env_steps + job.finetune_steps, eval_episodes=job.eval_episodes,
+               eval_freq=huge, checkpoint_freq=max(1000, job.finetune_steps // 2) if job.finetune_steps else huge,
+               device=job.device, num_threads=job.num_threads, resume=True, run_dir=str(run_dir),
+               logger=dataclasses.asdict(job.logger))
+    return cfg
+
+
+def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
+    """Run one prune job into ``run_dir`` and return its result (see the module docstring).
+
+    Raises :class:`PruningConfigError` for bad settings and ``tdmpc.checkpoint.CheckpointError`` for a
+    missing, corrupt or foreign checkpoint, before anything is written.
+    """
+    from tdmpc.checkpoint import CheckpointError, load_checkpoint
+    from tdmpc.config import from_dict, validate
+    from tdmpc.trainer import Trainer
+
+    validate_prune_job(job)
+    run_dir = Path(run_dir)
+    result_path = run_dir / RESULT_FILE
+    if job.skip_completed and result_path.is_file():
+        print(f"[prune] {result_path} exists: skipped (skip_completed=true)", flush=True)
+        return json.loads(result_path.read_text())
+
+    ckpt_path = Path(job.checkpoint).expanduser()
+    state = load_checkpoint(ckpt_path)
+    saved_cfg = state.get("config")
+    if not isinstance(saved_cfg, dict) or "agent" not in state:
+        raise CheckpointError(f"{ckpt_path} is not a TD-MPC training checkpoint (no config/agent)")
+    extras = state.get("extras", {})
+    tracker_state = extras.get(CHECKPOINT_KEY)
+    if job.metric in GRADIENT_METRICS and tracker_state is None:
+        raise CheckpointError(
+            f"{ckpt_path} holds no importance-tracker state, needed by metric={job.metric}; train with "
+            f"pruning.enabled=true, or use metric=l1|l2|random"
+        )
+    trained_env_steps = int(state["counters"]["env_step"])
+    ft_dict = _finetune_config(job, saved_cfg, trained_env_steps, run_dir)
+    train_cfg: TrainConfig = validate(from_dict(TrainConfig, ft_dict))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_dict = {**dataclasses.asdict(train_cfg), "prune": dataclasses.asdict(job),
+                   "trained_env_steps": trained_env_steps}
+    trainer = Trainer(train_cfg, run_dir, config_dict=config_dict)
+    agent, model = trainer.agent, trainer.agent.model
+    widths_dense = model.widths()
+    params_dense = count_params(model)["total"]
+
+    own_ckpt = run_dir / "checkpoint.pt"
+    if own_ckpt.is_file():
+        # Resuming a killed fine-tune: rebuild the pruned shapes, then Trainer.train() loads the rest.
+        own = load_checkpoint(own_ckpt)
+        resize_to_state_dict(model, own["agent"]["model"])
+        agent.build_optimizers()
+        print(f"[prune] resuming fine-tuning from {own_ckpt}", flush=True)
+    else:
+        trainer.load_checkpoint(ckpt_path, restore_rng=False)
+        track_cfg = tracking_config(saved_cfg.get("pruning") or {})
+        if job.metric in GRADIENT_METRICS:
+            # Accumulated gradient statistics of training, for the groups training tracked.
+            tracker = ImportanceTracker(model, track_cfg)
+            tracker.load_state_dict(tracker_state)
+            if job.prune_latent and not track_cfg.prune_latent:
+                raise PruningConfigError(
+                    "invalid config: prune_latent=True; allowed: false (training tracked no latent group: "
+                    "pruning.prune_latent was false)"
+                )
+        else:
+            # l1 / l2 from the trained weights, random from this job's seed (independent across seeds).
+            track_cfg = dataclasses.replace(track_cfg, prune_latent=job.prune_latent, seed=job.seed,
+                                            metrics=[job.metric])
+            tracker = ImportanceTracker(model, track_cfg)
+        scores = tracker.scores(job.metric, job.smoothing, job.normalize)
+        if not job.prune_latent:
+            scores = {name: s for name, s in scores.items() if name != "latent"}
+        prune(model, scores, job.ratio, scope=job.scope, per_component_ratios=job.per_component_ratios or None,
+              min_channels=job.min_channels, optimizers=[agent.optim, agent.pi_optim], prune_latent=job.prune_latent)
+        print(f"[prune] metric={job.metric} ratio={job.ratio} scope={job.scope}: params {params_dense} -> "
+              f"{count_params(model)['total']}", flush=True)
+
+    result: dict[str, Any] = {}
+
+    def finish(t: Trainer, summary: dict) -> None:
+        ev = t.last_eval if job.finetune_steps > 0 and t.last_eval is not None else t.evaluate()
+        torch_state = torch.get_rng_state()
+        lat = tdmpc_latency(model, agent.planner, num_threads=job.latency_threads,
+                            min_run_time=job.latency_min_run_time, seed=job.seed)
+        torch.set_rng_state(torch_state)
+        torch.set_num_threads(train_cfg.num_threads or torch.get_num_threads())
+        counts = count_params(model)
+        result.update({
+            "task": train_cfg.task, "seed": job.seed, "train_seed": saved_cfg.get("seed"),
+            "model_size": train_cfg.model_size, "metric": job.metric, "ratio": job.ratio, "scope": job.scope,
+            "prune_latent": job.prune_latent, "finetune_steps": job.finetune_steps,
+            "dense_return": _dense_return(ckpt_path),
+            "return_mean": ev["return_mean"], "return_std": ev["return_std"], "eval_episodes": ev["episodes"],
+            "params": counts["total"], "params_dense": params_dense, "params_by_component": counts,
+            "flops_policy": policy_action_flops(model), "flops_plan": plan_flops(model, train_cfg.planner),
+            "latency_policy_ms": lat["policy"]["median_ms"], "latency_policy_iqr_ms": lat["policy"]["iqr_ms"],
+            "latency_plan_ms": lat["plan"]["median_ms"], "latency_plan_iqr_ms": lat["plan"]["iqr_ms"],
+            "latency_threads": job.latency_threads, "widths": model.widths(), "widths_dense": widths_dense,
+            "trained_env_steps": trained_env_steps, "checkpoint": str(ckpt_path),
+            "git_commit": git_commit(), "config": config_dict, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+        summary.update({k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k != "config"})
+
+    trainer.finish_hooks.append(finish)
+    trainer.train()
+    _atomic_write_json(result_path, result)
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+    print(f"[prune] return {result['return_mean']:.1f} ± {result['return_std']:.1f} (dense "
+          f"{result['dense_return']}), flops_plan {result['flops_plan']:.3g}, latency_plan "
+          f"{result['latency_plan_ms']:.2f} ms -> {result_path}", flush=True)
+    return result
+
+
+def record_failure(run_dir: str | Path, err: BaseException) -> Path:
+    """Write ``error.json`` (type, message, traceback) so that ``scripts/report.py`` lists the failed run."""
+    import traceback
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / ERROR_FILE
+    _atomic_write_json(path, {"error": type(err).__name__, "message": str(err),
+                              "traceback": "".join(traceback.format_exception(err))})
+    return path
+
+
+def register_configs() -> None:
+    """Register :class:`PruneJobConfig` as ``prune_schema`` (the schema of ``conf/prune.yaml``)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="prune_schema", node=PruneJobConfig)
+
+
+def _to_job(cfg: Any) -> PruneJobConfig:
+    from omegaconf import OmegaConf
+
+    from tdmpc.config import from_dict
+
+    data = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    data = {k: v for k, v in data.items() if k != "hydra"}
+    return from_dict(PruneJobConfig, data)
+
+
+def run_prune_job_cli(cfg: Any) -> float | None:
+    """Entry point of ``scripts/prune.py``: one-line errors, and failure records in a multirun.
+
+    User errors (bad settings, missing/corrupt checkpoint) exit 2 with one line in a single run; in a
+    multirun every failure is written to the job's ``error.json`` and the sweep goes on (the
+    ``FailedJobsCallback`` exits 1 at the end). Returns the job's eval return (for sweepers).
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from tdmpc.checkpoint import CheckpointError
+    from tdmpc.cli import fail
+    from tdmpc.config import ConfigError
+
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    multirun = hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir: Path | None = None
+    try:
+        job = validate_prune_job(_to_job(cfg))
+        run_dir = Path(job.run_dir) if job.run_dir else Path(hydra_cfg.runtime.output_dir)
+        if multirun and job.logger.wandb.group is None:
+            job.logger.wandb.group = Path(hydra_cfg.sweep.dir).name  # group = sweep name
+        return run_prune_job(job, run_dir)["return_mean"]
+    except (PruningConfigError, ConfigError, CheckpointError) as err:
+        if not multirun:
+            fail(str(err))
+        err_to_record: BaseException = err
+    except Exception as err:  # noqa: BLE001 - a crashing job must not stop the sweep
+        if not multirun:
+            raise
+        err_to_record = err
+    out = run_dir or (Path(hydra_cfg.runtime.output_dir) if hydra_cfg is not None else Path("."))
+    path = record_failure(out, err_to_record)
+    print(f"error: {err_to_record} (job failed, recorded in {path})", file=sys.stderr, flush=True)
+    return None

@@ -1,0 +1,42 @@
+"""The main job: train with importance tracking, prune by every metric, fine-tune, evaluate, report.
+
+    python scripts/experiment.py                         # ~20 min on 2 cores, ends with the summary table
+    python scripts/experiment.py experiment=paper        # full protocol on a SLURM GPU cluster
+
+See pruning/experiment.py and conf/experiment.yaml. Outputs go to runs/experiment/<name>/ (train/,
+prune/, report/ with results.csv, summary.md and the plots).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from pruning.config import PruningConfigError  # noqa: E402
+from pruning.experiment import ExperimentConfig, register_configs, run_experiment, validate_experiment  # noqa: E402
+from tdmpc.cli import fail  # noqa: E402
+from tdmpc.config import ConfigError, from_dict  # noqa: E402
+
+register_configs()
+
+
+@hydra.main(config_path="../conf", config_name="experiment", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    data = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+    try:
+        exp = validate_experiment(from_dict(ExperimentConfig, data))
+    except (PruningConfigError, ConfigError) as err:
+        fail(str(err))
+    try:
+        run_experiment(exp)
+    except RuntimeError as err:
+        fail(str(err), code=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Prune a trained TD-MPC checkpoint by one importance metric, fine-tune, evaluate, measure (Hydra app).
+
+    python scripts/prune.py checkpoint=RUN_DIR/checkpoint.pt metric=fisher ratio=0.5 scope=global \
+        finetune_steps=5000 eval_episodes=10 seed=1
+    python scripts/prune.py -m checkpoint=RUN_DIR/checkpoint.pt metric=grad_acc,fisher,bayes,l1,l2,random \
+        ratio=0.25,0.5,0.75 seed=1,2,3
+
+Writes result.json (plus train.csv / eval.csv of the fine-tuning and its checkpoint.pt) into the job's
+run dir; see pruning/prune_job.py. In a multirun a failing job writes error.json and the sweep goes on;
+the sweep exits with status 1 at the end if any job failed. Bad settings exit 2 with one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from pruning.prune_job import register_configs, run_prune_job_cli  # noqa: E402
+from pruning.sweep import register_resolvers  # noqa: E402
+
+register_configs()
+register_resolvers()
+
+
+@hydra.main(config_path="../conf", config_name="prune", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    return run_prune_job_cli(cfg)
+
+
+if __name__ == "__main__":
+    main()

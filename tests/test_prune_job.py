@@ -1,0 +1,154 @@
+"""The prune job (pruning/prune_job.py, scripts/prune.py) on a tiny trained checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+PRUNE = [sys.executable, str(ROOT / "scripts" / "prune.py")]
+FAST = {"finetune_steps": 1000, "eval_episodes": 1, "latency_min_run_time": 0.05, "num_threads": 1}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A tiny cartpole run (2 episodes, the second with updates) tracked with every metric."""
+    from pruning.config import TrackingConfig
+    from pruning.integration import attach_tracker
+    from tdmpc.trainer import Trainer
+
+    torch.manual_seed(0)
+    run_dir = tmp_path_factory.mktemp("train") / "cartpole-swingup" / "seed1"
+    cfg = tiny_cfg(steps=2000, eval_freq=2000)
+    trainer = Trainer(cfg, run_dir)
+    tracker = attach_tracker(trainer, TrackingConfig(snapshot_interval=50))
+    trainer.train()
+    assert tracker.num_steps > 0
+    return run_dir / "checkpoint.pt"
+
+
+def _job(ckpt: Path, **kw):
+    from pruning.prune_job import PruneJobConfig
+
+    job = PruneJobConfig(checkpoint=str(ckpt), **{**FAST, **kw})
+    job.logger.wandb.mode = "disabled"
+    job.logger.progress = False
+    return job
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MUJOCO_GL": "disable", "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([*PRUNE, *args, "logger.wandb.mode=disabled", "logger.progress=false"], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_prune_job_shrinks_finetunes_and_measures(trained, tmp_path):
+    from pruning.prune_job import run_prune_job
+    from tdmpc.checkpoint import load_checkpoint
+
+    res = run_prune_job(_job(trained, metric="fisher", ratio=0.5), tmp_path / "job")
+    for key in ("task", "seed", "metric", "ratio", "scope", "finetune_steps", "dense_return", "return_mean",
+                "return_std", "params", "params_dense", "flops_policy", "flops_plan", "latency_policy_ms",
+                "latency_plan_ms", "latency_policy_iqr_ms", "latency_plan_iqr_ms", "widths", "git_commit",
+                "config"):
+        assert key in res, key
+    assert res["task"] == "cartpole-swingup" and res["metric"] == "fisher" and res["ratio"] == 0.5
+    assert res["params"] < 0.75 * res["params_dense"]
+    # Half the channels of the scored groups are gone (global ranking: per layer it varies).
+    hidden = lambda w: sum(sum(v[:-1]) for v in w.values())  # noqa: E731  (output widths excluded)
+    assert hidden(res["widths"]) <= 0.55 * hidden(res["widths_dense"])
+    assert res["widths"]["encoder"][-1] % 8 == 0  # latent pruned in whole SimNorm groups
+    assert res["latency_plan_ms"] > 0 and res["flops_plan"] > res["flops_policy"] > 0
+    assert res["dense_return"] is not None and 0 <= res["return_mean"] <= 1000
+    on_disk = json.loads((tmp_path / "job" / "result.json").read_text())
+    assert on_disk["params"] == res["params"]
+    # Fine-tuning ran 1000 env steps past training and saved the pruned model.
+    state = load_checkpoint(tmp_path / "job" / "checkpoint.pt")
+    assert state["counters"]["env_step"] == 3000
+    assert state["agent"]["widths"] == res["widths"]
+
+
+def test_ratio_zero_is_dense_reference(trained, tmp_path):
+    from pruning.prune_job import run_prune_job
+
+    res = run_prune_job(_job(trained, metric="l1", ratio=0.0, finetune_steps=0), tmp_path / "dense")
+    assert res["params"] == res["params_dense"]
+    assert res["widths"] == res["widths_dense"]
+
+
+def test_skip_completed_and_resume_from_own_checkpoint(trained, tmp_path):
+    from pruning.prune_job import run_prune_job
+
+    run_dir = tmp_path / "job"
+    first = run_prune_job(_job(trained, metric="bayes", ratio=0.25), run_dir)
+    mtime = (run_dir / "result.json").stat().st_mtime_ns
+    again = run_prune_job(_job(trained, metric="bayes", ratio=0.25), run_dir)
+    assert again == first and (run_dir / "result.json").stat().st_mtime_ns == mtime
+    # A job killed after its checkpoint (no result.json) resumes with the pruned widths from it.
+    (run_dir / "result.json").unlink()
+    resumed = run_prune_job(_job(trained, metric="bayes", ratio=0.25), run_dir)
+    assert resumed["widths"] == first["widths"] and resumed["params"] == first["params"]
+
+
+def test_random_metric_depends_on_job_seed(trained, tmp_path):
+    from pruning.prune_job import run_prune_job
+
+    a = run_prune_job(_job(trained, metric="random", ratio=0.5, finetune_steps=0, seed=1), tmp_path / "a")
+    b = run_prune_job(_job(trained, metric="random", ratio=0.5, finetune_steps=0, seed=2), tmp_path / "b")
+    assert a["params"] != b["params"] or a["widths"] != b["widths"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("metric=fishr", "metric='fishr'"),
+        ("ratio=1.0", "ratio=1.0"),
+        ("ratio=-0.1", "ratio=-0.1"),
+        ("scope=layer", "scope='layer'"),
+    ],
+)
+def test_bad_settings_fail_with_one_line(trained, tmp_path, override, message):
+    r = _cli(f"checkpoint={trained}", override, f"run_dir={tmp_path / 'bad'}", cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: invalid config") and message in lines[0], r.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_missing_or_corrupt_checkpoint(tmp_path):
+    r = _cli(f"checkpoint={tmp_path / 'nope.pt'}", f"run_dir={tmp_path / 'x'}", cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nope.pt" in r.stderr
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"not a checkpoint")
+    r = _cli(f"checkpoint={bad}", f"run_dir={tmp_path / 'y'}", cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "corrupt.pt" in r.stderr
+
+
+def test_multirun_basic_launcher_skips_completed_and_survives_a_failure(trained, tmp_path):
+    corrupt = tmp_path / "other" / "run" / "checkpoint.pt"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(b"garbage")
+    sweep = tmp_path / "sweep"
+    args = ["-m", f"checkpoint={trained},{corrupt}", "metric=fisher,l1", "ratio=0.5", "finetune_steps=0",
+            "eval_episodes=1", "latency_min_run_time=0.02", "num_threads=1", f"hydra.sweep.dir={sweep}"]
+    r = _cli(*args, cwd=tmp_path)
+    assert r.returncode == 1, r.stderr[-2000:]
+    results = sorted(sweep.rglob("result.json"))
+    errors = sorted(sweep.rglob("error.json"))
+    assert len(results) == 2 and len(errors) == 2
+    assert {json.loads(p.read_text())["metric"] for p in results} == {"fisher", "l1"}
+    assert all("corrupt" not in str(p) and "other_run" in str(p) for p in errors)
+    assert "2 job(s) of the sweep failed" in r.stderr
+    # Re-launch into the same sweep dir: completed jobs are skipped (result files untouched).
+    mtimes = {p: p.stat().st_mtime_ns for p in results}
+    r2 = _cli(*[a for a in args if not a.startswith("checkpoint=")], f"checkpoint={trained}", cwd=tmp_path)
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert r2.stdout.count("skipped") == 2
+    assert {p: p.stat().st_mtime_ns for p in results} == mtimes
