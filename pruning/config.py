@@ -1,9 +1,10 @@
 """Configuration of the pruning package (dataclasses + one-line validation).
 
 :class:`TrackingConfig` holds the keys of the ``pruning`` section of ``conf/train.yaml`` that control
-importance tracking during training (see :mod:`pruning.tracker`). Prune-time keys (metric, ratio,
-scope, ...) are meant to be added as further fields of the same flat section later: every key is
-described once in :data:`_CHECKS` below, so a new key is one field plus one check.
+importance tracking during training (see :mod:`pruning.tracker`); its nested :class:`ScheduleConfig`
+(``pruning.schedule``) controls pruning *during* training (see :mod:`pruning.integration`). Every key
+is described once in :data:`_CHECKS` / :data:`_SCHEDULE_CHECKS` below, so a new key is one field plus
+one check.
 
 Invalid values raise :class:`PruningConfigError` with a one-line message
 ``invalid config: pruning.<key>=<value>; allowed: <what>``, the same format as ``tdmpc.config``.
@@ -18,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pruning.schedule import SCHEDULE_KINDS
+
 #: Importance metrics a tracker can compute (see :mod:`pruning.importance`).
 METRICS = ("grad_acc", "fisher", "bayes", "l1", "l2", "random", "taylor")
 #: Metrics accumulated from gradients during training (the others are computed on demand).
@@ -30,10 +33,42 @@ NORMALIZATIONS = ("none", "mean", "max", "sum")
 GRAD_ACC_VARIANTS = ("l2", "taylor_abs")
 #: ``fisher`` instantaneous signal: ``diag`` = sum g^2 (empirical diagonal Fisher), ``obd`` = sum theta^2 g^2.
 FISHER_VARIANTS = ("diag", "obd")
+#: Ranking scopes of pruning during training (``per_group`` of :func:`pruning.prune.prune` takes one ratio
+#: for all groups, so it cannot catch up per group as :func:`pruning.schedule.incremental_ratio` needs).
+SCHEDULE_SCOPES = ("global", "per_component")
 
 
 class PruningConfigError(ValueError):
     """A pruning configuration value is invalid; the message is one line for the user."""
+
+
+@dataclass
+class ScheduleConfig:
+    """Pruning during training (the ``pruning.schedule`` section; see :mod:`pruning.schedule`).
+
+    - ``enabled``: prune the model while it trains (needs ``pruning.enabled`` and ``metric`` tracked).
+    - ``kind``: ``cosine`` or ``linear`` ramp of the cumulative ratio from 0 to ``target``.
+    - ``target``: fraction of the *original* channels of the scored groups removed by ``end_step``.
+    - ``start_step`` / ``end_step``: env steps of the ramp; ``start_step == end_step`` is one-shot.
+    - ``every``: env steps between prunes of an iterative schedule (the last prune is at ``end_step``).
+    - ``metric``: importance metric ranking the channels, one of :data:`METRICS` (must be tracked).
+    - ``scope``: ``global`` (all scored groups ranked together) or ``per_component`` (``target`` of
+      each component, ranked within it).
+    - ``min_channels``: channels every group keeps at least.
+    - ``smoothing`` / ``normalize``: override the tracker's defaults for the scores (``None``: keep).
+    """
+
+    enabled: bool = False
+    kind: str = "cosine"
+    target: float = 0.5
+    start_step: int = 20_000
+    end_step: int = 60_000
+    every: int = 5_000
+    metric: str = "fisher"
+    scope: str = "global"
+    min_channels: int = 1
+    smoothing: str | None = None
+    normalize: str | None = None
 
 
 @dataclass
@@ -52,6 +87,7 @@ class TrackingConfig:
     - ``grad_acc_variant`` / ``fisher_variant``: see :data:`GRAD_ACC_VARIANTS`, :data:`FISHER_VARIANTS`.
     - ``prune_latent``: include the latent coupling group (TD-MPC) in the tracked groups.
     - ``seed``: seed of the ``random`` baseline.
+    - ``schedule``: pruning during training, a :class:`ScheduleConfig` (off by default).
     """
 
     enabled: bool = True
@@ -66,6 +102,7 @@ class TrackingConfig:
     fisher_variant: str = "diag"
     prune_latent: bool = True
     seed: int = 0
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -102,6 +139,23 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fisher_variant": _one_of(FISHER_VARIANTS),
     "prune_latent": (lambda v: isinstance(v, bool), "true|false"),
     "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "schedule": (lambda v: isinstance(v, (ScheduleConfig, Mapping)), "a mapping of pruning.schedule keys"),
+}
+
+#: key -> (predicate, what is allowed). One entry per field of ScheduleConfig (prefix ``schedule.``).
+_SCHEDULE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "enabled": (lambda v: isinstance(v, bool), "true|false"),
+    "kind": _one_of(SCHEDULE_KINDS),
+    "target": (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1) (fraction of the original channels)"),
+    "start_step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (env steps)"),
+    "end_step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (env steps)"),
+    "every": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (env steps)"),
+    "metric": _one_of(METRICS),
+    "scope": _one_of(SCHEDULE_SCOPES),
+    "min_channels": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "smoothing": (lambda v: v is None or (isinstance(v, str) and v in SMOOTHINGS), "null|" + "|".join(SMOOTHINGS)),
+    "normalize": (lambda v: v is None or (isinstance(v, str) and v in NORMALIZATIONS),
+                  "null|" + "|".join(NORMALIZATIONS)),
 }
 
 
@@ -109,10 +163,62 @@ def _fail(key: str, value: Any, allowed: str) -> None:
     raise PruningConfigError(f"invalid config: pruning.{key}={value!r}; allowed: {allowed}")
 
 
-def validate_tracking(cfg: TrackingConfig) -> TrackingConfig:
-    """Check every key of ``cfg``; raises :class:`PruningConfigError` on the first bad value.
+def schedule_config(data: Mapping[str, Any] | ScheduleConfig | None) -> ScheduleConfig:
+    """A validated :class:`ScheduleConfig` (a copy) from a mapping (``pruning.schedule``); ``None``: defaults.
 
-    Also normalises ``metrics`` to a list (Hydra gives a ListConfig / tuple) and returns ``cfg``.
+    Unknown keys are rejected with a one-line :class:`PruningConfigError`.
+    """
+    if data is None:
+        return validate_schedule(ScheduleConfig())
+    if isinstance(data, ScheduleConfig):
+        return validate_schedule(dataclasses.replace(data))
+    if not isinstance(data, Mapping):
+        _fail("schedule", data, _CHECKS["schedule"][1])
+    names = [f.name for f in dataclasses.fields(ScheduleConfig)]
+    for key in data:
+        if key not in names:
+            raise PruningConfigError(
+                f"invalid config: unknown key pruning.schedule.{key}; allowed: {', '.join(names)}"
+            )
+    return validate_schedule(ScheduleConfig(**data))
+
+
+def validate_schedule(cfg: ScheduleConfig) -> ScheduleConfig:
+    """Check every key of a :class:`ScheduleConfig` on its own (see :func:`check_schedule_against` for
+    the checks against the tracking keys); raises :class:`PruningConfigError` on the first bad value."""
+    for f in dataclasses.fields(cfg):
+        ok, allowed = _SCHEDULE_CHECKS[f.name]
+        value = getattr(cfg, f.name)
+        if not ok(value):
+            _fail(f"schedule.{f.name}", value, allowed)
+    if cfg.end_step < cfg.start_step:
+        _fail("schedule.end_step", cfg.end_step, f"an integer >= pruning.schedule.start_step={cfg.start_step}")
+    cfg.target = float(cfg.target)
+    return cfg
+
+
+def check_schedule_against(cfg: TrackingConfig) -> TrackingConfig:
+    """An enabled schedule needs the tracker (``pruning.enabled``) and its ``metric`` among ``pruning.metrics``.
+
+    Kept out of :func:`validate_tracking` so that a tracker built for other metrics from the same
+    section (e.g. by the prune job) is not refused because of the schedule.
+    """
+    s = cfg.schedule
+    if not s.enabled:
+        return cfg
+    if not cfg.enabled:
+        _fail("enabled", cfg.enabled, "true (pruning.schedule.enabled=true scores channels with the tracker)")
+    if s.metric not in cfg.metrics:
+        _fail("schedule.metric", s.metric, f"a tracked metric (pruning.metrics): {'|'.join(cfg.metrics)}")
+    return cfg
+
+
+def validate_tracking(cfg: TrackingConfig) -> TrackingConfig:
+    """Check every key of ``cfg`` (schedule keys included); raises :class:`PruningConfigError` on the first
+    bad value.
+
+    Also normalises ``metrics`` to a list (Hydra gives a ListConfig / tuple), turns a ``schedule``
+    mapping into a :class:`ScheduleConfig` and returns ``cfg``.
     """
     for f in dataclasses.fields(cfg):
         ok, allowed = _CHECKS[f.name]
@@ -121,6 +227,7 @@ def validate_tracking(cfg: TrackingConfig) -> TrackingConfig:
             _fail(f.name, list(value) if isinstance(value, tuple) else value, allowed)
     cfg.metrics = list(cfg.metrics)
     cfg.beta, cfg.bayes_kappa = float(cfg.beta), float(cfg.bayes_kappa)
+    cfg.schedule = schedule_config(cfg.schedule)
     return cfg
 
 
@@ -128,9 +235,10 @@ def tracking_config(data: Mapping[str, Any] | TrackingConfig | None) -> Tracking
     """A validated :class:`TrackingConfig` from a mapping (e.g. ``cfg.pruning`` of a train config).
 
     ``None`` gives the defaults. Unknown keys are rejected with a one-line :class:`PruningConfigError`.
+    The schedule is also checked against the tracking keys (:func:`check_schedule_against`).
     """
     if isinstance(data, TrackingConfig):
-        return validate_tracking(dataclasses.replace(data))
+        return check_schedule_against(validate_tracking(dataclasses.replace(data)))
     if data is None:
         return validate_tracking(TrackingConfig())
     if not isinstance(data, Mapping):
@@ -140,4 +248,4 @@ def tracking_config(data: Mapping[str, Any] | TrackingConfig | None) -> Tracking
         if key not in names:
             raise PruningConfigError(f"invalid config: unknown key pruning.{key}; allowed: {', '.join(names)}")
     values = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in data.items()}
-    return validate_tracking(TrackingConfig(**values))
+    return check_schedule_against(validate_tracking(TrackingConfig(**values)))

@@ -43,7 +43,7 @@ class ExperimentConfig:
     tasks: list[str] = field(default_factory=lambda: ["cartpole-swingup"])
     seeds: list[int] = field(default_factory=lambda: [1])  # training seeds
     model_size: str = "cpu"
-    train_steps: int = 25_000  # env steps of dense training
+    train_steps: int = 30_000  # env steps of dense training
     train_eval_episodes: int = 5
     metrics: list[str] = field(default_factory=lambda: ["grad_acc", "fisher", "bayes", "l1", "l2", "random"])
     ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
@@ -53,7 +53,8 @@ class ExperimentConfig:
     eval_episodes: int = 3
     launcher: str = "basic"  # basic | submitit_local | slurm (conf/hydra/launcher/slurm.yaml)
     workers: int = 2  # basic launcher: prune sweeps run side by side in this many processes
-    num_threads: int = 1  # torch threads per job
+    train_threads: int = 2  # torch threads of a training job
+    num_threads: int = 1  # torch threads of a prune job (workers run side by side)
     wandb_mode: str = "auto"  # auto | online | offline | disabled
     train_overrides: list[str] = field(default_factory=list)  # extra key=value for scripts/train.py
     prune_overrides: list[str] = field(default_factory=list)  # extra key=value for scripts/prune.py
@@ -118,14 +119,16 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
     log = out / "experiment.log"
     t0 = time.time()
     py = sys.executable
-    common = [f"logger.wandb.mode={cfg.wandb_mode}", f"num_threads={cfg.num_threads}", "logger.progress=false"]
+    common = [f"logger.wandb.mode={cfg.wandb_mode}", "logger.progress=false"]
 
     # 1. Dense training with tracking of every metric.
     train_dir = out / "train"
     _run([py, str(ROOT / "scripts" / "train.py"), "-m", f"task={_csv(cfg.tasks)}", f"seed={_csv(cfg.seeds)}",
           f"model_size={cfg.model_size}", f"steps={cfg.train_steps}", f"eval_freq={cfg.train_steps}",
           f"eval_episodes={cfg.train_eval_episodes}", f"hydra.sweep.dir={train_dir}",
-          f"logger.wandb.group={cfg.name}", *common, *_launcher_args(cfg), *cfg.train_overrides], log)
+          "hydra.sweep.subdir=${task}/seed${seed}",
+          f"logger.wandb.group={cfg.name}", f"num_threads={cfg.train_threads}", *common, *_launcher_args(cfg),
+          *cfg.train_overrides], log)
     ckpts = checkpoints(train_dir)
     if len(ckpts) < len(cfg.tasks) * len(cfg.seeds):
         raise RuntimeError(f"training wrote {len(ckpts)} checkpoints, expected {len(cfg.tasks) * len(cfg.seeds)}")
@@ -133,10 +136,11 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
 
     # 2. Prune sweeps: the dense reference, then every metric x ratio; basic launcher -> `workers` processes.
     prune_dir = out / "prune"
-    base = [py, str(ROOT / "scripts" / "prune.py"), "-m", f"checkpoint={_csv(ckpts)}",
+    quoted = ",".join(f"'{p}'" for p in ckpts)  # Hydra override grammar: paths may hold = , etc.
+    base = [py, str(ROOT / "scripts" / "prune.py"), "-m", f"checkpoint={quoted}",
             f"seed={_csv(cfg.prune_seeds)}", f"scope={cfg.scope}", f"finetune_steps={cfg.finetune_steps}",
             f"eval_episodes={cfg.eval_episodes}", f"hydra.sweep.dir={prune_dir}", f"logger.wandb.group={cfg.name}",
-            *common, *_launcher_args(cfg), *cfg.prune_overrides]
+            f"num_threads={cfg.num_threads}", *common, *_launcher_args(cfg), *cfg.prune_overrides]
     n = cfg.workers if cfg.launcher == "basic" else 1
     chunks = [cfg.metrics[i::n] for i in range(n) if cfg.metrics[i::n]]
     sweeps = [[*base, "metric=l1", "ratio=0"]] + [[*base, f"metric={_csv(c)}", f"ratio={_csv(cfg.ratios)}"]
@@ -152,7 +156,7 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
     t_prune = time.time() - t0 - t_train
 
     # 3. Report.
-    from pruning.report import write_report
+    from pruning.report import print_summary, write_report
 
     report_dir = out / "report"
     summary = write_report([out], report_dir)
@@ -172,23 +176,6 @@ def _run_parallel(cmds: list[list[str]], log: Path, workers: int) -> None:
     errors = [e for e in errors if e is not None]
     if errors:
         raise RuntimeError("; ".join(str(e) for e in errors))
-
-
-def print_summary(table: Any, title: str) -> None:
-    """Print a pandas DataFrame as a rich table (plain text when rich is missing)."""
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # pragma: no cover
-        print(title)
-        print(table.to_string(index=False))
-        return
-    t = Table(title=title, show_lines=False)
-    for col in table.columns:
-        t.add_column(str(col), justify="right" if table[col].dtype.kind in "if" else "left")
-    for _, row in table.iterrows():
-        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.tolist()])
-    Console().print(t)
 
 
 def register_configs() -> None:

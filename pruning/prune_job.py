@@ -85,6 +85,9 @@ class PruneJobConfig:
     num_threads: int = 0  # torch CPU threads while fine-tuning; 0 = torch's default
     latency_threads: int = 1  # torch threads for the latency measurement
     latency_min_run_time: float = 1.0  # seconds per latency measurement (Timer.blocked_autorange)
+    # wall | thread | auto (thread CPU time when single-threaded on the CPU: on a shared machine, or with
+    # other jobs running side by side, it leaves out the time spent waiting for a core).
+    latency_clock: str = "auto"
     skip_completed: bool = True  # do nothing when the run dir already holds result.json
     run_dir: str | None = None  # None: Hydra's run dir
     logger: LoggerConfig = field(default_factory=_prune_logger)
@@ -121,6 +124,7 @@ def validate_prune_job(cfg: PruneJobConfig) -> PruneJobConfig:
              "an integer >= 1")
     _require(isinstance(cfg.latency_threads, int) and cfg.latency_threads >= 1, "latency_threads",
              cfg.latency_threads, "an integer >= 1")
+    _require(cfg.latency_clock in ("auto", "wall", "thread"), "latency_clock", cfg.latency_clock, "auto|wall|thread")
     _require(cfg.latency_min_run_time > 0, "latency_min_run_time", cfg.latency_min_run_time, "a number > 0")
     _require(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device", cfg.device,
              "auto|cpu|cuda|cuda:N")
@@ -206,6 +210,10 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
                    "trained_env_steps": trained_env_steps}
     trainer = Trainer(train_cfg, run_dir, config_dict=config_dict)
     agent, model = trainer.agent, trainer.agent.model
+    # The checkpoint may hold a model already pruned during training (pruning.schedule): its widths are
+    # the reference ("dense" = as trained).
+    if resize_to_state_dict(model, state["agent"]["model"]):
+        agent.build_optimizers()
     widths_dense = model.widths()
     params_dense = count_params(model)["total"]
 
@@ -246,8 +254,11 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
     def finish(t: Trainer, summary: dict) -> None:
         ev = t.last_eval if job.finetune_steps > 0 and t.last_eval is not None else t.evaluate()
         torch_state = torch.get_rng_state()
+        clock = job.latency_clock
+        if clock == "auto":
+            clock = "thread" if job.latency_threads == 1 and t.device.type == "cpu" else "wall"
         lat = tdmpc_latency(model, agent.planner, num_threads=job.latency_threads,
-                            min_run_time=job.latency_min_run_time, seed=job.seed)
+                            min_run_time=job.latency_min_run_time, seed=job.seed, clock=clock)
         torch.set_rng_state(torch_state)
         torch.set_num_threads(train_cfg.num_threads or torch.get_num_threads())
         counts = count_params(model)
@@ -261,7 +272,7 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
             "flops_policy": policy_action_flops(model), "flops_plan": plan_flops(model, train_cfg.planner),
             "latency_policy_ms": lat["policy"]["median_ms"], "latency_policy_iqr_ms": lat["policy"]["iqr_ms"],
             "latency_plan_ms": lat["plan"]["median_ms"], "latency_plan_iqr_ms": lat["plan"]["iqr_ms"],
-            "latency_threads": job.latency_threads, "widths": model.widths(), "widths_dense": widths_dense,
+            "latency_threads": job.latency_threads, "latency_clock": clock, "widths": model.widths(), "widths_dense": widths_dense,
             "trained_env_steps": trained_env_steps, "checkpoint": str(ckpt_path),
             "git_commit": git_commit(), "config": config_dict, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })

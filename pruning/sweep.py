@@ -33,8 +33,13 @@ def run_tag(path: str) -> str:
 
 
 def register_resolvers() -> None:
+    """``${run_tag:...}`` and ``${safe_dirname:...}`` (from ``tdmpc.config``) for ``conf/prune.yaml``."""
+    from tdmpc.config import safe_dirname
+
     if not OmegaConf.has_resolver("run_tag"):
         OmegaConf.register_new_resolver("run_tag", run_tag)
+    if not OmegaConf.has_resolver("safe_dirname"):
+        OmegaConf.register_new_resolver("safe_dirname", safe_dirname)
 
 
 class FailedJobsCallback(Callback):

@@ -178,9 +178,14 @@ class ImportanceTracker:
 
     # ------------------------------------------------------------------------------ snapshots
     def snapshot(self, update: int) -> None:
-        """Store the current scores of every tracked metric (as ``scores(metric)`` returns them)."""
+        """Store the current scores of every tracked metric: ``scores(metric, normalize="none")``.
+
+        Snapshots hold raw (un-normalised) scores so that shifts of importance *between* components stay
+        visible (per-component normalisation makes every component's mean 1 at every step); normalise
+        when reading (:func:`pruning.importance.normalize_per_component`).
+        """
         metrics = list(self.cfg.metrics)
-        how = self.cfg.normalize
+        how = "none"
         rows = torch.stack([
             normalize_per_component(self.flat_scores(m), self.layout.component_index, how) for m in metrics
         ]).cpu()

@@ -3,10 +3,13 @@
     python scripts/train.py task=cartpole-swingup steps=100000 seed=1
     python scripts/train.py pruning.metrics=[grad_acc,fisher,bayes,l1,l2] pruning.interval=1
     python scripts/train.py pruning.enabled=false
+    python scripts/train.py pruning.schedule.enabled=true pruning.schedule.target=0.5 \
+        pruning.schedule.start_step=20000 pruning.schedule.end_step=60000 pruning.schedule.metric=fisher
 
 Writes into the Hydra run dir: config.yaml, train.csv, eval.csv, checkpoint.pt (and a wandb/ folder
 when W&B is on), and importance.parquet: per-channel importance scores tracked during training
-(``pruning`` section, conf/pruning/default.yaml; on by default). Re-running with the same run dir
+(``pruning`` section, conf/pruning/default.yaml; on by default), and prune.csv when a pruning schedule
+prunes the agent during training (``pruning.schedule``). Re-running with the same run dir
 (``hydra.run.dir=...``) resumes from its checkpoint.
 """
 

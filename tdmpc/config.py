@@ -257,9 +257,29 @@ _DATACLASSES = {
 }
 
 
+MAX_DIRNAME = 100  # longest sweep sub-directory name kept verbatim (file systems allow 255 bytes)
+
+
+def safe_dirname(name: str) -> str:
+    """A sweep sub-directory name from Hydra's ``override_dirname``: ``/`` replaced, and when longer than
+    :data:`MAX_DIRNAME`, cut and suffixed with a hash of the whole name (deterministic, so re-launching
+    the same sweep finds the same directories)."""
+    import hashlib
+
+    name = str(name).replace("/", "-") or "default"
+    if len(name) <= MAX_DIRNAME:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    return f"{name[: MAX_DIRNAME - 11]}_{digest}"
+
+
 def register_configs() -> None:
-    """Register the structured configs with Hydra's ConfigStore (schema for ``conf/train.yaml``)."""
+    """Register the structured configs with Hydra's ConfigStore (schema for ``conf/train.yaml``) and the
+    ``${safe_dirname:...}`` resolver used for sweep sub-directories."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    if not OmegaConf.has_resolver("safe_dirname"):
+        OmegaConf.register_new_resolver("safe_dirname", safe_dirname)

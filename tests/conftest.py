@@ -2,6 +2,13 @@ import os
 
 import pytest
 import torch
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (deterministic CI); explore more locally with
+# `pytest --hypothesis-profile=explore`.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None)
+settings.load_profile("ci")
 
 os.environ.setdefault("MUJOCO_GL", "disable")
 os.environ.setdefault("WANDB_SILENT", "true")

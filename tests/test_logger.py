@@ -6,6 +6,7 @@ import json
 import struct
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -376,8 +377,14 @@ def test_wandb_offline_run_records_history_config_and_resume(tmp_path, wandb_env
     assert (run_dir / "wandb_id.txt").read_text().strip() == run_id
     offline_dirs = _offline_run_dirs(run_dir)
     assert len(offline_dirs) == 2 and all(d.name.endswith(run_id) for d in offline_dirs)
-    resumed = [r for r in read_wandb_records(offline_dirs[1] / f"run-{run_id}.wandb")
-               if r.WhichOneof("record_type") in ("run", "history")]
+    # wandb-core writes the .wandb file from its own process: allow it a moment to land on a busy machine.
+    deadline = time.monotonic() + 10
+    while True:
+        resumed = [r for r in read_wandb_records(offline_dirs[1] / f"run-{run_id}.wandb")
+                   if r.WhichOneof("record_type") in ("run", "history")]
+        if len(resumed) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert resumed[0].run.run_id == run_id
     assert [_items(r.history.item)["train/total_loss"] for r in resumed[1:]] == [0.25]
     assert pd.read_csv(run_dir / "train.csv")["env_step"].tolist() == [0, 2, 4]

@@ -161,14 +161,14 @@ def test_parquet_columns_row_counts_and_values(tmp_path):
     assert all(one.component == one.layer.map(comp))
     layer = one[one.layer == "latent"].sort_values("channel")
     assert layer.channel.tolist() == list(range(latent.size))
-    # snapshot at 6 stores what scores() returned at update 6: re-check with a tracker stopped at 6
+    # snapshot at 6 stores the raw scores at update 6: re-check with a tracker stopped at 6
     agent2, buf2, rng2 = make_agent()
     t6 = ImportanceTracker(agent2.model, TrackingConfig(metrics=metrics, snapshot_interval=0))
     train(agent2, buf2, rng2, t6, range(1, 7))
     for m in metrics:
         rows = df[(df.step == 6) & (df.metric == m)]
         got = np.concatenate([rows[rows.layer == g.name].sort_values("channel").score.values for g in t6.groups])
-        np.testing.assert_array_equal(got, torch.cat(list(t6.scores(m).values())).numpy())
+        np.testing.assert_array_equal(got, torch.cat(list(t6.scores(m, normalize="none").values())).numpy())
 
 
 def test_bad_config_values_are_rejected_with_one_line():

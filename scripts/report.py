@@ -1,0 +1,38 @@
+"""Report of pruning sweeps: results.csv, summary.md, Pareto plots, importance heat-maps, rank correlations.
+
+    python scripts/report.py multirun/prune/2026... runs/train/... [--out DIR]
+
+Reads every result.json, error.json and importance.parquet below the given folders (see pruning/report.py).
+Default output: <first folder>/report. Exits 2 with one line when a folder is missing or holds nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from pruning.report import ReportError, print_summary, write_report  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", help="sweep or run folders to read (searched recursively)")
+    parser.add_argument("--out", default=None, help="output folder (default: <first folder>/report)")
+    args = parser.parse_args(argv)
+    out = Path(args.out) if args.out else Path(args.dirs[0]) / "report"
+    try:
+        summary = write_report(args.dirs, out)
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if len(summary):
+        print_summary(summary, title="return vs FLOPs vs latency")
+    print(f"report written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Sweep report (pruning/report.py, scripts/report.py) from generated fixture files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pruning.report import (
+    RESULT_COLUMNS,
+    layer_importance,
+    pareto_front,
+    rank_correlations,
+    summarize,
+    write_report,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# (metric, ratio) -> returns of seeds 1, 2; flops shrink with the ratio.
+RETURNS = {("l1", 0.0): [800.0, 820.0], ("fisher", 0.5): [700.0, 760.0], ("l1", 0.5): [600.0, 500.0],
+           ("fisher", 0.75): [300.0, 340.0], ("l1", 0.75): [420.0, 400.0]}
+
+
+def _result(metric: str, ratio: float, seed: int, ret: float, finetune_steps: int = 500) -> dict:
+    flops = 1e9 * (1 - ratio) ** 2 + 1e6 * seed
+    return {"task": "cartpole-swingup", "seed": seed, "train_seed": 1, "model_size": "cpu", "metric": metric,
+            "ratio": ratio, "scope": "global", "finetune_steps": finetune_steps, "dense_return": 810.0,
+            "return_mean": ret, "return_std": 1.0, "eval_episodes": 3, "params": int(3e5 * (1 - ratio)),
+            "params_dense": 300000, "flops_policy": flops / 1e4, "flops_plan": flops, "latency_policy_ms": 0.7,
+            "latency_policy_iqr_ms": 0.01, "latency_plan_ms": 80 * (1 - ratio) + 10, "latency_plan_iqr_ms": 1.0,
+            "widths": {"encoder": [128, 64]}, "git_commit": "abc", "config": {"x": 1}}
+
+
+def _importance(step_scores: dict[int, dict[str, np.ndarray]]) -> pd.DataFrame:
+    """Rows of importance.parquet: channels 0-2 in layer encoder/0, 3-5 in latent."""
+    rows = []
+    for step, by_metric in step_scores.items():
+        for metric, score in by_metric.items():
+            for c in range(len(score)):
+                comp = "encoder" if c < 3 else "latent"
+                rows.append({"step": step, "component": comp, "layer": f"{comp}/0", "channel": c % 3,
+                             "metric": metric, "score": float(score[c])})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture()
+def sweep(tmp_path) -> Path:
+    root = tmp_path / "sweep"
+    for (metric, ratio), rets in RETURNS.items():
+        for seed, ret in zip((1, 2), rets):
+            d = root / "cartpole-swingup_seed1" / f"{metric}_ratio{ratio}_seed{seed}"
+            d.mkdir(parents=True)
+            (d / "result.json").write_text(json.dumps(_result(metric, ratio, seed, ret)))
+    bad = root / "cartpole-swingup_seed1" / "bayes_ratio0.5_seed1"
+    bad.mkdir(parents=True)
+    (bad / "error.json").write_text(json.dumps({"error": "RuntimeError", "message": "diverged"}))
+    # Importance snapshots of a training run: fisher == grad_acc order, l1 reversed.
+    train = tmp_path / "sweep" / "train" / "cartpole-swingup" / "seed1"
+    train.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    snaps = {}
+    for step in (500, 1000, 1500):
+        base = rng.random(6)
+        snaps[step] = {"fisher": base, "grad_acc": 2 * base + 1, "l1": -base}
+    _importance(snaps).to_parquet(train / "importance.parquet")
+    return root
+
+
+def test_report_files_numbers_and_plots(sweep, tmp_path):
+    out = tmp_path / "report"
+    summary = write_report([sweep], out)
+    results = pd.read_csv(out / "results.csv")
+    assert list(results.columns) == [*RESULT_COLUMNS, "run_dir"]
+    assert len(results) == 2 * len(RETURNS)
+    assert json.loads(results["widths"].iloc[0]) == {"encoder": [128, 64]}
+    # Mean ± std (ddof 1) over seeds, retained % of the pooled ratio-0 reference.
+    dense_mean = np.mean(RETURNS[("l1", 0.0)])
+    row = summary[(summary["metric"] == "fisher") & (summary["ratio"] == 0.5)].iloc[0]
+    assert row["return_mean"] == pytest.approx(730.0)
+    assert row["return_std"] == pytest.approx(np.std([700.0, 760.0], ddof=1))
+    assert row["retained_pct"] == pytest.approx(100 * 730.0 / dense_mean)
+    assert row["retained_pct_std"] == pytest.approx(100 * np.std([700.0, 760.0], ddof=1) / dense_mean)
+    assert row["flops_plan"] == pytest.approx(1e9 * 0.25 + 1.5e6)
+    assert row["n"] == 2
+    dense = summary[summary["metric"] == "dense"].iloc[0]
+    assert dense["ratio"] == 0 and dense["retained_pct"] == pytest.approx(100.0)
+    # Best metric per ratio: fisher at 0.5 (730 > 550), l1 at 0.75 (410 > 320).
+    best = summary[summary["best"]].set_index("ratio")["metric"].to_dict()
+    assert best == {0.5: "fisher", 0.75: "l1"}
+    md = (out / "summary.md").read_text()
+    assert "| **fisher** | 0.5 |" in md and "| **l1** | 0.75 |" in md and "| l1 | 0.5 |" in md
+    assert "| dense | 0 | 2 | 810.0 ± 14.1 | 100.0 ± 1.7 % |" in md
+    assert "Failed jobs (1)" in md and "diverged" in md and "bayes_ratio0.5_seed1" in md
+    assert "## Rank correlation between metrics: cartpole-swingup_seed1" in md
+    assert "| fisher | 1.00 | 1.00 | -1.00 |" in md  # fisher vs fisher, grad_acc, l1
+    for stem in ("pareto_flops_cartpole-swingup", "pareto_latency_cartpole-swingup",
+                 "importance_cartpole-swingup_seed1", "rank_correlation_cartpole-swingup_seed1"):
+        png = out / f"{stem}.png"
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 1000, stem
+        svg = (out / f"{stem}.svg").read_text()
+        assert svg.lstrip().startswith("<?xml") and "<svg" in svg and svg.rstrip().endswith("</svg>")
+        assert f"]({stem}.png)" in md
+
+
+def test_summary_keeps_finetune_budgets_apart_with_their_own_dense_reference():
+    rows = [_result("l1", 0.0, s, r, finetune_steps=0) for s, r in ((1, 500.0), (2, 520.0))]
+    rows += [_result("l1", 0.0, s, r, finetune_steps=1000) for s, r in ((1, 800.0), (2, 820.0))]
+    rows += [_result("fisher", 0.5, s, r, finetune_steps=ft) for ft, rs in ((0, (300.0, 310.0)), (1000, (700.0, 720.0)))
+             for s, r in zip((1, 2), rs)]
+    summary = summarize(pd.DataFrame(rows)).set_index(["finetune_steps", "metric"])
+    assert summary.loc[(0, "fisher"), "return_mean"] == pytest.approx(305.0)
+    assert summary.loc[(0, "fisher"), "retained_pct"] == pytest.approx(100 * 305.0 / 510.0)
+    assert summary.loc[(1000, "fisher"), "retained_pct"] == pytest.approx(100 * 710.0 / 810.0)
+    # no ratio-0 job: the training run's return (dense_return) is the reference
+    alone = summarize(pd.DataFrame([_result("fisher", 0.5, 1, 405.0)]))
+    assert alone["retained_pct"].iloc[0] == pytest.approx(50.0) and alone["return_std"].iloc[0] == 0.0
+
+
+def test_failed_jobs_of_every_kind_are_listed_and_not_fatal(sweep, tmp_path):
+    base = sweep / "cartpole-swingup_seed1"
+    killed = base / "fisher_ratio0.9_seed1"  # a prune job that never wrote result.json
+    (killed / ".hydra").mkdir(parents=True)
+    (killed / ".hydra" / "config.yaml").write_text("checkpoint: /x/checkpoint.pt\nmetric: fisher\nratio: 0.9\n")
+    incomplete = base / "l2_ratio0.5_seed1"
+    incomplete.mkdir()
+    (incomplete / "result.json").write_text(json.dumps({"task": "cartpole-swingup", "metric": "l2"}))
+    garbled = base / "l2_ratio0.5_seed2"
+    garbled.mkdir()
+    (garbled / "result.json").write_text("{not json")
+    sub = sweep / ".submitit" / "17_3"
+    sub.mkdir(parents=True)
+    with open(sub / "17_3_0_result.pkl", "wb") as f:
+        pickle.dump(("error", "Traceback (most recent call last):\n  ...\nValueError: boom\n"), f)
+    ok = sweep / ".submitit" / "17_4"
+    ok.mkdir(parents=True)
+    with open(ok / "17_4_0_result.pkl", "wb") as f:
+        pickle.dump(("success", Path("/x")), f)  # needs a class: refused by the reader, not a failure
+    train = sweep / "train" / "cartpole-swingup" / "seed2"  # a training run dir is not a failed prune job
+    (train / ".hydra").mkdir(parents=True)
+    (train / ".hydra" / "config.yaml").write_text("task: cartpole-swingup\nseed: 2\n")
+    (train / "importance.parquet").write_bytes(b"PAR1 not really")
+
+    out = tmp_path / "report"
+    summary = write_report([sweep], out)
+    assert summary["n"].sum() == 2 * len(RETURNS)  # the good results are all there
+    md = (out / "summary.md").read_text()
+    failed = md[md.index("## Failed jobs (6)"):]
+    for text in ("bayes_ratio0.5_seed1` | RuntimeError: diverged", "fisher_ratio0.9_seed1` | NoResult",
+                 "l2_ratio0.5_seed1` | IncompleteResult: result.json lacks seed, ratio", "l2_ratio0.5_seed2` | UnreadableResult",
+                 "17_3` | SubmititError: ValueError: boom", "seed2` | UnreadableImportance"):
+        assert text in failed, text
+    assert "17_4" not in md
+
+
+def test_layer_shares_and_importance_averaged_over_the_seeds_of_a_task(tmp_path):
+    sweep = tmp_path / "train"
+    scores = {1: {"fisher": np.array([1.0, 2.0, 3.0, 4.0, 4.0, 4.0]), "l1": np.array([3.0, 2.0, 1.0, 1.0, 1.0, 1.0])},
+              2: {"fisher": np.array([2.0, 2.0, 2.0, 6.0, 6.0, 6.0]), "l1": np.array([1.0, 2.0, 3.0, 3.0, 2.0, 1.0])}}
+    layers = layer_importance(_importance(scores)).set_index(["metric", "layer", "step"])
+    # fisher at step 1: encoder mean 2, latent mean 4 -> shares 1/3, 2/3
+    assert layers.loc[("fisher", "encoder/0", 1), "share"] == pytest.approx(1 / 3)
+    assert layers.loc[("fisher", "latent/0", 2), "share"] == pytest.approx(6 / 8)
+    assert layers.groupby(level=["metric", "step"])["share"].sum().to_numpy() == pytest.approx(np.ones(4))
+
+    other = {1: {"fisher": np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0]), "l1": np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])},
+             2: {"fisher": np.array([1.0, 1.0, 1.0, 3.0, 3.0, 3.0]), "l1": np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])}}
+    for seed, snaps in ((1, scores), (2, other)):
+        run = sweep / f"seed{seed}"
+        run.mkdir(parents=True)
+        _importance(snaps).to_parquet(run / "importance.parquet")
+        (run / "config.yaml").write_text(f"task: walker-walk\nseed: {seed}\n")
+    out = tmp_path / "report"
+    write_report([sweep], out)
+    heat = pd.read_csv(out / "importance_walker-walk.csv").set_index(["metric", "layer", "step"])
+    assert heat.loc[("fisher", "encoder/0", 1), "share"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    corr = pd.read_csv(out / "rank_correlation_walker-walk.csv").set_index(["metric_a", "metric_b", "step"])
+    def spearman(a, b):  # direct: Pearson of the ranks of one run's channels
+        return pd.Series(a).rank().corr(pd.Series(b).rank())
+
+    at1, at2 = corr.loc[("fisher", "l1", 1)], corr.loc[("fisher", "l1", 2)]
+    assert at1["runs"] == 1  # seed 2's fisher is constant at step 1: no rank order, left out of the mean
+    assert at1["spearman"] == pytest.approx(spearman(scores[1]["fisher"], scores[1]["l1"]))
+    assert at2["runs"] == 2 and at2["spearman"] == pytest.approx(
+        np.mean([spearman(scores[2]["fisher"], scores[2]["l1"]), spearman(other[2]["fisher"], other[2]["l1"])]))
+    assert at2["spearman_std"] == pytest.approx(
+        np.std([spearman(scores[2]["fisher"], scores[2]["l1"]), spearman(other[2]["fisher"], other[2]["l1"])], ddof=1))
+    md = (out / "summary.md").read_text()
+    assert "Rank correlation between metrics: walker-walk" in md
+    assert (out / "importance_walker-walk.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_rank_correlations_are_spearman():
+    rows = []
+    for metric, scores in (("a", [1, 2, 3, 4]), ("b", [10, 20, 30, 45]), ("c", [4, 3, 2, 1]), ("d", [1, 3, 2, 4])):
+        rows += [{"step": 1, "component": "x", "layer": "x/0", "channel": i, "metric": metric, "score": float(s)}
+                 for i, s in enumerate(scores)]
+    corr = rank_correlations(pd.DataFrame(rows)).set_index(["metric_a", "metric_b"])["spearman"]
+    assert corr[("a", "b")] == pytest.approx(1.0)  # monotone, not linear: Spearman sees 1
+    assert corr[("a", "c")] == pytest.approx(-1.0)
+    assert corr[("a", "d")] == pytest.approx(1 - 6 * 2 / (4 * 15))  # 1 - 6 sum d^2 / (n (n^2 - 1))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore:An input array is constant")
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=3, max_size=12))
+def test_rank_correlation_matches_scipy_with_ties(pairs):
+    stats = pytest.importorskip("scipy.stats")
+    a, b = (np.array(x, dtype=float) for x in zip(*pairs))
+    rows = [{"step": 7, "component": "c", "layer": "c/0", "channel": i, "metric": m, "score": v}
+            for m, vals in (("a", a), ("b", b)) for i, v in enumerate(vals)]
+    got = rank_correlations(pd.DataFrame(rows))["spearman"]
+    want = stats.spearmanr(a, b).statistic
+    if np.isnan(want):
+        assert got.isna().all()
+    else:
+        assert got.iloc[0] == pytest.approx(want)
+
+
+def test_pareto_front_hand_example():
+    cost = [1.0, 2.0, 2.0, 3.0, 4.0, 0.5]
+    value = [10.0, 9.0, 12.0, 11.0, 15.0, 5.0]
+    # 0.5->5, 1->10, 2->12 (the 9 at equal cost is dominated), 3->11 dominated, 4->15.
+    assert pareto_front(cost, value) == [5, 0, 2, 4]
+    assert pareto_front([], []) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=1, max_size=15))
+def test_pareto_front_is_exactly_the_undominated_points(points):
+    cost, value = (list(map(float, x)) for x in zip(*points))
+    front = pareto_front(cost, value)
+    n = len(points)
+    beaten = [any(cost[j] <= cost[i] and value[j] >= value[i] and (cost[j], value[j]) != (cost[i], value[i])
+                  for j in range(n)) for i in range(n)]
+    undominated = {(cost[i], value[i]) for i in range(n) if not beaten[i]}
+    assert {(cost[i], value[i]) for i in front} == undominated  # every undominated point, once
+    assert len(front) == len(undominated)
+    assert [cost[i] for i in front] == sorted(cost[i] for i in front)
+
+
+def _cli():
+    spec = importlib.util.spec_from_file_location("report_cli", ROOT / "scripts" / "report.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    main = _cli()
+    assert main([str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: not a folder:") and "missing" in err
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no result.json" in err
+
+
+def test_cli_writes_the_report(sweep, tmp_path):
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "fisher *" in res.stdout and (tmp_path / "out" / "summary.md").is_file()
+    assert len(pd.read_csv(tmp_path / "out" / "results.csv")) == 2 * len(RETURNS)
