@@ -49,6 +49,18 @@ def tiny_cfg(**overrides):
     return validate(cfg)
 
 
+def run_train_cli(args, cwd):
+    """Run ``scripts/train.py`` with ``args`` in a subprocess with a minimal environment (no user W&B key)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={"MUJOCO_GL": "disable", "PATH": "/usr/bin:/bin", "HOME": str(cwd),
+                                            "WANDB_SILENT": "true"})
+
+
 def tiny_cli(**overrides) -> list[str]:
     return [f"{k}={v}" for k, v in {**TINY, **overrides}.items()]
 

@@ -1,13 +1,11 @@
 """Config validation and the scripts/train.py entry point end to end."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_cfg, tiny_cli
+from conftest import run_train_cli, tiny_cfg, tiny_cli
 
 from tdmpc.config import MODEL_SIZES, ConfigError, TrainConfig, validate
 
@@ -52,27 +50,20 @@ def test_typo_in_task_suggests_the_right_name():
         tiny_cfg(task="cartpole-swingupp")
 
 
-def _train(args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600,
-                          env={"MUJOCO_GL": "disable", "PATH": "/usr/bin:/bin", "HOME": str(cwd),
-                               "WANDB_SILENT": "true"})
-
-
 def test_cli_bad_value_exits_nonzero_with_one_line(tmp_path):
-    res = _train(["task=cartpole-swingupp", "logger=disabled"], tmp_path)
+    res = run_train_cli(["task=cartpole-swingupp", "logger=disabled"], tmp_path)
     assert res.returncode == 2
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "task='cartpole-swingupp'" in lines[0] and "cartpole-swingup" in lines[0]
     assert "Traceback" not in res.stderr
-    res = _train(["steps=abc"], tmp_path)  # type errors are caught by Hydra's structured config
+    res = run_train_cli(["steps=abc"], tmp_path)  # type errors are caught by Hydra's structured config
     assert res.returncode != 0 and "steps" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_cli_trains_end_to_end_and_writes_run_files(tmp_path):
     run_dir = tmp_path / "run"
     args = tiny_cli(steps=2000, eval_freq=2000, checkpoint_freq=2000) + [f"hydra.run.dir={run_dir}", "logger=disabled"]
-    res = _train(args, tmp_path)
+    res = run_train_cli(args, tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     for name in ("config.yaml", "train.csv", "eval.csv", "checkpoint.pt"):
         assert (run_dir / name).is_file(), name
@@ -87,7 +78,7 @@ def test_cli_trains_end_to_end_and_writes_run_files(tmp_path):
     assert ckpt["config"]["model"]["mlp_dim"] == 32 and ckpt["counters"]["env_step"] == 2000
     assert "[eval]" in res.stdout
     # re-running the same run dir with more steps resumes from the checkpoint
-    res = _train(tiny_cli(steps=3000, eval_freq=2000, checkpoint_freq=2000) + [f"hydra.run.dir={run_dir}", "logger=disabled"], tmp_path)
+    res = run_train_cli(tiny_cli(steps=3000, eval_freq=2000, checkpoint_freq=2000) + [f"hydra.run.dir={run_dir}", "logger=disabled"], tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "[resume]" in res.stdout
     assert pd.read_csv(run_dir / "train.csv")["env_step"].tolist() == [1000, 2000, 3000]

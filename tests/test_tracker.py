@@ -4,8 +4,6 @@ tracking after pruning, config validation and the scripts/train.py integration."
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import tiny_cfg, tiny_cli
+from conftest import run_train_cli, tiny_cfg, tiny_cli
 
 from pruning.config import METRICS, PruningConfigError, TrackingConfig, tracking_config, validate_tracking
 from pruning.groups import model_groups
@@ -220,15 +218,8 @@ def test_attach_tracker_hooks_into_the_trainer(tmp_path):
     assert len(pd.read_parquet(tmp_path / PARQUET_NAME)) == 2 * len(METRICS) * t.layout.num_channels
 
 
-def _train_cli(args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600,
-                          env={"MUJOCO_GL": "disable", "PATH": "/usr/bin:/bin", "HOME": str(cwd),
-                               "WANDB_SILENT": "true"})
-
-
 def test_cli_bad_pruning_value_exits_2_with_one_line(tmp_path):
-    res = _train_cli(["pruning.interval=0", "logger=disabled"], tmp_path)
+    res = run_train_cli(["pruning.interval=0", "logger=disabled"], tmp_path)
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert res.returncode == 2 and len(lines) == 1, res.stderr
     assert lines[0] == "error: invalid config: pruning.interval=0; allowed: an integer >= 1 (updates)"
@@ -239,7 +230,7 @@ def test_cli_tiny_run_writes_importance_parquet_with_all_metrics_and_resumes(tmp
     # action_repeat=50: 20 agent steps per cartpole episode; 1 seeding episode, 20 pretraining updates.
     common = ["action_repeat=50", "eval_freq=1000", "checkpoint_freq=1000", "pruning.snapshot_interval=10",
               f"hydra.run.dir={run_dir}", "logger=disabled"]
-    res = _train_cli(tiny_cli(steps=2000) + common, tmp_path)
+    res = run_train_cli(tiny_cli(steps=2000) + common, tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     df = pd.read_parquet(run_dir / PARQUET_NAME)
     assert tuple(df.columns) == COLUMNS and sorted(df["metric"].unique()) == sorted(METRICS)
@@ -249,7 +240,7 @@ def test_cli_tiny_run_writes_importance_parquet_with_all_metrics_and_resumes(tmp
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert ckpt["extras"][CHECKPOINT_KEY]["num_steps"] == 40 == ckpt["counters"]["updates"]
     per_step = df.groupby("step").size()
-    res = _train_cli(tiny_cli(steps=3000) + common, tmp_path)  # resume in the same run dir
+    res = run_train_cli(tiny_cli(steps=3000) + common, tmp_path)  # resume in the same run dir
     assert res.returncode == 0 and "[resume]" in res.stdout, res.stderr[-2000:]
     df2 = pd.read_parquet(run_dir / PARQUET_NAME)
     assert sorted(df2["step"].unique()) == [10, 20, 30, 40, 50, 60]
