@@ -19,6 +19,7 @@ complete) and prune jobs with a ``result.json`` are skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -160,6 +161,7 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
 
     report_dir = out / "report"
     summary = write_report([out], report_dir)
+    log_report(report_dir, cfg.wandb_mode, group=cfg.name, config={"experiment": dataclasses.asdict(cfg)})
     print_summary(summary, title=f"{cfg.name}: return vs FLOPs vs latency ({', '.join(cfg.tasks)})")
     print(f"\ntrain {t_train / 60:.1f} min, prune {t_prune / 60:.1f} min, total {(time.time() - t0) / 60:.1f} min; "
           f"report: {report_dir}", flush=True)
@@ -176,6 +178,31 @@ def _run_parallel(cmds: list[list[str]], log: Path, workers: int) -> None:
     errors = [e for e in errors if e is not None]
     if errors:
         raise RuntimeError("; ".join(str(e) for e in errors))
+
+
+def log_report(report_dir: Path, mode: str, group: str, config: dict, project: str = "ca-prune") -> str | None:
+    """Log a written report to W&B as one run (``job_type=report``, ``group`` = the sweep's name):
+    ``results`` and ``summary`` as ``wandb.Table`` s and every plot of the report as an image.
+
+    The run lives in ``report_dir/wandb`` (offline by default without an API key; ``wandb sync`` later).
+    Returns the W&B run id, or ``None`` when W&B is disabled or not installed.
+    """
+    import pandas as pd
+
+    from tdmpc.logger import Logger, WandbConfig
+
+    wcfg = WandbConfig(mode=mode, project=project, group=group, job_type="report")
+    with Logger(report_dir, config, wcfg, run_name=f"{group}-report", csv_files={}) as logger:
+        run = logger.wandb_run
+        if run is None:
+            return None
+        for name in ("results", "summary"):
+            path = report_dir / f"{name}.csv"
+            if path.is_file():
+                logger.log_table(f"report/{name}", pd.read_csv(path))
+        for png in sorted(report_dir.glob("*.png")):
+            logger.log_image(f"report/{png.stem}", png)
+        return run.id
 
 
 def register_configs() -> None:

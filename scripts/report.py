@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", help="sweep or run folders to read (searched recursively)")
     parser.add_argument("--out", default=None, help="output folder (default: <first folder>/report)")
+    parser.add_argument("--wandb", default="disabled", choices=["auto", "online", "offline", "disabled"],
+                        help="also log the report to W&B (tables + plots, job_type=report); default: disabled")
+    parser.add_argument("--group", default=None, help="W&B group (default: the first folder's name)")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else Path(args.dirs[0]) / "report"
     try:
@@ -30,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if len(summary):
         print_summary(summary, title="return vs FLOPs vs latency")
+    if args.wandb != "disabled":
+        from pruning.experiment import log_report
+
+        group = args.group or Path(args.dirs[0]).resolve().name
+        run_id = log_report(out, args.wandb, group=group, config={"report": {"dirs": [str(d) for d in args.dirs]}})
+        print(f"W&B report run: {run_id} (group {group})" if run_id else "W&B disabled")
     print(f"report written to {out}")
     return 0
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_logger import _items, read_wandb_records, wandb_env  # noqa: F401  (wandb_env is a fixture)
 
 from pruning.report import (
     RESULT_COLUMNS,
@@ -273,3 +274,28 @@ def test_cli_writes_the_report(sweep, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "fisher *" in res.stdout and (tmp_path / "out" / "summary.md").is_file()
     assert len(pd.read_csv(tmp_path / "out" / "results.csv")) == 2 * len(RETURNS)
+
+
+@pytest.mark.usefixtures("wandb_env")
+def test_report_logged_to_wandb_offline(sweep, tmp_path):
+    """The report run holds the results/summary tables and every plot as an image (read from the offline log)."""
+    pytest.importorskip("wandb")
+    from pruning.experiment import log_report
+
+    out = tmp_path / "report"
+    write_report([sweep], out)
+    run_id = log_report(out, "offline", group="sweep-x", config={"experiment": {"name": "x"}})
+    assert run_id is not None
+    [offline] = sorted((out / "wandb").glob("offline-run-*"))
+    records = read_wandb_records(offline / f"run-{run_id}.wandb")
+    [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert run.run_group == "sweep-x" and run.job_type == "report"
+    logged = {}
+    for r in records:
+        if r.WhichOneof("record_type") == "history":
+            logged.update(_items(r.history.item))
+    assert logged["report/results/_type"] == "table-file" and logged["report/summary/_type"] == "table-file"
+    for stem in ("pareto_flops_cartpole-swingup", "pareto_latency_cartpole-swingup"):
+        assert logged[f"report/{stem}/_type"] == "image-file"
+    tables = list((offline / "files" / "media" / "table" / "report").glob("results_*.table.json"))
+    assert tables and len(json.loads(tables[0].read_text())["data"]) == 2 * len(RETURNS)
