@@ -159,8 +159,14 @@ _SCHEDULE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+def require(cond: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise a one-line :class:`PruningConfigError` naming ``key``, ``value`` and what is allowed unless ``cond``."""
+    if not cond:
+        raise PruningConfigError(f"invalid config: {key}={value!r}; allowed: {allowed}")
+
+
 def _fail(key: str, value: Any, allowed: str) -> None:
-    raise PruningConfigError(f"invalid config: pruning.{key}={value!r}; allowed: {allowed}")
+    require(False, f"pruning.{key}", value, allowed)
 
 
 def schedule_config(data: Mapping[str, Any] | ScheduleConfig | None) -> ScheduleConfig:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pruning.config import METRICS, PruningConfigError
+from pruning.config import METRICS, require
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHERS = ("basic", "submitit_local", "slurm")
@@ -62,24 +62,20 @@ class ExperimentConfig:
 
 
 def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
-    def req(ok: bool, key: str, value: Any, allowed: str) -> None:
-        if not ok:
-            raise PruningConfigError(f"invalid config: {key}={value!r}; allowed: {allowed}")
-
-    req(bool(cfg.tasks), "tasks", cfg.tasks, "a non-empty list of dm_control task names")
-    req(bool(cfg.seeds), "seeds", cfg.seeds, "a non-empty list of integers")
-    req(cfg.train_steps > 0, "train_steps", cfg.train_steps, "an integer > 0")
+    require(bool(cfg.tasks), "tasks", cfg.tasks, "a non-empty list of dm_control task names")
+    require(bool(cfg.seeds), "seeds", cfg.seeds, "a non-empty list of integers")
+    require(cfg.train_steps > 0, "train_steps", cfg.train_steps, "an integer > 0")
     bad = [m for m in cfg.metrics if m not in METRICS]
-    req(bool(cfg.metrics) and not bad, "metrics", cfg.metrics, f"a non-empty list of {'|'.join(METRICS)}")
-    req(bool(cfg.ratios) and all(0 < r < 1 for r in cfg.ratios), "ratios", cfg.ratios, "numbers in (0, 1)")
-    req(cfg.launcher in LAUNCHERS, "launcher", cfg.launcher, "|".join(LAUNCHERS))
-    req(cfg.workers >= 1, "workers", cfg.workers, "an integer >= 1")
-    req(cfg.finetune_steps >= 0, "finetune_steps", cfg.finetune_steps, "an integer >= 0")
-    req(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "an integer >= 1")
+    require(bool(cfg.metrics) and not bad, "metrics", cfg.metrics, f"a non-empty list of {'|'.join(METRICS)}")
+    require(bool(cfg.ratios) and all(0 < r < 1 for r in cfg.ratios), "ratios", cfg.ratios, "numbers in (0, 1)")
+    require(cfg.launcher in LAUNCHERS, "launcher", cfg.launcher, "|".join(LAUNCHERS))
+    require(cfg.workers >= 1, "workers", cfg.workers, "an integer >= 1")
+    require(cfg.finetune_steps >= 0, "finetune_steps", cfg.finetune_steps, "an integer >= 0")
+    require(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "an integer >= 1")
     from tdmpc.envs import TASKS
 
     for task in cfg.tasks:
-        req(task in TASKS, "tasks", task, "dm_control tasks, e.g. cartpole-swingup (see tdmpc/envs)")
+        require(task in TASKS, "tasks", task, "dm_control tasks, e.g. cartpole-swingup (see tdmpc/envs)")
     return cfg
 
 

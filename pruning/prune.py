@@ -61,11 +61,15 @@ def _as_index(name: str, idx: torch.Tensor | Sequence[int], g: Group) -> torch.T
     return t
 
 
+def _check_min_channels(min_channels: int) -> None:
+    if int(min_channels) != min_channels or min_channels < 1:
+        raise ValueError(f"min_channels must be an integer >= 1, got {min_channels!r}")
+
+
 def _validate_keep(
     keep: Mapping[str, torch.Tensor | Sequence[int]], groups: Sequence[Group], min_channels: int
 ) -> dict[str, torch.Tensor]:
-    if int(min_channels) != min_channels or min_channels < 1:
-        raise ValueError(f"min_channels must be an integer >= 1, got {min_channels!r}")
+    _check_min_channels(min_channels)
     by_name = {g.name: g for g in groups}
     unknown = [n for n in keep if n not in by_name]
     if unknown:
@@ -242,8 +246,7 @@ def select_channels(
     ratio = _check_ratio(ratio, "ratio")
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    if int(min_channels) != min_channels or min_channels < 1:
-        raise ValueError(f"min_channels must be an integer >= 1, got {min_channels!r}")
+    _check_min_channels(min_channels)
     by_name = {g.name: g for g in groups}
     unknown = [n for n in scores if n not in by_name]
     if unknown:

@@ -47,18 +47,18 @@ from pruning.config import (
     NORMALIZATIONS,
     SMOOTHINGS,
     PruningConfigError,
+    require,
     tracking_config,
 )
 from pruning.integration import CHECKPOINT_KEY
 from pruning.measure import count_params, plan_flops, policy_action_flops, tdmpc_latency
 from pruning.prune import SCOPES, prune
+from pruning.report import ERROR_FILE, RESULT_FILE
 from pruning.serialize import resize_to_state_dict
-from pruning.sweep import ERROR_FILE
 from pruning.tracker import ImportanceTracker
 from tdmpc.config import LoggerConfig, TrainConfig, WandbSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULT_FILE = "result.json"
 
 
 def _prune_logger() -> LoggerConfig:
@@ -93,40 +93,35 @@ class PruneJobConfig:
     logger: LoggerConfig = field(default_factory=_prune_logger)
 
 
-def _require(cond: bool, key: str, value: Any, allowed: str) -> None:
-    if not cond:
-        raise PruningConfigError(f"invalid config: {key}={value!r}; allowed: {allowed}")
-
-
 def _is_ratio(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v < 1
 
 
 def validate_prune_job(cfg: PruneJobConfig) -> PruneJobConfig:
     """Check every key; raises :class:`PruningConfigError` with one line naming key, value, allowed."""
-    _require(bool(cfg.checkpoint), "checkpoint", cfg.checkpoint, "path of a training run's checkpoint.pt")
-    _require(cfg.metric in METRICS, "metric", cfg.metric, "|".join(METRICS))
-    _require(_is_ratio(cfg.ratio), "ratio", cfg.ratio, "a number in [0, 1)")
-    _require(cfg.scope in SCOPES, "scope", cfg.scope, "|".join(SCOPES))
+    require(bool(cfg.checkpoint), "checkpoint", cfg.checkpoint, "path of a training run's checkpoint.pt")
+    require(cfg.metric in METRICS, "metric", cfg.metric, "|".join(METRICS))
+    require(_is_ratio(cfg.ratio), "ratio", cfg.ratio, "a number in [0, 1)")
+    require(cfg.scope in SCOPES, "scope", cfg.scope, "|".join(SCOPES))
     for comp, r in cfg.per_component_ratios.items():
-        _require(_is_ratio(r), f"per_component_ratios.{comp}", r, "a number in [0, 1)")
-    _require(not cfg.per_component_ratios or cfg.scope == "per_component", "scope", cfg.scope,
+        require(_is_ratio(r), f"per_component_ratios.{comp}", r, "a number in [0, 1)")
+    require(not cfg.per_component_ratios or cfg.scope == "per_component", "scope", cfg.scope,
              "per_component (per_component_ratios is set)")
-    _require(isinstance(cfg.min_channels, int) and cfg.min_channels >= 1, "min_channels", cfg.min_channels,
+    require(isinstance(cfg.min_channels, int) and cfg.min_channels >= 1, "min_channels", cfg.min_channels,
              "an integer >= 1")
-    _require(cfg.smoothing is None or cfg.smoothing in SMOOTHINGS, "smoothing", cfg.smoothing,
+    require(cfg.smoothing is None or cfg.smoothing in SMOOTHINGS, "smoothing", cfg.smoothing,
              "null|" + "|".join(SMOOTHINGS))
-    _require(cfg.normalize is None or cfg.normalize in NORMALIZATIONS, "normalize", cfg.normalize,
+    require(cfg.normalize is None or cfg.normalize in NORMALIZATIONS, "normalize", cfg.normalize,
              "null|" + "|".join(NORMALIZATIONS))
-    _require(isinstance(cfg.finetune_steps, int) and cfg.finetune_steps >= 0, "finetune_steps",
+    require(isinstance(cfg.finetune_steps, int) and cfg.finetune_steps >= 0, "finetune_steps",
              cfg.finetune_steps, "an integer >= 0")
-    _require(isinstance(cfg.eval_episodes, int) and cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes,
+    require(isinstance(cfg.eval_episodes, int) and cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes,
              "an integer >= 1")
-    _require(isinstance(cfg.latency_threads, int) and cfg.latency_threads >= 1, "latency_threads",
+    require(isinstance(cfg.latency_threads, int) and cfg.latency_threads >= 1, "latency_threads",
              cfg.latency_threads, "an integer >= 1")
-    _require(cfg.latency_clock in ("auto", "wall", "thread"), "latency_clock", cfg.latency_clock, "auto|wall|thread")
-    _require(cfg.latency_min_run_time > 0, "latency_min_run_time", cfg.latency_min_run_time, "a number > 0")
-    _require(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device", cfg.device,
+    require(cfg.latency_clock in ("auto", "wall", "thread"), "latency_clock", cfg.latency_clock, "auto|wall|thread")
+    require(cfg.latency_min_run_time > 0, "latency_min_run_time", cfg.latency_min_run_time, "a number > 0")
+    require(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device", cfg.device,
              "auto|cpu|cuda|cuda:N")
     return cfg
 
@@ -144,9 +139,9 @@ def git_commit() -> str:
 
 
 def _atomic_write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
-    tmp.replace(path)
+    from tdmpc.logger import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, default=float) + "\n")
 
 
 def _dense_return(checkpoint: Path) -> float | None:
@@ -225,7 +220,7 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
         agent.build_optimizers()
         print(f"[prune] resuming fine-tuning from {own_ckpt}", flush=True)
     else:
-        trainer.load_checkpoint(ckpt_path, restore_rng=False)
+        trainer.load_state(state, restore_rng=False)  # the checkpoint read above, not read twice
         track_cfg = tracking_config(saved_cfg.get("pruning") or {})
         if job.metric in GRADIENT_METRICS:
             # Accumulated gradient statistics of training, for the groups training tracked.
@@ -260,7 +255,6 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
         lat = tdmpc_latency(model, agent.planner, num_threads=job.latency_threads,
                             min_run_time=job.latency_min_run_time, seed=job.seed, clock=clock)
         torch.set_rng_state(torch_state)
-        torch.set_num_threads(train_cfg.num_threads or torch.get_num_threads())
         counts = count_params(model)
         result.update({
             "task": train_cfg.task, "seed": job.seed, "train_seed": saved_cfg.get("seed"),

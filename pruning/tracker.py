@@ -185,10 +185,7 @@ class ImportanceTracker:
         when reading (:func:`pruning.importance.normalize_per_component`).
         """
         metrics = list(self.cfg.metrics)
-        how = "none"
-        rows = torch.stack([
-            normalize_per_component(self.flat_scores(m), self.layout.component_index, how) for m in metrics
-        ]).cpu()
+        rows = torch.stack([self.flat_scores(m) for m in metrics]).cpu()
         self.pending = [p for p in self.pending if p["step"] != int(update)]
         self.pending.append({
             "step": int(update), "metrics": metrics, "layers": list(self.layout.names),

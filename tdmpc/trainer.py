@@ -105,7 +105,10 @@ class Trainer:
         ``restore_rng=False`` keeps this trainer's own seeding: used to branch a new, differently seeded
         run (e.g. fine-tuning after pruning) off a checkpoint.
         """
-        state = load_checkpoint(path or self.checkpoint_path)
+        self.load_state(load_checkpoint(path or self.checkpoint_path), restore_rng)
+
+    def load_state(self, state: dict, restore_rng: bool = True) -> None:
+        """:meth:`load_checkpoint` from a checkpoint already in memory (see there)."""
         saved = state["config"]
         for key in ("task", "model_size", "action_repeat"):
             if saved.get(key) != self.config_dict.get(key):
