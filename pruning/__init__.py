@@ -9,6 +9,7 @@ from pruning.config import (
     GRADIENT_METRICS,
     METRICS,
     NORMALIZATIONS,
+    NORMALIZE_BY,
     SCHEDULE_SCOPES,
     SMOOTHINGS,
     PruningConfigError,
@@ -28,7 +29,7 @@ from pruning.groups import (
     model_groups,
     tdmpc_components,
 )
-from pruning.importance import normalize_per_component
+from pruning.importance import normalize_scores
 from pruning.measure import (
     component_flops,
     count_params,
@@ -47,6 +48,7 @@ __all__ = [
     "GRADIENT_METRICS",
     "METRICS",
     "NORMALIZATIONS",
+    "NORMALIZE_BY",
     "SCHEDULE_KINDS",
     "SCHEDULE_SCOPES",
     "SCOPES",
@@ -68,7 +70,7 @@ __all__ = [
     "measure_latency",
     "mlp_flops",
     "model_groups",
-    "normalize_per_component",
+    "normalize_scores",
     "plan_flops",
     "policy_action_flops",
     "prune",

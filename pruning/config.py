@@ -29,6 +29,8 @@ GRADIENT_METRICS = ("grad_acc", "fisher", "bayes", "taylor")
 SMOOTHINGS = ("ema", "cumulative")
 #: Per-component normalisation of scores (divide by that statistic over the component's channels).
 NORMALIZATIONS = ("none", "mean", "max", "sum")
+#: What a score is normalised over: its component, or its group (one layer's hidden width, the latent).
+NORMALIZE_BY = ("component", "group")
 #: ``grad_acc`` instantaneous signal: ``l2`` = ||g_S||_2, ``taylor_abs`` = |sum theta * g|.
 GRAD_ACC_VARIANTS = ("l2", "taylor_abs")
 #: ``fisher`` instantaneous signal: ``diag`` = sum g^2 (empirical diagonal Fisher), ``obd`` = sum theta^2 g^2.
@@ -55,7 +57,8 @@ class ScheduleConfig:
     - ``scope``: ``global`` (all scored groups ranked together) or ``per_component`` (``target`` of
       each component, ranked within it).
     - ``min_channels``: channels every group keeps at least.
-    - ``smoothing`` / ``normalize``: override the tracker's defaults for the scores (``None``: keep).
+    - ``smoothing`` / ``normalize`` / ``normalize_by``: override the tracker's defaults for the scores
+      (``None``: keep).
     """
 
     enabled: bool = False
@@ -69,6 +72,7 @@ class ScheduleConfig:
     min_channels: int = 1
     smoothing: str | None = None
     normalize: str | None = None
+    normalize_by: str | None = None
 
 
 @dataclass
@@ -82,7 +86,9 @@ class TrackingConfig:
       (written to ``importance.parquet`` at checkpoints); ``0`` = never.
     - ``smoothing``: ``ema`` or ``cumulative``: what ``scores()`` returns by default (both are kept).
     - ``beta``: EMA decay in ``[0, 1)`` (bias-corrected, see :mod:`pruning.importance`).
-    - ``normalize``: per-component normalisation of scores, one of :data:`NORMALIZATIONS`.
+    - ``normalize``: normalisation of scores, one of :data:`NORMALIZATIONS`.
+    - ``normalize_by``: what ``normalize`` divides by the statistic of, one of :data:`NORMALIZE_BY`:
+      each ``component`` (encoder, dynamics, ...) or each ``group`` (every layer's hidden width).
     - ``bayes_kappa``: ``bayes`` score = posterior mean + ``bayes_kappa`` * posterior std (>= 0).
     - ``grad_acc_variant`` / ``fisher_variant``: see :data:`GRAD_ACC_VARIANTS`, :data:`FISHER_VARIANTS`.
     - ``prune_latent``: include the latent coupling group (TD-MPC) in the tracked groups.
@@ -97,6 +103,7 @@ class TrackingConfig:
     smoothing: str = "ema"
     beta: float = 0.99
     normalize: str = "mean"
+    normalize_by: str = "group"
     bayes_kappa: float = 1.0
     grad_acc_variant: str = "l2"
     fisher_variant: str = "diag"
@@ -134,6 +141,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "smoothing": _one_of(SMOOTHINGS),
     "beta": (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),
     "normalize": _one_of(NORMALIZATIONS),
+    "normalize_by": _one_of(NORMALIZE_BY),
     "bayes_kappa": (lambda v: _is_real(v) and v >= 0, "a finite number >= 0"),
     "grad_acc_variant": _one_of(GRAD_ACC_VARIANTS),
     "fisher_variant": _one_of(FISHER_VARIANTS),
@@ -156,6 +164,8 @@ _SCHEDULE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "smoothing": (lambda v: v is None or (isinstance(v, str) and v in SMOOTHINGS), "null|" + "|".join(SMOOTHINGS)),
     "normalize": (lambda v: v is None or (isinstance(v, str) and v in NORMALIZATIONS),
                   "null|" + "|".join(NORMALIZATIONS)),
+    "normalize_by": (lambda v: v is None or (isinstance(v, str) and v in NORMALIZE_BY),
+                     "null|" + "|".join(NORMALIZE_BY)),
 }
 
 

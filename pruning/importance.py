@@ -37,10 +37,11 @@ as ``ImportanceTracker.snr()``.
 Baselines: ``l1`` :math:`\sum_{S_c} |\theta|`, ``l2`` :math:`\sqrt{\sum_{S_c} \theta^2}` of the current
 weights; ``random``: :math:`U(0, 1)` per channel, drawn once from ``seed`` (fixed for the run).
 
-Normalisation (``normalize``): each score is divided by the ``mean`` / ``max`` / ``sum`` of the scores of
-all channels of the same component (the latent coupling group is its own component ``"latent"``), so
-that components with different gradient scales can be ranked together (``none``: raw scores). A
-component whose statistic is 0 is left unchanged.
+Normalisation (``normalize``, ``normalize_by``): each score is divided by the ``mean`` / ``max`` / ``sum``
+of the scores of all channels of the same component (``normalize_by=component``; the latent coupling
+group is its own component ``"latent"``) or of the same group (``normalize_by=group``: one layer's
+hidden width), so that components or layers with different gradient scales can be ranked together
+(``none``: raw scores). A component or group whose statistic is 0 is left unchanged.
 
 Vectorisation (the hot path runs every update): the per-element statistics are computed for all
 parameters at once with ``torch._foreach_mul``; each parameter is then reduced once per dimension that
@@ -116,6 +117,8 @@ class ChannelLayout:
         self.component_index = torch.cat(
             [torch.full((g.size,), comp_id[g.component], dtype=torch.long) for g in self.groups]
         ) if self.groups else torch.zeros(0, dtype=torch.long)
+        self.group_index = torch.repeat_interleave(torch.arange(len(self.groups)), torch.tensor(self.sizes,
+                                                                                               dtype=torch.long))
 
         # (module, param_name) -> {dim: destination LongTensor of length shape[dim]}
         plan: dict[tuple[nn.Module, str], dict[int, torch.Tensor]] = {}
@@ -221,17 +224,17 @@ def weight_sums(layout: ChannelLayout, stats: Sequence[str] = ("abs", "t2")) -> 
     return dict(zip(names, sums))
 
 
-def normalize_per_component(scores: torch.Tensor, component_index: torch.Tensor, how: str) -> torch.Tensor:
-    """Divide each channel's score by the ``how`` statistic (mean|max|sum) of its component's scores.
+def normalize_scores(scores: torch.Tensor, index: torch.Tensor, how: str) -> torch.Tensor:
+    """Divide each channel's score by the ``how`` statistic (mean|max|sum) of the scores of its set.
 
-    ``component_index[c]`` is the component id of flat channel ``c``. A component whose statistic is
-    0 keeps its scores; ``how="none"`` returns ``scores`` unchanged.
+    ``index[c]`` is the set (component or group id, :class:`ChannelLayout`) of flat channel ``c``. A set
+    whose statistic is 0 keeps its scores; ``how="none"`` returns ``scores`` unchanged.
     """
     if how not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {how!r}")
     if how == "none" or scores.numel() == 0:
         return scores
-    idx = component_index.to(scores.device)
+    idx = index.to(scores.device)
     n = int(idx.max()) + 1
     if how == "max":
         stat = torch.full((n,), -torch.inf, dtype=scores.dtype, device=scores.device)

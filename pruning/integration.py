@@ -82,7 +82,24 @@ def attach_tracker(trainer: Any, cfg: TrackingConfig) -> ImportanceTracker | Non
 
     trainer.update_hooks.append(hook)
     trainer.checkpoint_extras[CHECKPOINT_KEY] = CheckpointedTracker(tracker)
+    trainer.finish_hooks.append(lambda t, summary: log_importance_images(t.logger, tracker.flush(), t.run_dir))
     return tracker
+
+
+def log_importance_images(logger: Any, parquet: Path | None, out: Path, metrics: list[str] | None = None,
+                          key: str = "run") -> list[Path]:
+    """Plot the importance heat-maps of ``parquet`` (:func:`pruning.report.plot_run_importance`) into
+    ``out`` and log them to W&B as ``importance/<name>`` images. Only when the run logs to W&B (plotting
+    every tiny run would cost a matplotlib import each); returns the written files."""
+    if getattr(logger, "wandb_run", None) is None or parquet is None or not Path(parquet).is_file():
+        return []
+    from pruning.report import plot_run_importance
+
+    paths = plot_run_importance(parquet, out, metrics=metrics, key=key)
+    for path in paths:
+        if path.suffix == ".png":
+            logger.log_image(f"importance/{path.stem}", path)
+    return paths
 
 
 class ScheduledPruner:
@@ -141,7 +158,7 @@ class ScheduledPruner:
         else:
             per_ratios = {comp: incremental_ratio(cumulative, self.original_per_component[comp], n)
                           for comp, n in per.items()}
-        scores = self.tracker.scores(c.metric, c.smoothing, c.normalize)
+        scores = self.tracker.scores(c.metric, c.smoothing, c.normalize, c.normalize_by)
         keep = prune(self.tracker.groups, scores, ratio, scope=c.scope, per_component_ratios=per_ratios,
                      min_channels=c.min_channels, optimizers=[agent.optim, agent.pi_optim])
         self.tracker.after_pruning(keep)

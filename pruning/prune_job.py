@@ -45,18 +45,20 @@ from pruning.config import (
     GRADIENT_METRICS,
     METRICS,
     NORMALIZATIONS,
+    NORMALIZE_BY,
     SMOOTHINGS,
     PruningConfigError,
     require,
     tracking_config,
 )
-from pruning.integration import CHECKPOINT_KEY
+from pruning.integration import CHECKPOINT_KEY, log_importance_images
 from pruning.measure import count_params, plan_flops, policy_action_flops, tdmpc_latency
 from pruning.prune import SCOPES, prune
 from pruning.report import ERROR_FILE, RESULT_FILE
 from pruning.serialize import resize_to_state_dict
-from pruning.tracker import ImportanceTracker
+from pruning.tracker import PARQUET_NAME, ImportanceTracker
 from tdmpc.config import LoggerConfig, TrainConfig, WandbSettings
+from tdmpc.logger import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,6 +80,8 @@ class PruneJobConfig:
     prune_latent: bool = True  # also prune the latent width shared by all components
     smoothing: str | None = None  # ema | cumulative; None: the tracker's setting from training
     normalize: str | None = None  # none | mean | max | sum; None: the tracker's setting from training
+    # component | group (each layer's width): what `normalize` is over; None: the tracker's setting
+    normalize_by: str | None = None
     finetune_steps: int = 5000  # env steps of online fine-tuning after pruning (0: none)
     eval_episodes: int = 10
     seed: int = 1  # seeds fine-tuning and evaluation (not the checkpoint)
@@ -113,6 +117,8 @@ def validate_prune_job(cfg: PruneJobConfig) -> PruneJobConfig:
              "null|" + "|".join(SMOOTHINGS))
     require(cfg.normalize is None or cfg.normalize in NORMALIZATIONS, "normalize", cfg.normalize,
              "null|" + "|".join(NORMALIZATIONS))
+    require(cfg.normalize_by is None or cfg.normalize_by in NORMALIZE_BY, "normalize_by", cfg.normalize_by,
+            "null|" + "|".join(NORMALIZE_BY))
     require(isinstance(cfg.finetune_steps, int) and cfg.finetune_steps >= 0, "finetune_steps",
              cfg.finetune_steps, "an integer >= 0")
     require(isinstance(cfg.eval_episodes, int) and cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes,
@@ -236,7 +242,7 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
             track_cfg = dataclasses.replace(track_cfg, prune_latent=job.prune_latent, seed=job.seed,
                                             metrics=[job.metric])
             tracker = ImportanceTracker(model, track_cfg)
-        scores = tracker.scores(job.metric, job.smoothing, job.normalize)
+        scores = tracker.scores(job.metric, job.smoothing, job.normalize, job.normalize_by)
         if not job.prune_latent:
             scores = {name: s for name, s in scores.items() if name != "latent"}
         prune(model, scores, job.ratio, scope=job.scope, per_component_ratios=job.per_component_ratios or None,
@@ -271,6 +277,10 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
             "git_commit": git_commit(), "config": config_dict, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
         summary.update({k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k != "config"})
+        summary.update(flatten({"widths": result["widths"], "params_by_component": counts}))
+        # The training run's importance over time, for the metric that pruned this model.
+        log_importance_images(t.logger, ckpt_path.parent / PARQUET_NAME, run_dir, metrics=[job.metric],
+                              key=f"training_{job.metric}")
 
     trainer.finish_hooks.append(finish)
     trainer.train()

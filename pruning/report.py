@@ -462,6 +462,22 @@ def plot_importance(key: str, layers: pd.DataFrame, out: Path) -> list[Path]:
     return _save(fig, out, f"importance_{_slug(key)}")
 
 
+def plot_run_importance(path: str | Path, out: str | Path, metrics: Sequence[str] | None = None,
+                        key: str = "run") -> list[Path]:
+    """The heat-maps of one run's ``importance.parquet`` (``metrics``: only these; ``None``: all) as
+    ``out/importance_<key>.png|svg``; ``[]`` when the file holds no snapshot of those metrics.
+
+    Used by train and prune runs to log their importance heat-maps to W&B."""
+    table = read_importance(Path(path))
+    if metrics is not None:
+        table = table[table["metric"].isin(list(metrics))]
+    if table.empty:
+        return []
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return plot_importance(key, layer_importance(table), out)
+
+
 def plot_rank_correlations(key: str, corr: pd.DataFrame, out: Path) -> list[Path]:
     """Spearman's rho vs step, a line (± std over runs) per pair of metrics."""
     if corr.empty:

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from pruning.config import GRADIENT_METRICS, METRICS, SMOOTHINGS, TrackingConfig, validate_tracking
+from pruning.config import GRADIENT_METRICS, METRICS, NORMALIZE_BY, SMOOTHINGS, TrackingConfig, validate_tracking
 from pruning.groups import Group, model_groups
 from pruning.importance import (
     ChannelLayout,
     bias_correction,
     gradient_sums,
-    normalize_per_component,
+    normalize_scores,
     random_scores,
     required_stats,
     signals,
@@ -159,14 +159,20 @@ class ImportanceTracker:
             return torch.zeros_like(self.ema[row])
         return self.ema[row] / bias_correction(self.cfg.beta, self.num_steps)
 
-    def scores(self, metric: str, smoothing: str | None = None, normalize: str | None = None) -> dict[str, torch.Tensor]:
+    def scores(self, metric: str, smoothing: str | None = None, normalize: str | None = None,
+               normalize_by: str | None = None) -> dict[str, torch.Tensor]:
         """``{group name: float64 CPU tensor (group.size,)}``; higher = more important.
 
-        ``smoothing`` (ema|cumulative) and ``normalize`` (none|mean|max|sum) default to the config's.
+        ``smoothing`` (ema|cumulative), ``normalize`` (none|mean|max|sum) and ``normalize_by``
+        (component|group) default to the config's.
         """
         flat = self.flat_scores(metric, smoothing)
         how = self.cfg.normalize if normalize is None else normalize
-        flat = normalize_per_component(flat, self.layout.component_index, how).cpu()
+        by = self.cfg.normalize_by if normalize_by is None else normalize_by
+        if by not in NORMALIZE_BY:
+            raise ValueError(f"normalize_by must be one of {NORMALIZE_BY}, got {by!r}")
+        index = self.layout.component_index if by == "component" else self.layout.group_index
+        flat = normalize_scores(flat, index, how).cpu()
         return self.layout.split(flat)
 
     def snr(self, smoothing: str | None = None) -> dict[str, torch.Tensor]:
@@ -182,7 +188,7 @@ class ImportanceTracker:
 
         Snapshots hold raw (un-normalised) scores so that shifts of importance *between* components stay
         visible (per-component normalisation makes every component's mean 1 at every step); normalise
-        when reading (:func:`pruning.importance.normalize_per_component`).
+        when reading (:func:`pruning.importance.normalize_scores`).
         """
         metrics = list(self.cfg.metrics)
         rows = torch.stack([self.flat_scores(m) for m in metrics]).cpu()

@@ -69,3 +69,20 @@ def tiny_cli(**overrides) -> list[str]:
 def _seed():
     torch.manual_seed(0)
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tracked_checkpoint(tmp_path_factory):
+    """``checkpoint.pt`` of a tiny cartpole run (2 episodes, the second with updates) that tracked every
+    metric, next to its ``eval.csv`` and ``importance.parquet``; shared by the prune-job and sweep tests."""
+    from pruning.config import TrackingConfig
+    from pruning.integration import attach_tracker
+    from tdmpc.trainer import Trainer
+
+    torch.manual_seed(0)
+    run_dir = tmp_path_factory.mktemp("train") / "cartpole-swingup" / "seed1"
+    trainer = Trainer(tiny_cfg(steps=2000, eval_freq=2000), run_dir)
+    tracker = attach_tracker(trainer, TrackingConfig(snapshot_interval=50))
+    trainer.train()
+    assert tracker.num_steps > 0 and (run_dir / "importance.parquet").is_file()
+    return run_dir / "checkpoint.pt"

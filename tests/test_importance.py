@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from pruning.config import METRICS, TrackingConfig
 from pruning.groups import model_groups
-from pruning.importance import normalize_per_component
+from pruning.importance import normalize_scores
 from pruning.tracker import ImportanceTracker
 
 BETA = 0.9
@@ -236,7 +236,7 @@ def test_normalisation_laws(values, comps, how, scale):
     """Per component: mean -> 1, max -> 1, sum -> 1 (unless all zero); invariant to a per-component scale."""
     x = torch.tensor(values, dtype=torch.float64)
     idx = torch.tensor(comps[: len(values)])
-    y = normalize_per_component(x, idx, how)
+    y = normalize_scores(x, idx, how)
     for c in idx.unique():
         sel = idx == c
         stat = {"mean": y[sel].mean(), "max": y[sel].max(), "sum": y[sel].sum()}[how]
@@ -245,7 +245,7 @@ def test_normalisation_laws(values, comps, how, scale):
         else:
             assert abs(float(stat) - 1.0) < 1e-9
     scaled = x * torch.where(idx == 0, scale, 1.0)
-    assert torch.allclose(normalize_per_component(scaled, idx, how), y, rtol=1e-9, atol=0)
+    assert torch.allclose(normalize_scores(scaled, idx, how), y, rtol=1e-9, atol=0)
 
 
 def test_latent_coupling_is_its_own_component_for_normalisation():
@@ -262,6 +262,39 @@ def test_latent_coupling_is_its_own_component_for_normalisation():
     assert comp["latent"] == "latent"
     for c in set(comp.values()):
         assert torch.cat([v for k, v in scores.items() if comp[k] == c]).max().item() == pytest.approx(1.0)
+
+
+def test_normalize_by_group_gives_every_layer_mean_one_and_ignores_a_layers_gradient_scale():
+    from tdmpc.config import ModelConfig
+    from tdmpc.world_model import WorldModel
+
+    model = WorldModel(5, 1, ModelConfig(enc_dim=16, mlp_dim=16, latent_dim=16, num_enc_layers=2, num_q=2,
+                                         num_bins=11))
+    t = ImportanceTracker(model, TrackingConfig(snapshot_interval=0, normalize_by="group"))
+    set_grads(model, 0)
+    t.step(1)
+    by_group = t.scores("fisher")
+    assert len(by_group) > len(t.layout.components)  # several layers per component
+    for name, s in by_group.items():
+        assert s.mean().item() == pytest.approx(1.0), name
+    by_component = t.scores("fisher", normalize_by="component")
+    comp = {g.name: g.component for g in t.groups}
+    for c in set(comp.values()):
+        assert torch.cat([v for k, v in by_component.items() if comp[k] == c]).mean().item() == pytest.approx(1.0)
+    assert any(abs(s.mean().item() - 1.0) > 1e-3 for s in by_component.values())  # layers differ per component
+    # Scaling the gradients of one layer (here: everything the reward head's 2nd hidden width touches)
+    # changes its raw Fisher scores by the square of the scale, but not its group-normalised scores.
+    u = ImportanceTracker(model, TrackingConfig(snapshot_interval=0, normalize_by="group"))
+    set_grads(model, 0)
+    group = [g for g in u.groups if g.component == "reward"][-1]  # the head's last hidden width
+    for p in {id(sl.param): sl.param for sl in group.slices}.values():
+        p.grad.mul_(10.0)
+    u.step(1)
+    raw_u, raw_t = u.scores("fisher", normalize="none")[group.name], t.scores("fisher", normalize="none")[group.name]
+    assert torch.allclose(raw_u, 100 * raw_t, rtol=1e-5)  # float32 gradients
+    assert torch.allclose(u.scores("fisher")[group.name], by_group[group.name], rtol=1e-5)
+    with pytest.raises(ValueError, match="normalize_by"):
+        t.scores("fisher", normalize_by="layer")
 
 
 def test_random_baseline_is_seeded_reproducible_and_survives_a_checkpoint(tmp_path):

@@ -1,4 +1,4 @@
-"""The prune job (pruning/prune_job.py, scripts/prune.py) on a tiny trained checkpoint."""
+"""The prune job (pruning/prune_job.py, scripts/prune.py) on a tiny tracked checkpoint (conftest)."""
 
 from __future__ import annotations
 
@@ -9,29 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import tiny_cfg
+from test_logger import _items, read_wandb_records, wandb_env  # noqa: F401  (wandb_env is a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRUNE = [sys.executable, str(ROOT / "scripts" / "prune.py")]
 FAST = {"finetune_steps": 1000, "eval_episodes": 1, "latency_min_run_time": 0.05, "num_threads": 1}
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A tiny cartpole run (2 episodes, the second with updates) tracked with every metric."""
-    from pruning.config import TrackingConfig
-    from pruning.integration import attach_tracker
-    from tdmpc.trainer import Trainer
-
-    torch.manual_seed(0)
-    run_dir = tmp_path_factory.mktemp("train") / "cartpole-swingup" / "seed1"
-    cfg = tiny_cfg(steps=2000, eval_freq=2000)
-    trainer = Trainer(cfg, run_dir)
-    tracker = attach_tracker(trainer, TrackingConfig(snapshot_interval=50))
-    trainer.train()
-    assert tracker.num_steps > 0
-    return run_dir / "checkpoint.pt"
 
 
 def _job(ckpt: Path, **kw):
@@ -49,11 +31,11 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_prune_job_shrinks_finetunes_and_measures(trained, tmp_path):
+def test_prune_job_shrinks_finetunes_and_measures(tracked_checkpoint, tmp_path):
     from pruning.prune_job import run_prune_job
     from tdmpc.checkpoint import load_checkpoint
 
-    res = run_prune_job(_job(trained, metric="fisher", ratio=0.5), tmp_path / "job")
+    res = run_prune_job(_job(tracked_checkpoint, metric="fisher", ratio=0.5), tmp_path / "job")
     for key in ("task", "seed", "metric", "ratio", "scope", "finetune_steps", "dense_return", "return_mean",
                 "return_std", "params", "params_dense", "flops_policy", "flops_plan", "latency_policy_ms",
                 "latency_plan_ms", "latency_policy_iqr_ms", "latency_plan_iqr_ms", "widths", "git_commit",
@@ -75,33 +57,33 @@ def test_prune_job_shrinks_finetunes_and_measures(trained, tmp_path):
     assert state["agent"]["widths"] == res["widths"]
 
 
-def test_ratio_zero_is_dense_reference(trained, tmp_path):
+def test_ratio_zero_is_dense_reference(tracked_checkpoint, tmp_path):
     from pruning.prune_job import run_prune_job
 
-    res = run_prune_job(_job(trained, metric="l1", ratio=0.0, finetune_steps=0), tmp_path / "dense")
+    res = run_prune_job(_job(tracked_checkpoint, metric="l1", ratio=0.0, finetune_steps=0), tmp_path / "dense")
     assert res["params"] == res["params_dense"]
     assert res["widths"] == res["widths_dense"]
 
 
-def test_skip_completed_and_resume_from_own_checkpoint(trained, tmp_path):
+def test_skip_completed_and_resume_from_own_checkpoint(tracked_checkpoint, tmp_path):
     from pruning.prune_job import run_prune_job
 
     run_dir = tmp_path / "job"
-    first = run_prune_job(_job(trained, metric="bayes", ratio=0.25), run_dir)
+    first = run_prune_job(_job(tracked_checkpoint, metric="bayes", ratio=0.25), run_dir)
     mtime = (run_dir / "result.json").stat().st_mtime_ns
-    again = run_prune_job(_job(trained, metric="bayes", ratio=0.25), run_dir)
+    again = run_prune_job(_job(tracked_checkpoint, metric="bayes", ratio=0.25), run_dir)
     assert again == first and (run_dir / "result.json").stat().st_mtime_ns == mtime
     # A job killed after its checkpoint (no result.json) resumes with the pruned widths from it.
     (run_dir / "result.json").unlink()
-    resumed = run_prune_job(_job(trained, metric="bayes", ratio=0.25), run_dir)
+    resumed = run_prune_job(_job(tracked_checkpoint, metric="bayes", ratio=0.25), run_dir)
     assert resumed["widths"] == first["widths"] and resumed["params"] == first["params"]
 
 
-def test_random_metric_depends_on_job_seed(trained, tmp_path):
+def test_random_metric_depends_on_job_seed(tracked_checkpoint, tmp_path):
     from pruning.prune_job import run_prune_job
 
-    a = run_prune_job(_job(trained, metric="random", ratio=0.5, finetune_steps=0, seed=1), tmp_path / "a")
-    b = run_prune_job(_job(trained, metric="random", ratio=0.5, finetune_steps=0, seed=2), tmp_path / "b")
+    a = run_prune_job(_job(tracked_checkpoint, metric="random", ratio=0.5, finetune_steps=0, seed=1), tmp_path / "a")
+    b = run_prune_job(_job(tracked_checkpoint, metric="random", ratio=0.5, finetune_steps=0, seed=2), tmp_path / "b")
     assert a["params"] != b["params"] or a["widths"] != b["widths"]
 
 
@@ -114,8 +96,8 @@ def test_random_metric_depends_on_job_seed(trained, tmp_path):
         ("scope=layer", "scope='layer'"),
     ],
 )
-def test_bad_settings_fail_with_one_line(trained, tmp_path, override, message):
-    r = _cli(f"checkpoint={trained}", override, f"run_dir={tmp_path / 'bad'}", cwd=tmp_path)
+def test_bad_settings_fail_with_one_line(tracked_checkpoint, tmp_path, override, message):
+    r = _cli(f"checkpoint={tracked_checkpoint}", override, f"run_dir={tmp_path / 'bad'}", cwd=tmp_path)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: invalid config") and message in lines[0], r.stderr
@@ -131,12 +113,12 @@ def test_missing_or_corrupt_checkpoint(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "corrupt.pt" in r.stderr
 
 
-def test_multirun_basic_launcher_skips_completed_and_survives_a_failure(trained, tmp_path):
+def test_multirun_basic_launcher_skips_completed_and_survives_a_failure(tracked_checkpoint, tmp_path):
     corrupt = tmp_path / "other" / "run" / "checkpoint.pt"
     corrupt.parent.mkdir(parents=True)
     corrupt.write_bytes(b"garbage")
     sweep = tmp_path / "sweep"
-    args = ["-m", f"checkpoint={trained},{corrupt}", "metric=fisher,l1", "ratio=0.5", "finetune_steps=0",
+    args = ["-m", f"checkpoint={tracked_checkpoint},{corrupt}", "metric=fisher,l1", "ratio=0.5", "finetune_steps=0",
             "eval_episodes=1", "latency_min_run_time=0.02", "num_threads=1", f"hydra.sweep.dir={sweep}"]
     r = _cli(*args, cwd=tmp_path)
     assert r.returncode == 1, r.stderr[-2000:]
@@ -148,7 +130,48 @@ def test_multirun_basic_launcher_skips_completed_and_survives_a_failure(trained,
     assert "2 job(s) of the sweep failed" in r.stderr
     # Re-launch into the same sweep dir: completed jobs are skipped (result files untouched).
     mtimes = {p: p.stat().st_mtime_ns for p in results}
-    r2 = _cli(*[a for a in args if not a.startswith("checkpoint=")], f"checkpoint={trained}", cwd=tmp_path)
+    r2 = _cli(*[a for a in args if not a.startswith("checkpoint=")], f"checkpoint={tracked_checkpoint}", cwd=tmp_path)
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert r2.stdout.count("skipped") == 2
     assert {p: p.stat().st_mtime_ns for p in results} == mtimes
+
+
+@pytest.mark.usefixtures("wandb_env")
+def test_prune_run_logged_to_wandb_offline(tracked_checkpoint, tmp_path):
+    """What a prune run writes to W&B (read back from the offline run folder): grouped by sweep with
+    job_type=prune, the config flattened (so runs group by task/metric/ratio/seed), the eval curve, every
+    result.json field as summary, and the training importance heat-map of its metric as an image."""
+    pytest.importorskip("wandb")
+    from pruning.prune_job import run_prune_job
+
+    job = _job(tracked_checkpoint, metric="fisher", ratio=0.5, seed=3)
+    job.logger.wandb.mode = "offline"
+    job.logger.wandb.group = "sweep-p"
+    run_dir = tmp_path / "job"
+    res = run_prune_job(job, run_dir)
+    [offline] = sorted((run_dir / "wandb").glob("offline-run-*"))
+    [log] = list(offline.glob("run-*.wandb"))
+    records = read_wandb_records(log)
+    by_type: dict[str, list] = {}
+    for record in records:
+        by_type.setdefault(record.WhichOneof("record_type"), []).append(record)
+    [run] = by_type["run"]
+    assert run.run.run_group == "sweep-p" and run.run.job_type == "prune"
+    config = _items(run.run.config.update)
+    assert config["prune.metric"] == "fisher" and config["prune.ratio"] == 0.5 and config["prune.seed"] == 3
+    assert config["task"] == "cartpole-swingup" and config["seed"] == 3 and config["prune.finetune_steps"] == 1000
+    history = [_items(r.history.item) for r in by_type["history"]]
+    [evals] = [h for h in history if "eval/return_mean" in h]
+    assert evals["eval/return_mean"] == pytest.approx(res["return_mean"]) and evals["env_step"] == 3000
+    [image] = [h for h in history if "importance/importance_training_fisher/_type" in h]
+    assert image["importance/importance_training_fisher/_type"] == "image-file"
+    assert (run_dir / "importance_training_fisher.png").stat().st_size > 1000
+    summary: dict = {}
+    for record in by_type["summary"]:
+        summary.update(_items(record.summary.update))
+    for key in ("return_mean", "return_std", "dense_return", "params", "params_dense", "flops_policy", "flops_plan",
+                "latency_policy_ms", "latency_plan_ms", "latency_plan_iqr_ms", "metric", "ratio", "scope", "task"):
+        assert summary[key] == pytest.approx(res[key]) if isinstance(res[key], float) else summary[key] == res[key], key
+    for component, widths in res["widths"].items():
+        assert summary[f"widths.{component}"] == widths
+    assert summary["params_by_component.total"] == res["params"]

@@ -1,14 +1,21 @@
-"""Sweeps of scripts/train.py on a real (local, single-node) SLURM cluster through hydra-submitit-launcher.
+"""Sweeps on a real (local, single-node) SLURM cluster through hydra-submitit-launcher.
 
-One multirun of two tiny jobs (seed=1,2) with the repo's ``conf/hydra/launcher/slurm.yaml`` preset. The
-seed=2 job is preempted once, as SLURM preempts it: its step gets USR2 (the preset's ``--signal``), submitit
-calls the launcher's ``checkpoint`` and ``scontrol requeue``s the job, and the requeued job must resume
-from ``checkpoint.pt`` in the same run dir. The launcher-preset checks need no cluster.
+- ``scripts/prune.py -m ... hydra/launcher=submitit_slurm``: the plugin's own launcher config, 2 metrics x
+  2 checkpoints (one of them corrupt): the two good jobs write their ``result.json``, the two bad ones
+  an ``error.json`` without stopping the others, the multirun exits 1 naming them, and a re-launch into
+  the same sweep dir skips the completed jobs.
+- ``scripts/train.py -m`` of two tiny jobs (seed=1,2) with the repo's ``conf/hydra/launcher/slurm.yaml``
+  preset. The seed=2 job is preempted once, as SLURM preempts it: its step gets USR2 (the preset's
+  ``--signal``), submitit calls the launcher's ``checkpoint`` and ``scontrol requeue``s the job, and the
+  requeued job must resume from ``checkpoint.pt`` in the same run dir.
+
+The launcher-preset checks need no cluster.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import pickle
 import re
 import subprocess
@@ -186,3 +193,61 @@ def test_preempted_job_is_requeued_and_resumes_from_its_run_dir(preempted_sweep)
     # the untouched job ran once
     other = (s.sweep / ".submitit" / f"{s.array_id}_0" / f"{s.array_id}_0_0_log.out").read_text()
     assert other.count("Starting with JobEnvironment") == 1 and "[resume]" not in other
+
+
+# ----------------------------------------------------------------------------------------- prune sweep
+def _run_multirun(cluster, cmd: list[str], sweep: Path, cwd: Path, timeout_s: float = SWEEP_TIMEOUT_S):
+    env = {**cluster.env, "MUJOCO_GL": "disable", "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
+    try:
+        return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as err:
+        out = (err.stdout or b"").decode(errors="replace") + (err.stderr or b"").decode(errors="replace")
+        pytest.fail(f"multirun did not finish in {timeout_s}s\n{_diagnostics(cluster, sweep, out)}", pytrace=False)
+
+
+@pytest.mark.slurm
+def test_prune_sweep_on_slurm_writes_results_records_failures_and_skips_completed(
+        slurm_cluster, tracked_checkpoint, tmp_path):  # noqa: F811
+    cluster = slurm_cluster
+    corrupt = tmp_path / "broken" / "run" / "checkpoint.pt"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(b"not a checkpoint")
+    sweep = tmp_path / "multirun"
+    job_args = ["metric=fisher,l1", "ratio=0.5", "finetune_steps=0", "eval_episodes=1", "num_threads=1",
+                "latency_min_run_time=0.02", "logger.wandb.mode=disabled", "logger.progress=false"]
+    launcher = ["hydra/launcher=submitit_slurm", f"hydra.launcher.partition={cluster.partition}",
+                "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10",
+                f"hydra.sweep.dir={sweep}"]
+    prune = [sys.executable, str(ROOT / "scripts" / "prune.py"), "-m"]
+    res = _run_multirun(cluster, [*prune, f"checkpoint={tracked_checkpoint},{corrupt}", *job_args, *launcher],
+                        sweep, tmp_path)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, _diagnostics(cluster, sweep, out)
+    assert "error: 2 job(s) of the sweep failed (the others completed)" in res.stderr
+    [array] = [p for p in (sweep / ".submitit").iterdir() if p.is_dir() and "_" not in p.name]
+    script = (array / f"{array.name}_submission.sh").read_text()
+    assert "#SBATCH --array=0-3%" in script and f"#SBATCH --partition={cluster.partition}" in script
+    results = sorted(sweep.rglob("result.json"))
+    errors = sorted(sweep.rglob("error.json"))
+    assert len(results) == 2 and len(errors) == 2, _diagnostics(cluster, sweep, out)
+    by_metric = {r["metric"]: r for r in (json.loads(p.read_text()) for p in results)}
+    assert set(by_metric) == {"fisher", "l1"}
+    for r in by_metric.values():
+        assert r["task"] == "cartpole-swingup" and r["ratio"] == 0.5 and r["checkpoint"] == str(tracked_checkpoint)
+        assert r["params"] < r["params_dense"] and r["flops_plan"] > 0 and r["latency_plan_ms"] > 0
+    for p in errors:
+        info = json.loads(p.read_text())
+        assert "broken_run" in str(p) and info["error"] == "CheckpointError" and "checkpoint.pt" in info["message"]
+    # every array task ran as a SLURM job and returned (the failed ones return after writing error.json)
+    for task in range(4):
+        with open(sweep / ".submitit" / f"{array.name}_{task}" / f"{array.name}_{task}_0_result.pkl", "rb") as f:
+            status, _ = pickle.load(f)
+        assert status == "success"
+
+    # Re-launch the good half into the same sweep dir: both jobs are skipped, nothing is rewritten.
+    mtimes = {p: p.stat().st_mtime_ns for p in results}
+    again = _run_multirun(cluster, [*prune, f"checkpoint={tracked_checkpoint}", *job_args, *launcher], sweep, tmp_path)
+    assert again.returncode == 0, _diagnostics(cluster, sweep, again.stdout + again.stderr)
+    logs = sorted(sweep.glob(".submitit/*/*_log.out"))
+    assert sum("skipped (skip_completed=true)" in p.read_text() for p in logs) == 2
+    assert {p: p.stat().st_mtime_ns for p in results} == mtimes

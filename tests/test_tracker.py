@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 from conftest import run_train_cli, tiny_cfg, tiny_cli
+from test_logger import _items, read_wandb_records, wandb_env  # noqa: F401  (wandb_env is a fixture)
 
 from pruning.config import METRICS, PruningConfigError, TrackingConfig, tracking_config, validate_tracking
 from pruning.groups import model_groups
@@ -216,6 +217,23 @@ def test_attach_tracker_hooks_into_the_trainer(tmp_path):
     state = trainer.state_dict()  # what save_checkpoint writes: flushes the snapshots first
     assert CHECKPOINT_KEY in state["extras"] and state["extras"][CHECKPOINT_KEY]["written_through"] == 2
     assert len(pd.read_parquet(tmp_path / PARQUET_NAME)) == 2 * len(METRICS) * t.layout.num_channels
+
+
+@pytest.mark.usefixtures("wandb_env")
+def test_train_run_logs_its_importance_heatmaps_to_wandb(tmp_path):
+    pytest.importorskip("wandb")
+    from tdmpc.trainer import Trainer
+
+    cfg = tiny_cfg(steps=2000, action_repeat=50, eval_freq=2000, logger__wandb__mode="offline")
+    trainer = Trainer(cfg, tmp_path)
+    attach_tracker(trainer, TrackingConfig(snapshot_interval=5, metrics=["fisher", "l1"]))
+    trainer.train()
+    png = tmp_path / "importance_run.png"
+    assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    [log] = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    history = [_items(r.history.item) for r in read_wandb_records(log) if r.WhichOneof("record_type") == "history"]
+    assert [h["importance/importance_run/_type"] for h in history if "importance/importance_run/_type" in h] == [
+        "image-file"]
 
 
 def test_cli_bad_pruning_value_exits_2_with_one_line(tmp_path):
