@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import pickle
 import re
 import subprocess
@@ -82,6 +83,29 @@ def test_bad_preset_fails_with_one_line_naming_the_key(tmp_path, body, expected)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {preset}: ") and expected in lines[0], res.stderr
+
+
+@pytest.mark.parametrize("script", ["train.py", "prune.py"])
+def test_multirun_with_a_bad_preset_fails_with_one_line_before_submitting(tmp_path, script):
+    """The preset check also runs by itself at the start of every multirun (tdmpc.launcher.LauncherPresetCheck):
+    a user's preset that forgets mem_gb stops the sweep before anything is submitted or written."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    presets = tmp_path / "myconf" / "hydra" / "launcher"
+    presets.mkdir(parents=True)
+    (presets / "mycluster.yaml").write_text("defaults: [submitit_slurm]\npartition: gpu\ntimeout_min: 60\n"
+                                            "cpus_per_task: 2\ngpus_per_node: 0\narray_parallelism: 4\n")
+    sweep = tmp_path / "sweep"
+    job = ["seed=1,2"] if script == "train.py" else [f"checkpoint={tmp_path / 'x.pt'}", "metric=l1,fisher"]
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "-m", f"--config-dir={tmp_path / 'myconf'}",
+                          "hydra/launcher=mycluster", f"hydra.sweep.dir={sweep}", *job],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "disabled"})
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: invalid launcher preset hydra/launcher=mycluster: ")
+    assert "mycluster.yaml: missing required key(s) mem_gb for submitit_slurm" in lines[0]
+    assert not sweep.exists() and not (tmp_path / "multirun").exists()
 
 
 # ----------------------------------------------------------------------------------------- cluster
