@@ -180,8 +180,15 @@ def apply_pruning(
 # ---------------------------------------------------------------------------------------- select
 
 
+def is_ratio(value: object) -> bool:
+    """A pruning ratio: a finite real number (not a bool) in ``[0, 1)``. The one check of the package
+    (``prune``, the schedules, the prune job), each caller wording its own error."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+            and 0 <= value < 1)
+
+
 def _check_ratio(value: float, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+    if not is_ratio(value):
         raise ValueError(f"{what} must be a number in [0, 1), got {value!r}")
     return float(value)
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import subprocess
 import sys
 import time
@@ -53,7 +52,7 @@ from pruning.config import (
 )
 from pruning.integration import CHECKPOINT_KEY, log_importance_images
 from pruning.measure import count_params, plan_flops, policy_action_flops, tdmpc_latency
-from pruning.prune import SCOPES, prune
+from pruning.prune import SCOPES, is_ratio, prune
 from pruning.report import ERROR_FILE, RESULT_FILE
 from pruning.serialize import resize_to_state_dict
 from pruning.tracker import PARQUET_NAME, ImportanceTracker
@@ -97,18 +96,14 @@ class PruneJobConfig:
     logger: LoggerConfig = field(default_factory=_prune_logger)
 
 
-def _is_ratio(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v < 1
-
-
 def validate_prune_job(cfg: PruneJobConfig) -> PruneJobConfig:
     """Check every key; raises :class:`PruningConfigError` with one line naming key, value, allowed."""
     require(bool(cfg.checkpoint), "checkpoint", cfg.checkpoint, "path of a training run's checkpoint.pt")
     require(cfg.metric in METRICS, "metric", cfg.metric, "|".join(METRICS))
-    require(_is_ratio(cfg.ratio), "ratio", cfg.ratio, "a number in [0, 1)")
+    require(is_ratio(cfg.ratio), "ratio", cfg.ratio, "a number in [0, 1)")
     require(cfg.scope in SCOPES, "scope", cfg.scope, "|".join(SCOPES))
     for comp, r in cfg.per_component_ratios.items():
-        require(_is_ratio(r), f"per_component_ratios.{comp}", r, "a number in [0, 1)")
+        require(is_ratio(r), f"per_component_ratios.{comp}", r, "a number in [0, 1)")
     require(not cfg.per_component_ratios or cfg.scope == "per_component", "scope", cfg.scope,
              "per_component (per_component_ratios is set)")
     require(isinstance(cfg.min_channels, int) and cfg.min_channels >= 1, "min_channels", cfg.min_channels,

@@ -36,7 +36,9 @@ SCHEDULE_KINDS = ("cosine", "linear")
 
 
 def _check_ratio(key: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+    from pruning.prune import is_ratio  # lazily: this module is imported by pruning.config
+
+    if not is_ratio(value):
         raise ValueError(f"invalid pruning schedule: {key}={value!r}; allowed: a number in [0, 1)")
     return float(value)
 

@@ -31,7 +31,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from pruning.config import GRADIENT_METRICS, METRICS, NORMALIZE_BY, SMOOTHINGS, TrackingConfig, validate_tracking
+from pruning.config import (
+    GRADIENT_METRICS,
+    METRICS,
+    NORMALIZE_BY,
+    SMOOTHINGS,
+    TrackingConfig,
+    validate_tracking,
+)
 from pruning.groups import Group, model_groups
 from pruning.importance import (
     ChannelLayout,
