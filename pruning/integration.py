@@ -237,11 +237,9 @@ def resize_for_resume(trainer: Any) -> list[str]:
     new optimisers (``agent.build_optimizers()``); ``Trainer.train()`` then loads weights and states.
     Returns the names of the resized modules.
     """
-    from tdmpc.checkpoint import load_checkpoint
-
-    if not (trainer.cfg.resume and Path(trainer.checkpoint_path).exists()):
+    state = trainer.resume_state()  # read once, shared with Trainer.train()
+    if state is None:
         return []
-    state = load_checkpoint(trainer.checkpoint_path)
     model_state = state.get("agent", {}).get("model") if isinstance(state.get("agent"), Mapping) else None
     if model_state is None:
         return []  # not a training checkpoint: Trainer.load_checkpoint reports it

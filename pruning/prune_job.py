@@ -216,7 +216,7 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
     own_ckpt = run_dir / "checkpoint.pt"
     if own_ckpt.is_file():
         # Resuming a killed fine-tune: rebuild the pruned shapes, then Trainer.train() loads the rest.
-        own = load_checkpoint(own_ckpt)
+        own = trainer.resume_state()  # read once, shared with Trainer.train()
         resize_to_state_dict(model, own["agent"]["model"])
         agent.build_optimizers()
         print(f"[prune] resuming fine-tuning from {own_ckpt}", flush=True)

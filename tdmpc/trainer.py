@@ -79,6 +79,7 @@ class Trainer:
         self.checkpoint_extras: dict[str, Any] = {}
         self.logger: Logger | None = None
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        self._resume_state: dict | None = None  # the checkpoint read by resume_state(), until train() loads it
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
@@ -106,6 +107,17 @@ class Trainer:
         run (e.g. fine-tuning after pruning) off a checkpoint.
         """
         self.load_state(load_checkpoint(path or self.checkpoint_path), restore_rng)
+
+    def resume_state(self) -> dict | None:
+        """The run dir's checkpoint if this run resumes (``cfg.resume`` and the file exists), else ``None``.
+
+        Read once: hooks that need it before :meth:`train` (e.g. to give a pruned model its shapes) and
+        :meth:`train` itself share the copy in memory (a checkpoint holds the whole replay buffer)."""
+        if not (self.cfg.resume and self.checkpoint_path.exists()):
+            return None
+        if self._resume_state is None:
+            self._resume_state = load_checkpoint(self.checkpoint_path)
+        return self._resume_state
 
     def load_state(self, state: dict, restore_rng: bool = True) -> None:
         """:meth:`load_checkpoint` from a checkpoint already in memory (see there)."""
@@ -177,9 +189,12 @@ class Trainer:
     def train(self) -> dict[str, float]:
         """Train to ``cfg.steps`` env steps (resuming from the run dir's checkpoint when allowed)."""
         cfg = self.cfg
-        resumed = cfg.resume and self.checkpoint_path.exists()
+        state = self.resume_state()
+        resumed = state is not None
         if resumed:
-            self.load_checkpoint()
+            self._resume_state = None  # loaded below: do not keep a second copy of the buffer
+            self.load_state(state)
+            del state
         wandb_cfg = WandbConfig(**{k: v for k, v in dataclasses.asdict(cfg.logger.wandb).items()})
         self.logger = Logger(self.run_dir, self.config_dict, wandb_cfg, resume=resumed)
         if resumed:
