@@ -42,6 +42,15 @@ class Tiny(nn.Module):
         return [(self.b, self.b_target)]
 
 
+def tiny_world_model() -> nn.Module:
+    """A small TD-MPC world model (5-dim observation, 1-dim action) for tests on the real component layout."""
+    from tdmpc.config import ModelConfig
+    from tdmpc.world_model import WorldModel
+
+    return WorldModel(5, 1, ModelConfig(enc_dim=16, mlp_dim=16, latent_dim=16, num_enc_layers=2, num_q=2,
+                                        num_bins=11))
+
+
 def set_grads(model: nn.Module, seed: int) -> None:
     """Deterministic pseudo-gradients on every parameter (also on the frozen copy, which must be ignored)."""
     gen = torch.Generator().manual_seed(seed)
@@ -82,6 +91,14 @@ def signal(model: Tiny, metric: str, grad_acc_variant="l2", fisher_variant="diag
 def tracker(model, **kw) -> ImportanceTracker:
     kw = {"beta": BETA, "normalize": "none", "snapshot_interval": 0, **kw}
     return ImportanceTracker(model, TrackingConfig(**kw))
+
+
+def one_step_tracker(model, **kw) -> ImportanceTracker:
+    """A tracker (default config but for ``kw``) that has read one set of seed-0 gradients."""
+    t = ImportanceTracker(model, TrackingConfig(snapshot_interval=0, **kw))
+    set_grads(model, 0)
+    t.step(1)
+    return t
 
 
 def test_groups_of_the_tiny_model():
@@ -129,11 +146,7 @@ def test_weight_baselines_equal_their_formulas_and_ignore_the_frozen_copy():
 
 
 def test_target_q_slices_are_tied_but_never_scored():
-    from tdmpc.config import ModelConfig
-    from tdmpc.world_model import WorldModel
-
-    model = WorldModel(5, 1, ModelConfig(enc_dim=16, mlp_dim=16, latent_dim=16, num_enc_layers=2, num_q=2,
-                                         num_bins=11))
+    model = tiny_world_model()
     groups = model_groups(model)
     tied = [s for g in groups for s in g.slices if not s.param.requires_grad]
     assert tied, "the target Q-ensemble must appear in the groups (tied slices)"
@@ -249,14 +262,8 @@ def test_normalisation_laws(values, comps, how, scale):
 
 
 def test_latent_coupling_is_its_own_component_for_normalisation():
-    from tdmpc.config import ModelConfig
-    from tdmpc.world_model import WorldModel
-
-    model = WorldModel(5, 1, ModelConfig(enc_dim=16, mlp_dim=16, latent_dim=16, num_enc_layers=2, num_q=2,
-                                         num_bins=11))
-    t = ImportanceTracker(model, TrackingConfig(snapshot_interval=0, normalize="max"))
-    set_grads(model, 0)
-    t.step(1)
+    model = tiny_world_model()
+    t = one_step_tracker(model, normalize="max")
     scores = t.scores("grad_acc")
     comp = {g.name: g.component for g in t.groups}
     assert comp["latent"] == "latent"
@@ -265,14 +272,8 @@ def test_latent_coupling_is_its_own_component_for_normalisation():
 
 
 def test_normalize_by_group_gives_every_layer_mean_one_and_ignores_a_layers_gradient_scale():
-    from tdmpc.config import ModelConfig
-    from tdmpc.world_model import WorldModel
-
-    model = WorldModel(5, 1, ModelConfig(enc_dim=16, mlp_dim=16, latent_dim=16, num_enc_layers=2, num_q=2,
-                                         num_bins=11))
-    t = ImportanceTracker(model, TrackingConfig(snapshot_interval=0, normalize_by="group"))
-    set_grads(model, 0)
-    t.step(1)
+    model = tiny_world_model()
+    t = one_step_tracker(model, normalize_by="group")
     by_group = t.scores("fisher")
     assert len(by_group) > len(t.layout.components)  # several layers per component
     for name, s in by_group.items():
