@@ -26,6 +26,13 @@ import pytest
 
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "sinfo", "squeue", "scontrol", "scancel", "srun")
 PARTITION = "debug"
+# Job credential lifetime. SLURM holds a requeued job for cred_expire + 1 s before it may start again, so
+# that its new credential is not created in the same second as the revocation of the old one (slurmd
+# kills such a launch: "Job credential revoked"). The default, 120 s, would make the preemption test
+# wait two minutes; 10 s keeps the same guarantee and still covers a slow step launch on a busy machine.
+# A job whose begin time has passed only starts at the next pass of the main scheduling loop, every
+# sched_interval seconds (default 60; 2 in this cluster's slurm.conf).
+CRED_EXPIRE_S = 10
 
 
 class ClusterError(RuntimeError):
@@ -134,7 +141,7 @@ SlurmdPort={slurmd_port}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket={r / 'munge' / 'munge.socket'}
+AuthInfo=socket={r / 'munge' / 'munge.socket'},cred_expire={CRED_EXPIRE_S}
 CredType=cred/munge
 StateSaveLocation={r / 'state'}
 SlurmdSpoolDir={r / 'spool'}
@@ -152,6 +159,7 @@ SwitchType=switch/none
 MailProg=/bin/true
 MpiDefault=none
 SchedulerType=sched/builtin
+SchedulerParameters=sched_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -305,8 +306,19 @@ def _items(update) -> dict[str, object]:
     return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in update}
 
 
-def _offline_run_dirs(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "wandb").glob("offline-run-*"))
+def _offline_run_dirs(run_dir: Path, run_id: str) -> list[Path]:
+    """The offline run folders of ``run_id`` in the order they were started.
+
+    wandb names them ``offline-run-<YYYYmmdd_HHMMSS>-<id>`` and appends ``-1``, ``-2`` ... when a resumed run
+    starts within the same second as an earlier one (the folder already exists).
+    """
+    pattern = re.compile(rf"offline-run-(\d{{8}}_\d{{6}})-{re.escape(run_id)}(?:-(\d+))?")
+    found = []
+    for d in (run_dir / "wandb").glob("offline-run-*"):
+        match = pattern.fullmatch(d.name)
+        assert match, f"offline run folder {d.name} is not of run {run_id}"
+        found.append((match[1], int(match[2] or 0), d))
+    return [d for *_, d in sorted(found)]
 
 
 def test_wandb_offline_run_records_history_config_and_resume(tmp_path, wandb_env):
@@ -328,8 +340,7 @@ def test_wandb_offline_run_records_history_config_and_resume(tmp_path, wandb_env
 
     assert (run_dir / "wandb_id.txt").read_text().strip() == run_id
     assert not list((tmp_path / "home").iterdir())  # nothing written to HOME
-    [offline] = _offline_run_dirs(run_dir)
-    assert offline.name.endswith(run_id)
+    [offline] = _offline_run_dirs(run_dir, run_id)
     records = read_wandb_records(offline / f"run-{run_id}.wandb")
     by_type: dict[str, list] = {}
     for record in records:
@@ -375,8 +386,8 @@ def test_wandb_offline_run_records_history_config_and_resume(tmp_path, wandb_env
             logger.truncate(2)
             logger.log("train", {"step": 2, "env_step": 4, "total_loss": 0.25})
     assert (run_dir / "wandb_id.txt").read_text().strip() == run_id
-    offline_dirs = _offline_run_dirs(run_dir)
-    assert len(offline_dirs) == 2 and all(d.name.endswith(run_id) for d in offline_dirs)
+    offline_dirs = _offline_run_dirs(run_dir, run_id)
+    assert len(offline_dirs) == 2
     # wandb-core writes the .wandb file from its own process: allow it a moment to land on a busy machine.
     deadline = time.monotonic() + 10
     while True:

@@ -28,7 +28,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 from conftest import tiny_cli
-from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture)
+from slurm_cluster import CRED_EXPIRE_S, slurm_cluster  # noqa: F401  (session fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 2000  # one episode of seeding, one of training (cartpole: 1000 env steps per episode)
@@ -151,19 +151,14 @@ def preempted_sweep(slurm_cluster, tmp_path_factory):  # noqa: F811
         cluster.run("scancel", "--signal=USR2", job_id)
         # 2. wait for the multirun; fail fast when the queue is empty but the launcher still waits
         #    (this cluster has no accounting, so submitit cannot see a job that died without a result)
-        empty_since, expedited = None, False
+        empty_since = None
         while proc.poll() is None:
             if time.monotonic() - t0 > SWEEP_TIMEOUT_S:
                 pytest.fail(f"multirun did not finish in {SWEEP_TIMEOUT_S}s\n"
                             f"{_diagnostics(cluster, sweep, out_path.read_text())}", pytrace=False)
+            # The requeued job waits CRED_EXPIRE_S + 1 s (Reason=BeginTime) and then starts by itself;
+            # moving its begin time to "now" would race with the revocation of its old credential.
             queued = cluster.run("squeue", "-h", check=False).stdout.strip()
-            if not expedited:
-                # SLURM holds a requeued job ~2-3 min (Reason=BeginTime) before it may start again; a
-                # real cluster just waits, the test moves its begin time to now.
-                state = cluster.run("squeue", "-h", "-j", job_id, "-o", "%T %r", check=False).stdout.split()
-                if state[:2] == ["PENDING", "BeginTime"]:
-                    cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
-                    expedited = True
             empty_since = None if queued else (empty_since or time.monotonic())
             if empty_since and time.monotonic() - empty_since > 20:
                 pytest.fail(f"queue empty but the multirun still waits\n"
@@ -212,6 +207,11 @@ def test_preempted_job_is_requeued_and_resumes_from_its_run_dir(preempted_sweep)
     assert f"[resume] from {run / 'checkpoint.pt'} at env_step 1000" in log
     first_start = log.index("Starting with JobEnvironment")
     assert log.index("[resume]") > log.index("Requeued job") > first_start
+    # SLURM held the requeued job for its credential lifetime before starting it again (a start in the
+    # same second as the old credential's revocation is killed by slurmd: "Job credential revoked")
+    stamps = {m[2]: m[1] for m in re.finditer(r"submitit INFO \(([\d\- :,]+)\) - (Requeued job|Starting)", log)}
+    held = pd.Timestamp(stamps["Starting"].replace(",", ".")) - pd.Timestamp(stamps["Requeued job"].replace(",", "."))
+    assert CRED_EXPIRE_S <= held.total_seconds() < CRED_EXPIRE_S + 30, (held, s.diagnostics())
     # the resumed run re-logged the interrupted episode: one row per episode, none twice
     assert pd.read_csv(run / "train.csv")["env_step"].tolist() == [1000, 2000]
     # the untouched job ran once
