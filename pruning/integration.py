@@ -27,9 +27,7 @@ This module, like :mod:`pruning.prune_job`, is TD-MPC glue and imports ``tdmpc``
 from __future__ import annotations
 
 import bisect
-import csv
 import dataclasses
-import io
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -188,8 +186,8 @@ class ScheduledPruner:
 
     def load_state_dict(self, state: Mapping) -> None:
         """Restore a :meth:`state_dict` (raises ``CheckpointError``, one line, if it belongs to another
-        schedule or the model's widths do not match it) and drop the rows of ``prune.csv`` that a killed
-        run logged after the checkpoint."""
+        schedule or the model's widths do not match it). Rows of ``prune.csv`` that a killed run logged
+        after the checkpoint are dropped by ``Logger.truncate`` when the resumed run prunes again."""
         from tdmpc.checkpoint import CheckpointError
 
         hint = "use a new run dir or set resume=false"
@@ -208,26 +206,7 @@ class ScheduledPruner:
         self.original_per_component = {k: int(v) for k, v in state["original"]["per_component"].items()}
         self.done = int(state["done"])
         self.history = history
-        _keep_first_rows(Path(self.trainer.run_dir) / f"{PRUNE_STREAM}.csv", len(history))
-
-
-def _keep_first_rows(path: Path, n: int) -> None:
-    """Keep the header and the first ``n`` rows of a CSV file (rewritten atomically; no-op if absent).
-
-    ``Logger.truncate`` only rewrites the streams it has open, and the ``prune`` stream is opened at
-    its first row, so rows a killed run logged after its checkpoint are dropped here instead.
-    """
-    if not path.is_file():
-        return
-    from tdmpc.logger import atomic_write_text
-
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) <= n + 1:
-        return
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows(rows[: n + 1])
-    atomic_write_text(path, out.getvalue())
+        # rows a killed run logged to prune.csv after its checkpoint: dropped by Logger.truncate on resume
 
 
 def resize_for_resume(trainer: Any) -> list[str]:

@@ -234,6 +234,7 @@ class Logger:
         self._writers: dict[str, csv.DictWriter] = {}
         self._run = None
         self._finished = False
+        self._truncated_after: float | None = None  # set by truncate(); applied to streams opened later too
         for stream, cols in columns.items():
             self._open_csv(stream, list(cols))
         if self.mode != "disabled":
@@ -278,6 +279,8 @@ class Logger:
         self.columns[stream] = columns
         self._files[stream] = f
         self._writers[stream] = writer
+        if append and self._truncated_after is not None:
+            self._truncate_stream(stream, self._truncated_after)  # a stream first logged after truncate()
 
     def _close_files(self) -> None:
         for f in self._files.values():
@@ -309,32 +312,38 @@ class Logger:
 
         Used for exact resume: rows logged after the last checkpoint of a killed run are dropped, so the
         resumed run does not write them twice. Rows without an env_step value are kept; rows a crash left
-        incomplete are dropped. Each file is rewritten atomically (temporary file + ``os.replace``).
+        incomplete are dropped. Streams opened now are rewritten at once; a stream created on its first
+        row (not in ``csv_files``) is rewritten when the resumed run logs to it again. Each file is
+        rewritten atomically (temporary file + ``os.replace``).
         """
+        self._truncated_after = after_env_step
         for stream in list(self._files):
-            columns = self.columns[stream]
-            if "env_step" not in columns:
-                continue
-            path = self.csv_path(stream)
-            self._files[stream].close()
-            with open(path, newline="") as f:
-                rows = list(csv.DictReader(f, fieldnames=columns))[1:]  # [0] is the header
-            kept = [r for r in rows if _env_step_at_most(r, after_env_step)]
-            if len(kept) != len(rows):
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-                try:
-                    with os.fdopen(fd, "w", newline="") as f:
-                        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
-                        writer.writeheader()
-                        writer.writerows(kept)
-                    os.replace(tmp, path)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
-            f = open(path, "a", newline="")
-            self._files[stream] = f
-            self._writers[stream] = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="ignore",
-                                                   lineterminator="\n")
+            self._truncate_stream(stream, after_env_step)
+
+    def _truncate_stream(self, stream: str, after_env_step: float) -> None:
+        columns = self.columns[stream]
+        if "env_step" not in columns:
+            return
+        path = self.csv_path(stream)
+        self._files[stream].close()
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f, fieldnames=columns))[1:]  # [0] is the header
+        kept = [r for r in rows if _env_step_at_most(r, after_env_step)]
+        if len(kept) != len(rows):
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+                    writer.writeheader()
+                    writer.writerows(kept)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        f = open(path, "a", newline="")
+        self._files[stream] = f
+        self._writers[stream] = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="ignore",
+                                               lineterminator="\n")
 
     # ------------------------------------------------------------------------------------------ W&B
 

@@ -142,6 +142,25 @@ def test_truncate_keeps_rows_without_env_step_and_resume_drops_partial_row(tmp_p
     assert (tmp_path / "n.csv").read_text() == "x\n4\n"
 
 
+def test_truncate_reaches_a_stream_first_logged_after_the_resume(tmp_path):
+    # "prune" is not in csv_files: its CSV is created at its first row, and on resume it is only opened
+    # when the resumed run logs to it again; the rows after the checkpoint must still go.
+    with Logger(tmp_path, CONFIG, disabled()) as logger:
+        for env_step in (100, 200, 300):
+            logger.log("prune", {"env_step": env_step, "channels": 1000 - env_step})
+    with Logger(tmp_path, CONFIG, disabled(), resume=True) as logger:
+        logger.truncate(150)
+        assert pd.read_csv(tmp_path / "prune.csv")["env_step"].tolist() == [100, 200, 300]  # not opened yet
+        logger.log("prune", {"env_step": 210, "channels": 790})
+        logger.log("prune", {"env_step": 310, "channels": 690})
+    assert (tmp_path / "prune.csv").read_text() == "env_step,channels\n100,900\n210,790\n310,690\n"
+
+    # a resume without truncate() appends as before
+    with Logger(tmp_path, CONFIG, disabled(), resume=True) as logger:
+        logger.log("prune", {"env_step": 400, "channels": 600})
+    assert pd.read_csv(tmp_path / "prune.csv")["env_step"].tolist() == [100, 210, 310, 400]
+
+
 def test_summary_json_is_merged(tmp_path):
     with Logger(tmp_path, CONFIG, disabled()) as logger:
         logger.summary({"final_return": 10.0, "env_steps": 100})
