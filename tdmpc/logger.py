@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import math
 import netrc
@@ -184,6 +185,25 @@ def _read_header(path: Path) -> list[str] | None:
         return next(csv.reader(f), None)
 
 
+def _drop_rows_after(path: Path, columns: list[str], after_env_step: float) -> None:
+    """Rewrite a CSV file (atomically) without its rows past ``after_env_step`` (see ``_env_step_at_most``).
+
+    A file without an env_step column is left as it is.
+    """
+    if "env_step" not in columns:
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, fieldnames=columns))[1:]  # [0] is the header
+    kept = [r for r in rows if _env_step_at_most(r, after_env_step)]
+    if len(kept) == len(rows):
+        return
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(kept)
+    atomic_write_text(path, out.getvalue())
+
+
 def _env_step_at_most(row: dict[str, str | None], after_env_step: float) -> bool:
     """Whether a CSV row survives ``truncate``: env_step <= after_env_step, or no env_step value."""
     if any(v is None for v in row.values()) or None in row:
@@ -258,10 +278,15 @@ class Logger:
         """Path of the CSV file of ``stream``."""
         return self.run_dir / f"{stream}.csv"
 
-    def _open_csv(self, stream: str, columns: list[str]) -> None:
-        """Open ``<stream>.csv``: append on resume (keeping the existing header), else start it anew."""
+    def _open_csv(self, stream: str, columns: list[str], append: bool | None = None) -> None:
+        """Open ``<stream>.csv``: append on resume (keeping the existing header), else start it anew.
+
+        ``append=True`` reopens a stream this logger wrote (after :meth:`truncate`). An appended file first
+        loses the rows after the env_step given to :meth:`truncate`, if it was called.
+        """
         path = self.csv_path(stream)
-        append = self.resume and path.is_file() and path.stat().st_size > 0
+        if append is None:
+            append = self.resume and path.is_file() and path.stat().st_size > 0
         if append:
             _drop_partial_last_line(path)
             header = _read_header(path)
@@ -271,6 +296,8 @@ class Logger:
                 warnings.warn(f"{path}: existing header {header} differs from the columns {columns}; "
                               f"appending with the existing header", RuntimeWarning, stacklevel=3)
                 columns = header
+        if append and self._truncated_after is not None:
+            _drop_rows_after(path, columns, self._truncated_after)
         f = open(path, "a" if append else "w", newline="")
         writer = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="ignore", lineterminator="\n")
         if not append:
@@ -279,8 +306,6 @@ class Logger:
         self.columns[stream] = columns
         self._files[stream] = f
         self._writers[stream] = writer
-        if append and self._truncated_after is not None:
-            self._truncate_stream(stream, self._truncated_after)  # a stream first logged after truncate()
 
     def _close_files(self) -> None:
         for f in self._files.values():
@@ -318,32 +343,8 @@ class Logger:
         """
         self._truncated_after = after_env_step
         for stream in list(self._files):
-            self._truncate_stream(stream, after_env_step)
-
-    def _truncate_stream(self, stream: str, after_env_step: float) -> None:
-        columns = self.columns[stream]
-        if "env_step" not in columns:
-            return
-        path = self.csv_path(stream)
-        self._files[stream].close()
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f, fieldnames=columns))[1:]  # [0] is the header
-        kept = [r for r in rows if _env_step_at_most(r, after_env_step)]
-        if len(kept) != len(rows):
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "w", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
-                    writer.writeheader()
-                    writer.writerows(kept)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        f = open(path, "a", newline="")
-        self._files[stream] = f
-        self._writers[stream] = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="ignore",
-                                               lineterminator="\n")
+            self._files[stream].close()
+            self._open_csv(stream, self.columns[stream], append=True)
 
     # ------------------------------------------------------------------------------------------ W&B
 
