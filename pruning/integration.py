@@ -206,7 +206,6 @@ class ScheduledPruner:
         self.original_per_component = {k: int(v) for k, v in state["original"]["per_component"].items()}
         self.done = int(state["done"])
         self.history = history
-        # rows a killed run logged to prune.csv after its checkpoint: dropped by Logger.truncate on resume
 
 
 def resize_for_resume(trainer: Any) -> list[str]:
