@@ -288,11 +288,30 @@ BLOCK_LEN = 32 * 1024
 CHUNK_HEADER_LEN = 7
 
 
-def read_wandb_records(path: Path) -> list:
-    """All protobuf records of a ``run-*.wandb`` transaction log."""
+def read_wandb_records(path: Path, timeout_s: float = 30) -> list:
+    """All protobuf records of a finished run's ``run-*.wandb`` transaction log.
+
+    wandb-core writes the log from its own process and may still be writing it after ``run.finish()`` has
+    returned (seen on a busy CI machine: an empty log right after finish); wait, up to ``timeout_s``, until
+    the log holds the run's closing ``exit`` record.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = _parse_wandb_log(path) if path.is_file() else []
+        types = [r.WhichOneof("record_type") for r in records]
+        if "exit" in types:
+            return records
+        assert time.monotonic() < deadline, f"{path}: no exit record after {timeout_s} s (records: {types})"
+        time.sleep(0.2)
+
+
+def _parse_wandb_log(path: Path) -> list:
+    """The complete records of a ``.wandb`` log (a chunk still being written at the end is left out)."""
     from wandb.proto import wandb_internal_pb2
 
     data = path.read_bytes()
+    if len(data) < 7:
+        return []
     ident, magic, _version = struct.unpack("<4sHB", data[:7])
     assert (ident, magic) == (b":W&B", 0xBEE1)
     payloads, partial, pos = [], b"", 7
@@ -301,6 +320,8 @@ def read_wandb_records(path: Path) -> list:
             pos += BLOCK_LEN - pos % BLOCK_LEN  # block padding
             continue
         _checksum, length, kind = struct.unpack("<IHB", data[pos:pos + CHUNK_HEADER_LEN])
+        if pos + CHUNK_HEADER_LEN + length > len(data):
+            break  # the writer has not finished this chunk yet
         chunk = data[pos + CHUNK_HEADER_LEN:pos + CHUNK_HEADER_LEN + length]
         pos += CHUNK_HEADER_LEN + length
         if kind == 1:
@@ -407,14 +428,8 @@ def test_wandb_offline_run_records_history_config_and_resume(tmp_path, wandb_env
     assert (run_dir / "wandb_id.txt").read_text().strip() == run_id
     offline_dirs = _offline_run_dirs(run_dir, run_id)
     assert len(offline_dirs) == 2
-    # wandb-core writes the .wandb file from its own process: allow it a moment to land on a busy machine.
-    deadline = time.monotonic() + 10
-    while True:
-        resumed = [r for r in read_wandb_records(offline_dirs[1] / f"run-{run_id}.wandb")
-                   if r.WhichOneof("record_type") in ("run", "history")]
-        if len(resumed) >= 2 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    resumed = [r for r in read_wandb_records(offline_dirs[1] / f"run-{run_id}.wandb")
+               if r.WhichOneof("record_type") in ("run", "history")]
     assert resumed[0].run.run_id == run_id
     assert [_items(r.history.item)["train/total_loss"] for r in resumed[1:]] == [0.25]
     assert pd.read_csv(run_dir / "train.csv")["env_step"].tolist() == [0, 2, 4]
