@@ -3,84 +3,68 @@
 Works on any ``nn.Module`` that declares ``components`` (a mapping name -> module) and, optionally,
 ``couplings()`` and ``shape_tied()``; the TD-MPC world model of ``tdmpc`` is one such model. See
 ``pruning/README.md`` for the package map and ``docs/method.md`` for the formulas.
+
+Names are loaded on first use (PEP 562), so a submodule that needs no torch (the deploy runtime,
+:mod:`pruning.deploy`) imports without it.
 """
 
-from pruning.config import (
-    GRADIENT_METRICS,
-    METRICS,
-    NORMALIZATIONS,
-    NORMALIZE_BY,
-    SCHEDULE_SCOPES,
-    SMOOTHINGS,
-    PruningConfigError,
-    ScheduleConfig,
-    TrackingConfig,
-    schedule_config,
-    tracking_config,
-    validate_schedule,
-    validate_tracking,
-)
-from pruning.groups import (
-    Coupling,
-    Group,
-    ParamSlice,
-    build_groups,
-    is_elementwise,
-    model_groups,
-    tdmpc_components,
-)
-from pruning.importance import normalize_scores
-from pruning.measure import (
-    component_flops,
-    count_params,
-    measure_latency,
-    mlp_flops,
-    plan_flops,
-    policy_action_flops,
-    tdmpc_latency,
-)
-from pruning.prune import SCOPES, apply_pruning, prune, select_channels
-from pruning.schedule import SCHEDULE_KINDS, PruningSchedule, incremental_ratio, ratio_at
-from pruning.serialize import resize_to_state_dict
-from pruning.tracker import ImportanceTracker
+from __future__ import annotations
 
-__all__ = [
-    "GRADIENT_METRICS",
-    "METRICS",
-    "NORMALIZATIONS",
-    "NORMALIZE_BY",
-    "SCHEDULE_KINDS",
-    "SCHEDULE_SCOPES",
-    "SCOPES",
-    "SMOOTHINGS",
-    "Coupling",
-    "Group",
-    "ImportanceTracker",
-    "ParamSlice",
-    "PruningConfigError",
-    "PruningSchedule",
-    "ScheduleConfig",
-    "TrackingConfig",
-    "apply_pruning",
-    "build_groups",
-    "component_flops",
-    "count_params",
-    "incremental_ratio",
-    "is_elementwise",
-    "measure_latency",
-    "mlp_flops",
-    "model_groups",
-    "normalize_scores",
-    "plan_flops",
-    "policy_action_flops",
-    "prune",
-    "ratio_at",
-    "resize_to_state_dict",
-    "schedule_config",
-    "select_channels",
-    "tdmpc_components",
-    "tdmpc_latency",
-    "tracking_config",
-    "validate_schedule",
-    "validate_tracking",
-]
+import importlib
+
+#: public name -> submodule that defines it
+_EXPORTS = {
+    "Coupling": "pruning.groups",
+    "GRADIENT_METRICS": "pruning.config",
+    "Group": "pruning.groups",
+    "ImportanceTracker": "pruning.tracker",
+    "METRICS": "pruning.config",
+    "NORMALIZATIONS": "pruning.config",
+    "NORMALIZE_BY": "pruning.config",
+    "ParamSlice": "pruning.groups",
+    "PruningConfigError": "pruning.config",
+    "PruningSchedule": "pruning.schedule",
+    "SCHEDULE_KINDS": "pruning.schedule",
+    "SCHEDULE_SCOPES": "pruning.config",
+    "SCOPES": "pruning.prune",
+    "SMOOTHINGS": "pruning.config",
+    "ScheduleConfig": "pruning.config",
+    "TrackingConfig": "pruning.config",
+    "apply_pruning": "pruning.prune",
+    "build_groups": "pruning.groups",
+    "component_flops": "pruning.measure",
+    "count_params": "pruning.measure",
+    "incremental_ratio": "pruning.schedule",
+    "is_elementwise": "pruning.groups",
+    "measure_latency": "pruning.measure",
+    "mlp_flops": "pruning.measure",
+    "model_groups": "pruning.groups",
+    "normalize_scores": "pruning.importance",
+    "plan_flops": "pruning.measure",
+    "policy_action_flops": "pruning.measure",
+    "prune": "pruning.prune",
+    "ratio_at": "pruning.schedule",
+    "resize_to_state_dict": "pruning.serialize",
+    "schedule_config": "pruning.config",
+    "select_channels": "pruning.prune",
+    "tdmpc_components": "pruning.groups",
+    "tdmpc_latency": "pruning.measure",
+    "tracking_config": "pruning.config",
+    "validate_schedule": "pruning.config",
+    "validate_tracking": "pruning.config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pruning' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
