@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from tdmpc.config import TrainConfig
-from tdmpc.planner import MPPIPlanner
+from tdmpc.planner import MPPIPlanner, PlanNoise
 from tdmpc.world_model import WorldModel
 
 
@@ -82,11 +82,14 @@ class TDMPC:
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, eval_mode: bool = False) -> torch.Tensor:
-        """Action in [-1, 1] for one observation ``(obs_dim,)``."""
+    def act(self, obs: torch.Tensor, eval_mode: bool = False, noise: PlanNoise | None = None) -> torch.Tensor:
+        """Action in [-1, 1] for one observation ``(obs_dim,)``.
+
+        ``noise`` (planning only) replaces the planner's random draws (:class:`~tdmpc.planner.PlanNoise`).
+        """
         z = self.model.encode(obs.to(self.device).unsqueeze(0))
         if self.cfg.planner.mpc:
-            return self.planner.plan(z, eval_mode=eval_mode).cpu()
+            return self.planner.plan(z, eval_mode=eval_mode, noise=noise).cpu()
         mu, pi, _, _ = self.model.pi(z)
         return (mu if eval_mode else pi)[0].cpu()
 

@@ -7,10 +7,56 @@ iterations and the horizon, which are sequential by nature.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from tdmpc.config import PlannerConfig
 from tdmpc.world_model import WorldModel
+
+
+@dataclass
+class PlanNoise:
+    """Every random draw of one :meth:`MPPIPlanner.plan` call, passed in to replay a plan exactly.
+
+    With ``H`` = horizon, ``P`` = num_pi_trajs, ``N`` = num_samples, ``n = N + P``, ``I`` = iterations,
+    ``E`` = num_elites and ``A`` = action_dim:
+
+    - ``pi_eps (H, P, A)``: standard normal, the policy-prior rollouts' samples (step ``t`` uses ``[t]``);
+    - ``sample_eps (I, H, N, A)``: standard normal, the sampled trajectories of each iteration;
+    - ``terminal_eps (I, n, A)``: standard normal, the terminal policy action of ``estimate_value``;
+    - ``q_members (I, 2)`` int64: the two Q-members averaged for the terminal value;
+    - ``gumbel_u (E,)``: uniform in [0, 1), the Gumbel-max choice of the elite trajectory;
+    - ``action_eps (A,)``: standard normal, the exploration noise (used only with ``eval_mode=False``).
+
+    Without a ``PlanNoise`` the planner draws the same quantities from the global torch RNG, at the
+    same points, as it always did.
+    """
+
+    pi_eps: torch.Tensor
+    sample_eps: torch.Tensor
+    terminal_eps: torch.Tensor
+    q_members: torch.Tensor
+    gumbel_u: torch.Tensor
+    action_eps: torch.Tensor
+
+    @staticmethod
+    def draw(cfg: PlannerConfig, action_dim: int, num_q: int, generator: torch.Generator | None = None,
+             device: torch.device | str = "cpu") -> PlanNoise:
+        """Fresh noise of the shapes above (from ``generator``, or the global torch RNG)."""
+        H, P, N, iters, A = cfg.horizon, cfg.num_pi_trajs, cfg.num_samples, cfg.iterations, action_dim
+        g = {"generator": generator}
+        members = torch.stack([torch.randperm(num_q, **g)[:2] for _ in range(iters)])
+        if num_q == 1:  # a one-member ensemble uses its single member twice
+            members = members.expand(iters, 2)
+        return PlanNoise(
+            pi_eps=torch.randn(H, P, A, **g).to(device),
+            sample_eps=torch.randn(iters, H, N, A, **g).to(device),
+            terminal_eps=torch.randn(iters, N + P, A, **g).to(device),
+            q_members=members.contiguous(),
+            gumbel_u=torch.rand(cfg.num_elites, **g).to(device),
+            action_eps=torch.randn(A, **g).to(device),
+        )
 
 
 class MPPIPlanner:
@@ -24,9 +70,18 @@ class MPPIPlanner:
         """Forget the warm start (call at the start of each episode)."""
         self.prev_mean = None
 
+    def _pi_action(self, z: torch.Tensor, eps: torch.Tensor | None) -> torch.Tensor:
+        """A sampled policy-prior action; ``eps`` replaces the model's own draw when given."""
+        return (self.model.pi(z) if eps is None else self.model.pi(z, eps=eps))[1]
+
     @torch.no_grad()
-    def estimate_value(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Discounted model return of ``actions (H, N, A)`` from latents ``z (N, Z)`` plus terminal Q."""
+    def estimate_value(self, z: torch.Tensor, actions: torch.Tensor, terminal_eps: torch.Tensor | None = None,
+                       q_members: list[int] | None = None) -> torch.Tensor:
+        """Discounted model return of ``actions (H, N, A)`` from latents ``z (N, Z)`` plus terminal Q.
+
+        ``terminal_eps`` and ``q_members`` replace the random draws of the terminal action and of the two
+        Q-members (see :class:`PlanNoise`); ``None`` draws them.
+        """
         G = torch.zeros(z.shape[0], 1, device=z.device)
         discount = 1.0
         for t in range(actions.shape[0]):
@@ -34,23 +89,34 @@ class MPPIPlanner:
             z = self.model.next(z, actions[t])
             G = G + discount * reward
             discount *= self.discount
-        terminal_action = self.model.pi(z)[1]
-        return G + discount * self.model.Q(z, terminal_action, return_type="avg")
+        terminal_action = self._pi_action(z, terminal_eps)
+        if q_members is None:
+            return G + discount * self.model.Q(z, terminal_action, return_type="avg")
+        return G + discount * self.model.Q(z, terminal_action, return_type="avg", members=q_members)
 
-    @torch.no_grad()
-    def plan(self, z: torch.Tensor, eval_mode: bool = False) -> torch.Tensor:
-        """One action (A,) for a single latent ``z (1, Z)``."""
-        cfg, A, H = self.cfg, self.action_dim, self.cfg.horizon
-        device = z.device
-        # Policy-prior trajectories.
-        n_pi = cfg.num_pi_trajs
-        pi_actions = torch.empty(H, n_pi, A, device=device)
+    def _prior_actions(self, z: torch.Tensor, noise: PlanNoise | None) -> torch.Tensor:
+        """``(H, num_pi_trajs, A)`` actions of the policy-prior rollouts from ``z (1, Z)``."""
+        H, n_pi = self.cfg.horizon, self.cfg.num_pi_trajs
+        pi_actions = torch.empty(H, n_pi, self.action_dim, device=z.device)
         if n_pi > 0:
             _z = z.expand(n_pi, -1)
             for t in range(H - 1):
-                pi_actions[t] = self.model.pi(_z)[1]
+                pi_actions[t] = self._pi_action(_z, None if noise is None else noise.pi_eps[t])
                 _z = self.model.next(_z, pi_actions[t])
-            pi_actions[-1] = self.model.pi(_z)[1]
+            pi_actions[-1] = self._pi_action(_z, None if noise is None else noise.pi_eps[-1])
+        return pi_actions
+
+    @torch.no_grad()
+    def plan(self, z: torch.Tensor, eval_mode: bool = False, noise: PlanNoise | None = None) -> torch.Tensor:
+        """One action (A,) for a single latent ``z (1, Z)``.
+
+        ``noise`` (a :class:`PlanNoise`) supplies every random draw instead of the global torch RNG, so
+        that a plan can be replayed exactly; ``None`` (the default) draws them.
+        """
+        cfg, A, H = self.cfg, self.action_dim, self.cfg.horizon
+        device = z.device
+        n_pi = cfg.num_pi_trajs
+        pi_actions = self._prior_actions(z, noise)
 
         n = cfg.num_samples + n_pi
         z_all = z.expand(n, -1)
@@ -62,10 +128,13 @@ class MPPIPlanner:
         if n_pi > 0:
             actions[:, :n_pi] = pi_actions
 
-        for _ in range(cfg.iterations):
-            noise = torch.randn(H, cfg.num_samples, A, device=device)
-            actions[:, n_pi:] = (mean.unsqueeze(1) + std.unsqueeze(1) * noise).clamp(-1, 1)
-            value = self.estimate_value(z_all, actions).nan_to_num(0.0).squeeze(-1)  # (n,)
+        for i in range(cfg.iterations):
+            if noise is None:
+                eps, terminal_eps, members = torch.randn(H, cfg.num_samples, A, device=device), None, None
+            else:
+                eps, terminal_eps, members = noise.sample_eps[i], noise.terminal_eps[i], noise.q_members[i].tolist()
+            actions[:, n_pi:] = (mean.unsqueeze(1) + std.unsqueeze(1) * eps).clamp(-1, 1)
+            value = self.estimate_value(z_all, actions, terminal_eps, members).nan_to_num(0.0).squeeze(-1)  # (n,)
             elite_value, elite_idx = torch.topk(value, cfg.num_elites)
             elite_actions = actions[:, elite_idx]  # (H, E, A)
             score = torch.exp(cfg.temperature * (elite_value - elite_value.max()))
@@ -75,11 +144,12 @@ class MPPIPlanner:
             std = ((w * (elite_actions - mean.unsqueeze(1)).pow(2)).sum(1)).sqrt().clamp(cfg.min_std, cfg.max_std)
 
         # Pick one elite trajectory in proportion to its score (Gumbel-max sampling).
-        gumbel = -torch.log(-torch.log(torch.rand_like(score).clamp_min(1e-20)))
+        u = torch.rand_like(score) if noise is None else noise.gumbel_u
+        gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
         chosen = torch.argmax(score.log() + gumbel)
         traj = elite_actions[:, chosen]
         action = traj[0]
         if not eval_mode:
-            action = action + std[0] * torch.randn(A, device=device)
+            action = action + std[0] * (torch.randn(A, device=device) if noise is None else noise.action_eps)
         self.prev_mean = mean
         return action.clamp(-1, 1)

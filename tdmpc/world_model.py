@@ -91,23 +91,28 @@ class WorldModel(nn.Module):
     def reward_logits(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return self.reward(torch.cat([z, a], dim=-1))
 
-    def pi(self, z: torch.Tensor):
-        """Sample from the policy prior: returns ``(mu, pi, log_pi, log_std)`` (squashed)."""
+    def pi(self, z: torch.Tensor, eps: torch.Tensor | None = None):
+        """Sample from the policy prior: returns ``(mu, pi, log_pi, log_std)`` (squashed).
+
+        ``eps`` (shape of ``mu``) is the standard-normal draw of the sample; ``None`` draws it from the
+        global torch RNG (passing it in replays a sample exactly, e.g. to check an exported planner).
+        """
         mu, log_std = self.policy(z).chunk(2, dim=-1)
         lo, hi = self.cfg.log_std_min, self.cfg.log_std_max
         log_std = lo + 0.5 * (hi - lo) * (torch.tanh(log_std) + 1)
-        eps = torch.randn_like(mu)
+        eps = torch.randn_like(mu) if eps is None else eps
         log_pi = gaussian_logprob(eps, log_std)
         pi = mu + eps * log_std.exp()
         mu, pi, log_pi = squash(mu, pi, log_pi)
         return mu, pi, log_pi, log_std
 
     def Q(self, z: torch.Tensor, a: torch.Tensor, return_type: str = "min", target: bool = False,
-          detach: bool = False) -> torch.Tensor:
+          detach: bool = False, members: list[int] | None = None) -> torch.Tensor:
         """Q-values of ``(z, a)``.
 
         ``return_type='all'`` returns the logits of every member ``(num_q, ..., num_bins)``; ``'min'`` and
         ``'avg'`` decode two randomly chosen members and return their min / mean ``(..., 1)``.
+        ``members`` gives those two members instead of drawing them (ignored with ``'all'``).
         """
         if return_type not in ("all", "min", "avg"):
             raise ValueError(f"return_type must be all|min|avg, got {return_type!r}")
@@ -116,7 +121,7 @@ class WorldModel(nn.Module):
         if return_type == "all":
             return net(za, detach=detach)
         # Two random members, drawn on the CPU generator (no device sync), evaluated alone.
-        idx = torch.randperm(len(net))[:2].tolist()
+        idx = torch.randperm(len(net))[:2].tolist() if members is None else list(members)
         q = self.two_hot.decode(net(za, detach=detach, members=idx))
         q1, q2 = q[0], q[-1]  # a one-member ensemble uses its single member twice
         return torch.min(q1, q2) if return_type == "min" else (q1 + q2) / 2
