@@ -1,0 +1,394 @@
+"""Export a (pruned) TD-MPC checkpoint to ONNX: ``policy.onnx``, ``planner.onnx`` and ``controller.json``.
+
+    python scripts/export.py checkpoint=RUN_DIR/checkpoint.pt format=onnx [out=DIR] [check=true episodes=N]
+
+- ``policy.onnx``: ``obs (1, obs_dim)`` -> ``action (1, A)``, the deterministic policy prior
+  (``tanh`` of the policy mean, ``TDMPC.act(obs, eval_mode=True)`` with ``planner.mpc=false``).
+- ``planner.onnx``: one planned action, the full MPPI step of :meth:`tdmpc.planner.MPPIPlanner.plan` in
+  evaluation mode (no exploration noise) with the checkpoint's iterations, horizon, samples, elites,
+  temperature and policy-prior trajectories. Inputs: ``obs (1, obs_dim)``, ``prev_mean (H, A)`` (the warm
+  start: the ``mean`` output of the previous step of the episode, zeros after a reset; zeros are exactly
+  the planner's "no warm start") and the random draws of :class:`tdmpc.planner.PlanNoise` (``pi_eps``
+  (absent when ``num_pi_trajs=0``), ``sample_eps``, ``terminal_eps``, ``q_members``, ``gumbel_u``).
+  Outputs: ``action (A,)`` in [-1, 1] and ``mean (H, A)``, the next warm start. The noise is **passed in**,
+  not generated inside the graph, so that the exported planner and the PyTorch planner given the same
+  noise give the same action (to float rounding; ``tests/test_export.py`` checks 1e-4).
+- ``controller.json``: widths, observation and action specs (actions are in [-1, 1], mapped linearly to
+  ``action_low .. action_high`` by the env), planner settings, input shapes and distributions, task,
+  action repeat, the source checkpoint's sha256 and the git commit.
+
+The graphs are :class:`PolicyGraph` and :class:`PlanGraph`, ``nn.Module`` wrappers of the world model
+that run the planner's arithmetic with the noise as arguments; they are exported with
+``torch.onnx.export`` and checked with ``onnx.checker``. The runtime that loads them without torch is
+:mod:`pruning.deploy`. Like :mod:`pruning.prune_job`, this module is TD-MPC glue and imports ``tdmpc``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from pruning.serialize import resize_to_state_dict
+
+CONTROLLER_FORMAT = "ca-prune/controller/v1"
+POLICY_FILE, PLANNER_FILE, CONTROLLER_FILE = "policy.onnx", "planner.onnx", "controller.json"
+FORMATS = ("onnx",)
+EXPORTERS = ("auto", "dynamo", "torchscript")
+
+
+# ------------------------------------------------------------------------------------------ graphs
+
+
+class PolicyGraph(nn.Module):
+    """``obs (B, obs_dim) -> action (B, A)``: the policy prior's deterministic (mean) action."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        z = self.model.encode(obs)
+        eps = obs.new_zeros(obs.shape[0], self.model.action_dim)  # unused by the mean, removed by the exporter
+        return self.model.pi(z, eps=eps)[0]
+
+
+class PlanGraph(nn.Module):
+    """One evaluation-mode MPPI action with the random draws as inputs (see the module docstring).
+
+    Mirrors :meth:`tdmpc.planner.MPPIPlanner.plan` / ``estimate_value`` step by step; two differences
+    make it exportable and neither changes a number: the warm start is always an input (zeros = none),
+    and the two Q-members of the terminal value are picked by a tensor index into the stacked member
+    weights (the PyTorch planner stacks the chosen members' weights the same way).
+    """
+
+    def __init__(self, model: nn.Module, planner_cfg: Any, discount: float):
+        super().__init__()
+        self.model, self.cfg, self.discount = model, planner_cfg, float(discount)
+        self.action_dim = int(model.action_dim)
+        self.q_layers: list[nn.Module] = []  # the first member's layers: types and LayerNorm eps
+        for k, layers in enumerate(zip(*model.qs.members)):
+            self.q_layers.append(layers[0])
+            if isinstance(layers[0], (nn.Linear, nn.LayerNorm)):
+                self.register_buffer(f"q_weight{k}", torch.stack([m.weight.detach() for m in layers]))
+                self.register_buffer(f"q_bias{k}", torch.stack([m.bias.detach() for m in layers]))
+
+    def q_avg(self, z: torch.Tensor, a: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+        """Mean of the decoded Q-values of the two ``members (2,)`` at ``(z, a)``: ``(n, 1)``."""
+        za = torch.cat([z, a], dim=-1)
+        h = za.unsqueeze(0).expand(2, -1, -1)
+        for k, first in enumerate(self.q_layers):
+            if isinstance(first, nn.Linear):
+                w = getattr(self, f"q_weight{k}").index_select(0, members)  # (2, out, in)
+                b = getattr(self, f"q_bias{k}").index_select(0, members).unsqueeze(1)
+                h = torch.baddbmm(b, h, w.transpose(1, 2))
+            elif isinstance(first, nn.LayerNorm):
+                w = getattr(self, f"q_weight{k}").index_select(0, members).unsqueeze(1)
+                b = getattr(self, f"q_bias{k}").index_select(0, members).unsqueeze(1)
+                h = nn.functional.layer_norm(h, first.normalized_shape, eps=first.eps) * w + b
+            else:  # Mish, Dropout (eval: identity)
+                h = first(h)
+        q = self.model.two_hot.decode(h)
+        return (q[0] + q[-1]) / 2
+
+    def value(self, z: torch.Tensor, actions: torch.Tensor, terminal_eps: torch.Tensor,
+              members: torch.Tensor) -> torch.Tensor:
+        """``MPPIPlanner.estimate_value`` of ``actions (H, n, A)`` from ``z (n, Z)``: ``(n, 1)``."""
+        G = torch.zeros(z.shape[0], 1)
+        discount = 1.0
+        for t in range(actions.shape[0]):
+            reward = self.model.two_hot.decode(self.model.reward_logits(z, actions[t]))
+            z = self.model.next(z, actions[t])
+            G = G + discount * reward
+            discount *= self.discount
+        terminal_action = self.model.pi(z, eps=terminal_eps)[1]
+        return G + discount * self.q_avg(z, terminal_action, members)
+
+    def prior_actions(self, z: torch.Tensor, pi_eps: torch.Tensor | None) -> torch.Tensor:
+        """``(H, P, A)`` actions of the policy-prior rollouts from ``z (1, Z)``."""
+        H, n_pi = self.cfg.horizon, self.cfg.num_pi_trajs
+        if n_pi == 0:
+            return torch.zeros(H, 0, self.action_dim)
+        _z, steps = z.expand(n_pi, -1), []
+        for t in range(H):
+            steps.append(self.model.pi(_z, eps=pi_eps[t])[1])
+            if t < H - 1:
+                _z = self.model.next(_z, steps[-1])
+        return torch.stack(steps)
+
+    def forward(self, obs, prev_mean, sample_eps, terminal_eps, q_members, gumbel_u, pi_eps=None):
+        cfg = self.cfg
+        z = self.model.encode(obs)
+        pi_actions = self.prior_actions(z, pi_eps)
+        z_all = z.expand(cfg.num_samples + cfg.num_pi_trajs, -1)
+        mean = torch.cat([prev_mean[1:], torch.zeros(1, self.action_dim)])
+        std = torch.full((cfg.horizon, self.action_dim), float(cfg.max_std))
+        for i in range(cfg.iterations):
+            sampled = (mean.unsqueeze(1) + std.unsqueeze(1) * sample_eps[i]).clamp(-1, 1)
+            actions = torch.cat([pi_actions, sampled], dim=1)  # policy trajectories first, as in plan()
+            value = self.value(z_all, actions, terminal_eps[i], q_members[i]).nan_to_num(0.0).squeeze(-1)
+            elite_value, elite_idx = torch.topk(value, cfg.num_elites)
+            elite_actions = actions[:, elite_idx]  # (H, E, A)
+            score = torch.exp(cfg.temperature * (elite_value - elite_value.max()))
+            score = score / score.sum()
+            w = score.view(1, -1, 1)
+            mean = (w * elite_actions).sum(1)
+            std = ((w * (elite_actions - mean.unsqueeze(1)).pow(2)).sum(1)).sqrt().clamp(cfg.min_std, cfg.max_std)
+        gumbel = -torch.log(-torch.log(gumbel_u.clamp_min(1e-20)))
+        chosen = torch.argmax(score.log() + gumbel)
+        action = elite_actions[0].index_select(0, chosen.view(1))[0]
+        return action.clamp(-1, 1), mean
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def load_agent(checkpoint: str | Path) -> tuple[Any, Any, dict]:
+    """``(agent, train_cfg, env_spec)`` of a training or prune-job checkpoint, on the CPU, in eval mode.
+
+    The agent is a fresh ``tdmpc.agent.TDMPC`` resized to the stored (possibly pruned) widths
+    (:func:`pruning.serialize.resize_to_state_dict`) with the stored model weights; optimiser state is
+    not loaded. ``env_spec`` holds ``obs_dim``, ``action_dim``, ``action_low``, ``action_high`` and
+    ``episode_length`` of the task. Raises ``tdmpc.checkpoint.CheckpointError`` (one line) for a missing,
+    corrupt or foreign file.
+    """
+    from tdmpc.agent import TDMPC
+    from tdmpc.checkpoint import CheckpointError, load_checkpoint
+    from tdmpc.config import TrainConfig, from_dict, validate
+    from tdmpc.envs import make_env
+
+    path = Path(checkpoint).expanduser()
+    state = load_checkpoint(path)
+    saved = state.get("config")
+    if not isinstance(saved, dict) or "agent" not in state or "model" not in state["agent"]:
+        raise CheckpointError(f"{path} is not a TD-MPC training checkpoint (no config/agent)")
+    # A prune job's config adds keys ("prune", "trained_env_steps") to the training config: keep its fields.
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg_dict = {k: v for k, v in saved.items() if k in fields and k != "pruning"}
+    cfg_dict.update(device="cpu", compile=False)
+    cfg = validate(from_dict(TrainConfig, cfg_dict))
+    env = make_env(cfg.task, 0, cfg.action_repeat)
+    # DMControlEnv keeps the task's bounds privately; actions in [-1, 1] are mapped linearly onto them.
+    env_spec = {"obs_dim": int(env.observation_space.shape[0]), "action_dim": int(env.action_space.shape[0]),
+                "action_low": [float(x) for x in env._act_low], "action_high": [float(x) for x in env._act_high],
+                "episode_length": int(env.episode_length), "action_repeat": int(env.action_repeat)}
+    env.close()
+    agent = TDMPC(env_spec["obs_dim"], env_spec["action_dim"], env_spec["episode_length"], cfg, torch.device("cpu"))
+    if resize_to_state_dict(agent.model, state["agent"]["model"]):
+        agent.build_optimizers()
+    agent.model.load_state_dict(state["agent"]["model"])
+    agent.model.eval()
+    return agent, cfg, env_spec
+
+
+def sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ export
+
+
+def plan_input_specs(planner_cfg: Any, action_dim: int, obs_dim: int, num_q: int) -> list[dict]:
+    """Name, shape, dtype and distribution of every ``planner.onnx`` input, in the graph's order.
+
+    ``distribution``: ``observation``, ``warm_start`` (the previous ``mean`` output shifted inside the
+    graph; zeros after a reset), ``normal`` (standard normal), ``uniform`` ([0, 1)) or ``members`` (each
+    row: two distinct Q-members drawn without replacement from ``range(num_q)``, the same member twice when
+    ``num_q=1``). The draws are those of :class:`tdmpc.planner.PlanNoise`.
+    """
+    H, P, N, A = planner_cfg.horizon, planner_cfg.num_pi_trajs, planner_cfg.num_samples, action_dim
+    iters, E = planner_cfg.iterations, planner_cfg.num_elites
+    specs = [
+        {"name": "obs", "shape": [1, obs_dim], "dtype": "float32", "distribution": "observation"},
+        {"name": "prev_mean", "shape": [H, A], "dtype": "float32", "distribution": "warm_start"},
+        {"name": "sample_eps", "shape": [iters, H, N, A], "dtype": "float32", "distribution": "normal"},
+        {"name": "terminal_eps", "shape": [iters, N + P, A], "dtype": "float32", "distribution": "normal"},
+        {"name": "q_members", "shape": [iters, 2], "dtype": "int64", "distribution": "members", "num_q": num_q},
+        {"name": "gumbel_u", "shape": [E], "dtype": "float32", "distribution": "uniform"},
+    ]
+    if P > 0:
+        specs.append({"name": "pi_eps", "shape": [H, P, A], "dtype": "float32", "distribution": "normal"})
+    return specs
+
+
+def plan_inputs(obs: torch.Tensor, prev_mean: torch.Tensor | None, noise: Any) -> dict[str, torch.Tensor]:
+    """``planner.onnx`` inputs by name from an observation ``(obs_dim,)``, a warm start ``(H, A)`` or
+    ``None`` (no warm start) and a :class:`tdmpc.planner.PlanNoise`."""
+    inputs = {"obs": obs.reshape(1, -1).float(),
+              "prev_mean": torch.zeros_like(noise.sample_eps[0, :, 0]) if prev_mean is None else prev_mean,
+              "sample_eps": noise.sample_eps, "terminal_eps": noise.terminal_eps,
+              "q_members": noise.q_members.long(), "gumbel_u": noise.gumbel_u}
+    if noise.pi_eps.shape[1] > 0:
+        inputs["pi_eps"] = noise.pi_eps
+    return inputs
+
+
+def export_graph(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
+                 exporter: str = "auto") -> dict:
+    """``torch.onnx.export`` ``module(*args)`` to ``path``, check it with ``onnx.checker``; returns
+    ``{"exporter", "opset", "fallback_reason"}``.
+
+    ``exporter="auto"`` uses the dynamo exporter (``torch.export`` + onnxscript): it is the maintained
+    one, and the TorchScript exporter cannot translate ``aten::expm1`` (the two-hot decoding's symexp)
+    so it fails on ``planner.onnx``. Only if dynamo raises, ``auto`` retries with the TorchScript
+    exporter (``dynamo=False``) and records why in ``fallback_reason``.
+    """
+    import onnx
+
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    kw = {"input_names": input_names, "output_names": output_names}
+    used, reason = ("torchscript" if exporter == "torchscript" else "dynamo"), None
+    with torch.no_grad():
+        try:
+            if used == "dynamo":
+                torch.onnx.export(module, args, str(path), dynamo=True, external_data=False, verbose=False, **kw)
+            else:
+                torch.onnx.export(module, args, str(path), dynamo=False, **kw)
+        except Exception as err:  # noqa: BLE001 - any exporter failure: fall back once, else re-raise
+            if exporter != "auto":
+                raise
+            used, reason = "torchscript", f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"
+            torch.onnx.export(module, args, str(path), dynamo=False, **kw)
+    onnx.checker.check_model(str(path), full_check=True)
+    opset = next(o.version for o in onnx.load(str(path), load_external_data=False).opset_import if o.domain == "")
+    return {"exporter": used, "opset": int(opset), "fallback_reason": reason}
+
+
+def controller_spec(agent: Any, cfg: Any, env_spec: dict, checkpoint: Path, exports: dict) -> dict:
+    """The content of ``controller.json`` (see the module docstring)."""
+    import onnx
+
+    from pruning.prune_job import git_commit
+
+    model, p = agent.model, cfg.planner
+    planner = {k: getattr(p, k) for k in ("iterations", "horizon", "num_samples", "num_elites", "num_pi_trajs",
+                                          "min_std", "max_std", "temperature", "mpc")}
+    return {
+        "format": CONTROLLER_FORMAT, "task": cfg.task, "action_repeat": env_spec["action_repeat"],
+        "episode_length": env_spec["episode_length"], "model_size": cfg.model_size,
+        "obs_dim": env_spec["obs_dim"], "action_dim": env_spec["action_dim"],
+        "action_low": env_spec["action_low"], "action_high": env_spec["action_high"],
+        "action_range": [-1.0, 1.0],  # actions out of both graphs; the env maps them linearly onto low..high
+        "widths": model.widths(), "num_q": len(model.qs), "latent_dim": model.widths()["encoder"][-1],
+        "discount": float(agent.discount), "planner": planner,
+        "files": {"policy": POLICY_FILE, "planner": PLANNER_FILE},
+        "policy_inputs": [{"name": "obs", "shape": [1, env_spec["obs_dim"]], "dtype": "float32"}],
+        "policy_outputs": [{"name": "action", "shape": [1, env_spec["action_dim"]], "dtype": "float32"}],
+        "planner_inputs": plan_input_specs(p, env_spec["action_dim"], env_spec["obs_dim"], len(model.qs)),
+        "planner_outputs": [{"name": "action", "shape": [env_spec["action_dim"]], "dtype": "float32"},
+                            {"name": "mean", "shape": [p.horizon, env_spec["action_dim"]], "dtype": "float32"}],
+        "noise": "passed in as inputs (pruning.deploy draws them with numpy); see docs/deploy.md",
+        "exports": exports, "checkpoint": str(checkpoint), "checkpoint_sha256": sha256(checkpoint),
+        "git_commit": git_commit(), "torch": torch.__version__, "onnx": onnx.__version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def export_controller(checkpoint: str | Path, out_dir: str | Path | None = None, exporter: str = "auto") -> Path:
+    """Write ``policy.onnx``, ``planner.onnx`` and ``controller.json`` of ``checkpoint`` into ``out_dir``
+    (default: the checkpoint's folder); returns ``out_dir``."""
+    from tdmpc.planner import PlanNoise
+
+    checkpoint = Path(checkpoint).expanduser()
+    agent, cfg, env_spec = load_agent(checkpoint)
+    out = Path(out_dir) if out_dir is not None else checkpoint.parent
+    out.mkdir(parents=True, exist_ok=True)
+    obs = torch.zeros(1, env_spec["obs_dim"])
+    exports = {"policy": export_graph(PolicyGraph(agent.model).eval(), (obs,), out / POLICY_FILE, ["obs"],
+                                      ["action"], exporter)}
+    noise = PlanNoise.draw(cfg.planner, env_spec["action_dim"], len(agent.model.qs), torch.Generator().manual_seed(0))
+    inputs = plan_inputs(obs[0], None, noise)
+    graph = PlanGraph(agent.model, cfg.planner, agent.discount).eval()
+    exports["planner"] = export_graph(graph, tuple(inputs.values()), out / PLANNER_FILE, list(inputs),
+                                      ["action", "mean"], exporter)
+    spec = controller_spec(agent, cfg, env_spec, checkpoint, exports)
+    (out / CONTROLLER_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+@dataclass
+class ExportConfig:
+    """``scripts/export.py`` (``conf/export.yaml``); every key is validated by :func:`validate_export`."""
+
+    checkpoint: str = ""  # a training or prune-job checkpoint.pt (required)
+    format: str = "onnx"  # onnx (the only format so far)
+    out: str | None = None  # output folder; None: the checkpoint's folder
+    exporter: str = "auto"  # auto (dynamo, TorchScript if dynamo fails) | dynamo | torchscript
+    check: bool = False  # after exporting, run the closed-loop check (pruning/deploy_check.py)
+    episodes: int = 3  # episodes of the check, env seeds seed, seed + 1, ...
+    seed: int = 1  # first env seed of the check (also seeds the controllers' noise)
+    mode: str = "plan"  # what the check runs: plan (planner.onnx vs MPPI) | policy (policy.onnx vs policy prior)
+    max_episode_steps: int = 1000  # env steps per episode of the check
+    num_threads: int = 1  # onnxruntime and torch threads during the check
+
+
+def validate_export(cfg: ExportConfig) -> ExportConfig:
+    """Check every key; raises :class:`pruning.config.PruningConfigError` (one line: key, value, allowed)."""
+    from pruning.config import require
+
+    require(bool(cfg.checkpoint), "checkpoint", cfg.checkpoint, "path of a training or prune-job checkpoint.pt")
+    require(cfg.format in FORMATS, "format", cfg.format, "|".join(FORMATS) + " (pt2 is not implemented yet)")
+    require(cfg.exporter in EXPORTERS, "exporter", cfg.exporter, "|".join(EXPORTERS))
+    require(isinstance(cfg.check, bool), "check", cfg.check, "true|false")
+    require(isinstance(cfg.episodes, int) and cfg.episodes >= 1, "episodes", cfg.episodes, "an integer >= 1")
+    require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
+    require(cfg.mode in ("plan", "policy"), "mode", cfg.mode, "plan|policy")
+    require(isinstance(cfg.max_episode_steps, int) and cfg.max_episode_steps >= 1, "max_episode_steps",
+            cfg.max_episode_steps, "an integer >= 1")
+    require(isinstance(cfg.num_threads, int) and cfg.num_threads >= 1, "num_threads", cfg.num_threads,
+            "an integer >= 1")
+    return cfg
+
+
+def register_configs() -> None:
+    """Register :class:`ExportConfig` as ``export_schema`` (the schema of ``conf/export.yaml``)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+
+
+def run_export_cli(cfg: Any) -> int:
+    """Entry point of ``scripts/export.py``: export, then (``check=true``) the closed-loop check.
+
+    Bad settings and a missing, corrupt or foreign checkpoint exit 2 with one line
+    (``error: ...``) before anything is written. Returns 0.
+    """
+    from omegaconf import OmegaConf
+
+    from pruning.config import PruningConfigError
+    from tdmpc.checkpoint import CheckpointError
+    from tdmpc.cli import fail
+    from tdmpc.config import ConfigError, from_dict
+
+    try:
+        data = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+        job = validate_export(from_dict(ExportConfig, {k: v for k, v in data.items() if k != "hydra"}))
+        out = export_controller(job.checkpoint, job.out, job.exporter)
+    except (PruningConfigError, ConfigError, CheckpointError) as err:
+        fail(str(err))
+    spec = json.loads((out / CONTROLLER_FILE).read_text())
+    print(f"[export] {out / POLICY_FILE}, {out / PLANNER_FILE}, {out / CONTROLLER_FILE} "
+          f"(exporter {spec['exports']['planner']['exporter']}, opset {spec['exports']['planner']['opset']})",
+          flush=True)
+    if job.check:
+        from pruning.deploy_check import run_check
+
+        run_check(job.checkpoint, out, episodes=job.episodes, seed=job.seed, mode=job.mode,
+                  max_episode_steps=job.max_episode_steps, num_threads=job.num_threads)
+    return 0

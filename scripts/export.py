@@ -1,0 +1,33 @@
+"""Export a (pruned) TD-MPC checkpoint to ONNX and optionally check it closed-loop (Hydra app).
+
+    python scripts/export.py checkpoint=RUN_DIR/checkpoint.pt format=onnx [out=DIR]
+    python scripts/export.py checkpoint=RUN_DIR/checkpoint.pt check=true episodes=5 [mode=plan|policy]
+
+Writes policy.onnx, planner.onnx and controller.json next to the checkpoint (or into out=DIR), see
+pruning/export.py; check=true runs the exported controller (pruning/deploy.py, onnxruntime) in the task next
+to the PyTorch agent on the same env seeds, prints a table and writes check.json (pruning/deploy_check.py).
+Every key is in conf/export.yaml; bad settings or a missing checkpoint exit 2 with one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from pruning.export import register_configs, run_export_cli  # noqa: E402
+
+register_configs()
+
+
+@hydra.main(config_path="../conf", config_name="export", version_base="1.3")
+def main(cfg: DictConfig) -> int:
+    return run_export_cli(cfg)
+
+
+if __name__ == "__main__":
+    main()
