@@ -1,0 +1,147 @@
+"""Closed-loop check of an exported controller next to the PyTorch agent (``scripts/export.py check=true``).
+
+For each of ``episodes`` env seeds ``seed, seed + 1, ...`` (dm_control task of the checkpoint,
+``tdmpc.envs.make_env``):
+
+1. the exported controller (:class:`pruning.deploy.Controller`, onnxruntime, noise from numpy seeded with the
+   env seed) runs one episode; at every step the PyTorch agent is also asked for its action **given the same
+   observation, warm start and noise** (``mode=plan``: ``TDMPC.act(..., noise=PlanNoise(...))``;
+   ``mode=policy``: the policy mean), and the largest difference ``max_action_diff`` is recorded;
+2. the PyTorch agent runs its own episode from the same env seed with its own torch RNG (seeded with the
+   env seed): the return the trained agent gets, to compare returns with.
+
+Prints one row per episode and the mean ± std, and writes ``check.json`` into the controller's folder.
+Planned-action timings here are wall-clock on whatever else the machine runs: indicative only
+(``benchmarks/deploy_latency.py`` measures latency).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CHECK_FILE = "check.json"
+ACTION_TOL = 1e-4  # steps whose exported action differs by more are counted (near-ties in the elite top-k)
+
+
+def _noise_from_inputs(inputs: dict[str, np.ndarray], action_dim: int):
+    """The :class:`tdmpc.planner.PlanNoise` of one ``planner.onnx`` call's inputs."""
+    from tdmpc.planner import PlanNoise
+
+    t = {k: torch.from_numpy(np.asarray(v)) for k, v in inputs.items()}
+    pi_eps = t.get("pi_eps", torch.zeros(t["prev_mean"].shape[0], 0, action_dim))
+    return PlanNoise(pi_eps=pi_eps, sample_eps=t["sample_eps"], terminal_eps=t["terminal_eps"],
+                     q_members=t["q_members"], gumbel_u=t["gumbel_u"], action_eps=torch.zeros(action_dim))
+
+
+@torch.no_grad()
+def torch_action(agent, obs: np.ndarray, mode: str, inputs: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """The PyTorch agent's evaluation action for ``obs``.
+
+    ``mode="policy"``: the policy mean. ``mode="plan"``: with ``inputs`` (a controller's
+    :attr:`~pruning.deploy.Controller.last_inputs`) the planner is given that warm start and noise; without,
+    it uses its own warm start and the torch RNG (as in ``Trainer.evaluate``).
+    """
+    obs_t = torch.as_tensor(obs, dtype=torch.float32)
+    if mode == "policy":
+        return agent.model.pi(agent.model.encode(obs_t.unsqueeze(0)))[0][0].numpy()
+    if inputs is None:
+        return agent.act(obs_t, eval_mode=True).numpy()
+    agent.planner.prev_mean = torch.from_numpy(inputs["prev_mean"].copy())  # zeros == no warm start
+    return agent.act(obs_t, eval_mode=True, noise=_noise_from_inputs(inputs, agent.action_dim)).numpy()
+
+
+def _exported_episode(env, ctrl, agent, env_seed: int, mode: str) -> dict:
+    """One episode of the exported controller, with the PyTorch action on the same inputs at every step."""
+    obs, _ = env.reset(seed=env_seed)
+    ctrl.reset(seed=env_seed)
+    ret, steps, max_diff, n_off, elapsed = 0.0, 0, 0.0, 0, 0.0
+    done = False
+    while not done:
+        start = time.perf_counter()
+        action = ctrl.act(obs)
+        elapsed += time.perf_counter() - start
+        ref = torch_action(agent, obs, mode, ctrl.last_inputs if mode == "plan" else None)
+        diff = float(np.abs(action - ref).max())
+        max_diff, n_off = max(max_diff, diff), n_off + (diff > ACTION_TOL)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        ret, steps, done = ret + float(reward), steps + 1, terminated or truncated
+    return {"return_onnx": ret, "steps": steps, "max_action_diff": max_diff, "steps_diff_gt_tol": n_off,
+            "ms_per_action_onnx": 1e3 * elapsed / steps}
+
+
+def _torch_episode(env, agent, env_seed: int, mode: str) -> dict:
+    """One episode of the PyTorch agent with its own torch RNG seeded with ``env_seed``."""
+    obs, _ = env.reset(seed=env_seed)
+    torch.manual_seed(env_seed)
+    agent.planner.reset()
+    ret, steps, elapsed, done = 0.0, 0, 0.0, False
+    while not done:
+        start = time.perf_counter()
+        action = torch_action(agent, obs, mode)
+        elapsed += time.perf_counter() - start
+        obs, reward, terminated, truncated, _ = env.step(action)
+        ret, steps, done = ret + float(reward), steps + 1, terminated or truncated
+    return {"return_torch": ret, "ms_per_action_torch": 1e3 * elapsed / steps}
+
+
+def _summary(rows: list[dict]) -> dict:
+    onnx_r = np.array([r["return_onnx"] for r in rows])
+    torch_r = np.array([r["return_torch"] for r in rows])
+    spread = float(max(onnx_r.std(), torch_r.std()))
+    return {"return_onnx_mean": float(onnx_r.mean()), "return_onnx_std": float(onnx_r.std()),
+            "return_torch_mean": float(torch_r.mean()), "return_torch_std": float(torch_r.std()),
+            "return_diff": float(onnx_r.mean() - torch_r.mean()),
+            "within_spread": bool(abs(onnx_r.mean() - torch_r.mean()) <= spread),
+            "max_action_diff": float(max(r["max_action_diff"] for r in rows)),
+            "steps_diff_gt_tol": int(sum(r["steps_diff_gt_tol"] for r in rows)),
+            "steps": int(sum(r["steps"] for r in rows))}
+
+
+def _print_table(rows: list[dict], summary: dict, mode: str) -> None:
+    print(f"[check] mode={mode}: exported (onnxruntime) vs PyTorch, same env seeds", flush=True)
+    print(f"{'seed':>6} {'steps':>6} {'return_onnx':>12} {'return_torch':>13} {'max|da| same inputs':>20} "
+          f"{'ms/act onnx':>12} {'ms/act torch':>13}")
+    for r in rows:
+        print(f"{r['seed']:>6} {r['steps']:>6} {r['return_onnx']:>12.2f} {r['return_torch']:>13.2f} "
+              f"{r['max_action_diff']:>20.2e} {r['ms_per_action_onnx']:>12.2f} {r['ms_per_action_torch']:>13.2f}")
+    s = summary
+    print(f"{'mean':>6} {s['steps']:>6} {s['return_onnx_mean']:>8.2f}±{s['return_onnx_std']:<5.1f} "
+          f"{s['return_torch_mean']:>8.2f}±{s['return_torch_std']:<5.1f} {s['max_action_diff']:>19.2e}  "
+          f"within spread: {s['within_spread']}; steps with |da| > {ACTION_TOL:g}: {s['steps_diff_gt_tol']}",
+          flush=True)
+
+
+def run_check(checkpoint: str | Path, controller_dir: str | Path, episodes: int = 3, seed: int = 1,
+              mode: str = "plan", max_episode_steps: int = 1000, num_threads: int = 1) -> dict:
+    """Run the check (module docstring), print the table, write ``check.json``; returns its content."""
+    from pruning.deploy import Controller
+    from pruning.export import load_agent, sha256
+    from tdmpc.envs import make_env
+
+    torch.set_num_threads(num_threads)
+    controller_dir = Path(controller_dir)
+    agent, cfg, _ = load_agent(checkpoint)
+    ctrl = Controller.load(controller_dir, mode=mode, seed=seed, num_threads=num_threads)
+    env = make_env(cfg.task, seed, cfg.action_repeat, max_episode_steps)
+    rows = []
+    for k in range(episodes):
+        env_seed = seed + k
+        row = {"seed": env_seed, **_exported_episode(env, ctrl, agent, env_seed, mode)}
+        rows.append({**row, **_torch_episode(env, agent, env_seed, mode)})
+    env.close()
+    summary = _summary(rows)
+    _print_table(rows, summary, mode)
+    result = {"task": cfg.task, "mode": mode, "action_repeat": env.action_repeat,
+              "max_episode_steps": max_episode_steps, "num_threads": num_threads, "action_tol": ACTION_TOL,
+              "episodes": rows, "summary": summary, "controller_dir": str(controller_dir),
+              "checkpoint": str(checkpoint), "checkpoint_sha256": sha256(checkpoint),
+              "load_average": list(os.getloadavg()), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (controller_dir / CHECK_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"[check] -> {controller_dir / CHECK_FILE}", flush=True)
+    return result
