@@ -10,13 +10,18 @@ Writes into the Hydra run dir: config.yaml, train.csv, eval.csv, checkpoint.pt (
 when W&B is on), and importance.parquet: per-channel importance scores tracked during training
 (``pruning`` section, conf/pruning/default.yaml; on by default), and prune.csv when a pruning schedule
 prunes the agent during training (``pruning.schedule``). Re-running with the same run dir
-(``hydra.run.dir=...``) resumes from its checkpoint.
+(``hydra.run.dir=...``) resumes from its checkpoint; run.json and run.lock mark the dir as this run's
+(tdmpc/run_dir.py). In a multirun (-m) a failing job writes error.json and the others go on; the
+multirun exits 1 at the end. Ctrl-C / SIGTERM save a checkpoint and exit 130 / 143.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "disable")  # state-based tasks need no rendering (and no GLFW/X11 noise)
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -25,23 +30,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from pruning.config import PruningConfigError, tracking_config  # noqa: E402
 from pruning.integration import tracker_callback  # noqa: E402
-from tdmpc.cli import fail, run_train  # noqa: E402
-from tdmpc.config import register_configs  # noqa: E402
+from tdmpc.cli import run_train  # noqa: E402
+from tdmpc.config import ConfigError, register_configs  # noqa: E402
 
 register_configs()
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    on_trainer = None
-    section = cfg.get("pruning")
-    if section is not None:  # pruning=null: no tracking
+    def make_on_trainer():
+        section = cfg.get("pruning")
+        if section is None:  # pruning=null: no tracking
+            return None
         try:
             tracking = tracking_config(OmegaConf.to_container(section, resolve=True))
         except PruningConfigError as err:
-            fail(str(err))
-        on_trainer = tracker_callback(tracking)
-    return run_train(cfg, on_trainer=on_trainer)
+            raise ConfigError(str(err)) from None
+        return tracker_callback(tracking)
+
+    return run_train(cfg, make_on_trainer=make_on_trainer)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,11 @@
-"""Glue between Hydra apps and the trainer: validation with one-line user errors, run-dir files."""
+"""Glue between Hydra apps and the trainer: validation with one-line user errors, run-dir files.
+
+A training command changes nothing in its run dir before it is known to be valid and compatible with what
+the dir holds: the config is validated, the dir is claimed (:mod:`tdmpc.run_dir`: ``run.json`` manifest,
+``run.lock``; a resume with other :data:`~tdmpc.config.FIXED_ON_RESUME` settings is refused naming them),
+the checkpoint is loaded, and only then are ``config.yaml``, Hydra's ``.hydra/`` (``conf/train.yaml`` sets
+``hydra.output_subdir: null``, so Hydra does not write it before the app runs) and the CSV files written.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from tdmpc.checkpoint import CheckpointError
-from tdmpc.config import ConfigError, to_dataclass, validate
+from tdmpc.checkpoint import CheckpointError, load_checkpoint
+from tdmpc.config import ConfigError, TrainConfig, fixed_settings, to_dataclass, validate
+from tdmpc.run_dir import RunDirError, claim, identity, settings_diff
+
+#: Errors of the user's making: one line, exit code 2 (or an ``error.json`` in a multirun).
+USER_ERRORS = (ConfigError, CheckpointError, RunDirError)
+ERROR_FILE = "error.json"  # a failed job's record in a multirun (as the prune sweep writes it)
+HYDRA_SUBDIR = ".hydra"
+
+OnTrainer = Callable[[Any, Any], None]
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -25,28 +40,144 @@ def hydra_run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def run_train(cfg: DictConfig, on_trainer: Callable[[Any, Any], None] | None = None) -> float | None:
-    """Validate ``cfg``, write ``config.yaml``, train; returns the final eval return (for sweepers).
+def in_multirun() -> bool:
+    """True inside a job of a Hydra multirun (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_train(cfg: DictConfig, on_trainer: OnTrainer | None = None,
+              make_on_trainer: Callable[[], OnTrainer | None] | None = None) -> float | None:
+    """Validate ``cfg``, claim the run dir, write ``config.yaml``, train; returns the final eval return.
 
     ``on_trainer(trainer, train_cfg)`` is called once the :class:`~tdmpc.trainer.Trainer` is built and
     before training starts: the extension point for other packages to add ``update_hooks`` and
     ``checkpoint_extras`` (e.g. an importance tracker) without this module knowing about them.
-    """
-    from tdmpc.trainer import Trainer
+    ``make_on_trainer()`` builds it after the config is validated and before the run dir is claimed (it
+    may raise :class:`ConfigError` for its own settings).
 
+    User errors exit 2 with one line; SIGINT/SIGTERM print ``interrupted at env step N; ...`` and exit
+    130/143. In a multirun, a failing job writes ``error.json`` into its run dir and returns ``None`` so
+    the other jobs go on (:class:`tdmpc.launcher.FailedJobsCallback` exits 1 at the end).
+    """
+    from tdmpc.trainer import TrainingInterrupted
+
+    run_dir: Path | None = None
     try:
         tcfg = validate(to_dataclass(cfg))
-    except ConfigError as err:
-        fail(str(err))
-    run_dir = Path(tcfg.run_dir) if tcfg.run_dir else hydra_run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = Path(tcfg.run_dir) if tcfg.run_dir else hydra_run_dir()
+        if make_on_trainer is not None:
+            on_trainer = make_on_trainer()
+        return _train(cfg, tcfg, run_dir, on_trainer)
+    except TrainingInterrupted as err:
+        print(str(err), file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted before training started; re-run the same command to start it", file=sys.stderr,
+              flush=True)
+        sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - a failing job of a multirun must not stop the others
+        if not in_multirun():
+            if isinstance(err, USER_ERRORS):
+                fail(str(err))
+            raise
+        path = record_failure(run_dir if run_dir is not None else hydra_run_dir(), err)
+        print(f"error: {err} (job failed, recorded in {path})", file=sys.stderr, flush=True)
+        return None
+
+
+def _train(cfg: DictConfig, tcfg: TrainConfig, run_dir: Path, on_trainer: OnTrainer | None) -> float | None:
+    from tdmpc.trainer import Trainer
+
     resolved = OmegaConf.structured(tcfg)
-    OmegaConf.save(resolved, run_dir / "config.yaml")
-    try:
-        trainer = Trainer(tcfg, run_dir, config_dict=OmegaConf.to_container(resolved))
+    config_dict = OmegaConf.to_container(resolved)
+    settings = fixed_settings(config_dict)
+    with claim_train_dir(run_dir, tcfg, settings) as owned:
+        if owned.moved_to is not None:
+            _reopen_log_files(run_dir)
+            print(f"[run] moved the old run aside to {owned.moved_to} (overwrite=true)", flush=True)
+        trainer = Trainer(tcfg, run_dir, config_dict=config_dict)
         if on_trainer is not None:
             on_trainer(trainer, tcfg)
+        trainer.restore()  # a checkpoint that does not fit fails here, before any file is written
+        OmegaConf.save(resolved, run_dir / "config.yaml")
+        save_hydra_config(cfg, run_dir)
         summary = trainer.train()
-    except CheckpointError as err:
-        fail(str(err))
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
     return summary.get("eval/return_mean")
+
+
+def claim_train_dir(run_dir: Path, tcfg: TrainConfig, settings: dict):
+    """:func:`tdmpc.run_dir.claim` for a training run (see :func:`run_train`)."""
+    if tcfg.resume:
+        hint = "use another run dir (hydra.run.dir=...), or add overwrite=true to move the old run aside"
+    else:
+        hint = "re-run with resume=true to continue it, or add overwrite=true to move it aside and start anew"
+    return claim(run_dir, "train", identity(settings), settings=settings, fresh=not tcfg.resume,
+                 overwrite=tcfg.overwrite, hint=hint,
+                 check_unowned=lambda d: _check_unowned(d, settings) if tcfg.resume else None)
+
+
+def _check_unowned(run_dir: Path, settings: dict) -> str | None:
+    """A run dir without ``run.json`` (written before manifests existed): adopt it if its checkpoint
+    holds a training run with the same fixed settings (or it has no checkpoint)."""
+    path = run_dir / "checkpoint.pt"
+    if not path.is_file():
+        return None
+    saved = load_checkpoint(path).get("config")
+    if not isinstance(saved, dict):
+        return f"{path} holds no training config"
+    if "prune" in saved:
+        return f"{path} is a prune job's checkpoint, not a training run's"
+    old = fixed_settings(saved)
+    diff = settings_diff(old, {k: settings.get(k) for k in old})
+    return "settings that cannot change differ from its checkpoint's: " + ", ".join(diff) if diff else None
+
+
+def save_hydra_config(cfg: DictConfig, run_dir: Path) -> None:
+    """Write Hydra's ``.hydra/{config,hydra,overrides}.yaml`` into the run dir (as Hydra would), when run
+    by Hydra with ``hydra.output_subdir: null``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or HydraConfig.get().output_subdir is not None:
+        return  # not a Hydra app, or Hydra wrote .hydra itself
+    hydra_cfg = HydraConfig.get()
+    out = run_dir / HYDRA_SUBDIR
+    out.mkdir(parents=True, exist_ok=True)
+    task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+    OmegaConf.save(task, out / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg)}), out / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), out / "overrides.yaml")
+
+
+def _reopen_log_files(run_dir: Path) -> None:
+    """Point the root logger's file handlers inside ``run_dir`` (Hydra's job log) at the new dir after the
+    old one was moved aside (they reopen their file on the next record)."""
+    import logging
+
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == run_dir.resolve():
+            h.acquire()
+            try:
+                if h.stream is not None:
+                    h.stream.close()
+                h.stream = None
+            finally:
+                h.release()
+
+
+def record_failure(run_dir: str | Path, err: BaseException) -> Path:
+    """Write ``error.json`` (type, message, traceback) into ``run_dir``; returns its path."""
+    import json
+    import traceback
+
+    from tdmpc.logger import atomic_write_text
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / ERROR_FILE
+    atomic_write_text(path, json.dumps({"error": type(err).__name__, "message": str(err),
+                                        "traceback": "".join(traceback.format_exception(err))}, indent=2) + "\n")
+    return path

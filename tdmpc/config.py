@@ -30,6 +30,19 @@ PLANNER_PRESETS: dict[str, dict[str, int]] = {
 }
 
 
+# Settings a resumed run must share with the run it continues (they change the trajectory or the model):
+# a resume with another value is refused, naming them. Free to change on resume: steps, device,
+# buffer_device, num_threads, compile, eval_freq, eval_episodes, checkpoint_freq, resume, overwrite,
+# run_dir and logger. Sections (model, planner, optim, pruning) are fixed as a whole.
+FIXED_ON_RESUME = ("task", "seed", "model_size", "action_repeat", "seed_steps", "updates_per_step",
+                   "buffer_size", "model", "planner", "optim", "pruning")
+
+
+def fixed_settings(config: dict) -> dict:
+    """The :data:`FIXED_ON_RESUME` entries of a resolved config dict (keys it lacks are left out)."""
+    return {key: config[key] for key in FIXED_ON_RESUME if key in config}
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message is one line for the user."""
 
@@ -123,6 +136,7 @@ class TrainConfig:
     eval_episodes: int = 10
     checkpoint_freq: int = 10_000  # env steps; saved at the first episode end after each multiple
     resume: bool = True  # continue from run_dir/checkpoint.pt when it exists
+    overwrite: bool = False  # a run dir holding another run: move it aside to <dir>.old-<time> and start anew
     run_dir: str | None = None  # None: Hydra's run dir
     model: ModelConfig = field(default_factory=ModelConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)

@@ -10,11 +10,16 @@ preset of the same folder (``defaults: [slurm]``) count as present.
 - :class:`LauncherPresetCheck`, a Hydra callback of ``conf/train.yaml`` and ``conf/prune.yaml``, checks the
   preset a multirun was started with (``hydra/launcher=NAME``, found in the config search path) before
   anything is submitted or written, and exits 2 with one line naming the file and the key.
+- :class:`FailedJobsCallback`, a Hydra callback of ``conf/train.yaml``: after a multirun in which some job
+  wrote ``error.json`` (``tdmpc.cli.run_train`` does, instead of stopping the sweep), lists those jobs and
+  exits 1.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +119,30 @@ class LauncherPresetCheck(Callback):
         except LauncherError as err:
             print(f"error: invalid launcher preset hydra/launcher={path.stem}: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
+
+
+class FailedJobsCallback(Callback):
+    """Exit 1 after a multirun in which some job wrote ``error.json`` in this sweep (listing them)."""
+
+    def __init__(self, error_file: str = "error.json") -> None:
+        self.error_file = error_file
+        self.start = time.time()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.start = time.time() - 1.0
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        failed = sorted(p for p in sweep_dir.rglob(self.error_file) if p.stat().st_mtime >= self.start)
+        if not failed:
+            return
+        print(f"error: {len(failed)} job(s) of the sweep failed (the others completed):", file=sys.stderr)
+        for path in failed:
+            try:
+                info = json.loads(path.read_text())
+                msg = f"{info.get('error')}: {info.get('message')}"
+            except (OSError, ValueError):
+                msg = "unreadable error.json"
+            print(f"  {path.parent}: {msg}", file=sys.stderr)
+        sys.stderr.flush()
+        sys.exit(1)

@@ -1,12 +1,24 @@
-"""Online training loop: seeding, updates, evaluation, logging and exact checkpoint/resume."""
+"""Online training loop: seeding, updates, evaluation, logging and exact checkpoint/resume.
+
+Checkpoints are written every ``checkpoint_freq`` env steps (at the next episode end), at the end, at the
+end of the seeding phase and at the end of the episode that pretrained the agent (so a run has one within
+minutes). SIGINT/SIGTERM (when their handlers are Python's defaults, i.e. not taken over by e.g. submitit)
+stop the run at the next safe point: the end of the current episode, which is then checkpointed; a signal
+during pretraining stops it at once, and the run resumes from the checkpoint written after seeding.
+:meth:`Trainer.train` then raises :class:`TrainingInterrupted`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import math
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +40,36 @@ from tdmpc.envs import make_env
 from tdmpc.logger import Logger, WandbConfig
 
 EVAL_SEED_OFFSET = 10_000  # the evaluation env is seeded with seed + this
+PRETRAIN_REPORTS = 10  # progress lines printed during pretraining
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, as a shell reports it
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM; ``env_step`` is that of the checkpoint to resume from."""
+
+    def __init__(self, signum: int, env_step: int):
+        super().__init__(f"interrupted at env step {env_step}; re-run the same command to resume")
+        self.signum, self.env_step, self.exit_code = signum, env_step, EXIT_CODES.get(signum, 1)
+
+
+class _PretrainingStopped(Exception):
+    """A stop signal arrived during pretraining (the state is not checkpointable until the episode ends)."""
+
+
+def rate(x: float) -> str:
+    """A speed with three significant digits below 100 and none above (``0.234``, ``12.3``, ``1234``)."""
+    if not math.isfinite(x) or x <= 0:
+        return "0"
+    return f"{x:.{max(0, 2 - math.floor(math.log10(x)))}f}"
+
+
+def log_to_files(line: str, name: str = __name__) -> None:
+    """Write ``line`` to the log files of the root logger (e.g. Hydra's ``<job>.log``), not to the console."""
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    if handlers:
+        record = logging.LogRecord(name, logging.INFO, __file__, 0, line, None, None)
+        for h in handlers:
+            h.handle(record)  # FileHandler flushes every record: the file can be followed with tail -f
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,6 +122,11 @@ class Trainer:
         self.logger: Logger | None = None
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
         self._resume_state: dict | None = None  # the checkpoint read by resume_state(), until train() loads it
+        self.resumed: bool | None = None  # set by restore()
+        self._bar = None
+        self._stop_signal: int | None = None  # set by the SIGINT/SIGTERM handler
+        self._pretraining = False
+        self.checkpoint_env_step: int | None = None  # env step of the last checkpoint written or loaded
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
@@ -98,7 +145,9 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> Path:
-        return save_atomic(self.state_dict(), self.checkpoint_path)
+        path = save_atomic(self.state_dict(), self.checkpoint_path)
+        self.checkpoint_env_step = self.env_step
+        return path
 
     def load_checkpoint(self, path: str | Path | None = None, restore_rng: bool = True) -> None:
         """Restore agent, buffer, counters, extras and (unless ``restore_rng=False``) every RNG state.
@@ -126,13 +175,14 @@ class Trainer:
             if saved.get(key) != self.config_dict.get(key):
                 raise CheckpointError(
                     f"checkpoint was written with {key}={saved.get(key)!r}, this run has "
-                    f"{key}={self.config_dict.get(key)!r}; use a new run dir or set resume=false"
+                    f"{key}={self.config_dict.get(key)!r}; use another run dir"
                 )
         self.agent.load_state_dict(state["agent"])
         self.buffer.load_state_dict(state["buffer"])
         c = state["counters"]
         self.step, self.env_step, self.episode = c["step"], c["env_step"], c["episode"]
         self.updates, self.elapsed = c["updates"], c["elapsed"]
+        self.checkpoint_env_step = self.env_step
         if restore_rng:
             set_rng_states(state["rng"])
             self.sample_rng.bit_generator.state = state["sample_rng"]
@@ -170,6 +220,29 @@ class Trainer:
                 hook(self, losses)
         return losses
 
+    def _pretrain(self) -> dict[str, float]:
+        """One update per transition of the seed data (TD-MPC2), with progress lines every ~10 %.
+
+        Raises :class:`_PretrainingStopped` after the update during which a stop signal arrived."""
+        n = len(self.buffer)
+        every = max(1, math.ceil(n / PRETRAIN_REPORTS))
+        self._print(f"[pretrain] {n} updates on the seed data (one per seed transition)")
+        losses: dict[str, float] = {}
+        t0 = time.perf_counter()
+        self._pretraining = True
+        try:
+            for i in range(1, n + 1):
+                losses = self._run_updates(1)
+                if self._stop_signal is not None:
+                    raise _PretrainingStopped()
+                if i % every == 0 or i == n:
+                    dt = time.perf_counter() - t0
+                    self._print(f"[pretrain] {i:>6d}/{n} updates ({100 * i / n:3.0f} %)  {rate(i / dt)} updates/s"
+                                f"  loss {losses['total_loss']:.3f}")
+        finally:
+            self._pretraining = False
+        return losses
+
     def _log_eval(self) -> None:
         result = self.evaluate()
         self.last_eval = result
@@ -181,73 +254,139 @@ class Trainer:
         )
 
     def _print(self, line: str) -> None:
+        """A console line (through the progress bar when there is one), also written to the log files."""
         if self._bar is not None:
             self._bar.write(line)
         else:
             print(line, flush=True)
+        log_to_files(line)
+
+    # ------------------------------------------------------------------ interruption
+    @contextlib.contextmanager
+    def _stop_signals(self) -> Iterator[None]:
+        """Handle SIGINT/SIGTERM (while their handlers are Python's defaults) by :meth:`_on_stop_signal`."""
+        installed = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+                if signal.getsignal(sig) is default:
+                    installed[sig] = signal.signal(sig, self._on_stop_signal)
+        try:
+            yield
+        finally:
+            for sig, old in installed.items():
+                signal.signal(sig, old)
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        if self._stop_signal is not None:  # the second signal stops at once, from the last checkpoint
+            raise TrainingInterrupted(signum, self.checkpoint_env_step or 0)
+        self._stop_signal = signum
+        when = "now" if self._pretraining else "at the end of this episode, after a checkpoint"
+        self._print(f"[interrupt] {signal.Signals(signum).name}: stopping {when} (send it again to stop at once)")
+
+    def _stop(self, save: bool = True) -> None:
+        """Checkpoint (``save`` and not saved at this env step yet) and raise :class:`TrainingInterrupted`."""
+        if save and self.env_step > 0 and self.checkpoint_env_step != self.env_step:
+            self.save_checkpoint()
+        raise TrainingInterrupted(self._stop_signal, self.checkpoint_env_step or 0)
+
+    # ------------------------------------------------------------------ training
+    def restore(self) -> bool:
+        """Load the run dir's checkpoint when this run resumes (:meth:`resume_state`); idempotent.
+
+        Called by :meth:`train`; call it before to check a resume (e.g. a tracker state that does not fit)
+        before anything in the run dir is written. Returns whether the run resumed."""
+        if self.resumed is None:
+            state = self.resume_state()
+            self.resumed = state is not None
+            if state is not None:
+                self._resume_state = None  # loaded below: do not keep a second copy of the buffer
+                self.load_state(state)
+        return self.resumed
 
     def train(self) -> dict[str, float]:
-        """Train to ``cfg.steps`` env steps (resuming from the run dir's checkpoint when allowed)."""
-        cfg = self.cfg
-        state = self.resume_state()
-        resumed = state is not None
-        if resumed:
-            self._resume_state = None  # loaded below: do not keep a second copy of the buffer
-            self.load_state(state)
-            del state
-        wandb_cfg = WandbConfig(**{k: v for k, v in dataclasses.asdict(cfg.logger.wandb).items()})
-        self.logger = Logger(self.run_dir, self.config_dict, wandb_cfg, resume=resumed)
-        if resumed:
-            # Rows logged after the checkpoint by a killed run are dropped: the resumed run re-logs them.
-            self.logger.truncate(self.env_step)
-        self._bar = None
-        if cfg.logger.progress and sys.stderr.isatty():
-            from tqdm import tqdm
+        """Train to ``cfg.steps`` env steps (resuming from the run dir's checkpoint when allowed).
 
-            self._bar = tqdm(total=cfg.steps, initial=self.env_step, unit="env step", dynamic_ncols=True)
-        if resumed:
-            self._print(f"[resume] from {self.checkpoint_path} at env_step {self.env_step}")
+        Raises :class:`TrainingInterrupted` on SIGINT/SIGTERM (see the module docstring); the W&B run is
+        then finished with the signal's exit code (failed), as after any other exception (exit code 1)."""
+        exit_code: int | None = 1
+        with self._stop_signals():
+            resumed = self.restore()
+            wandb_cfg = WandbConfig(**{k: v for k, v in dataclasses.asdict(self.cfg.logger.wandb).items()})
+            self.logger = Logger(self.run_dir, self.config_dict, wandb_cfg, resume=resumed)
+            try:
+                if resumed:
+                    # Rows logged after the checkpoint by a killed run are dropped: the resumed run re-logs them.
+                    self.logger.truncate(self.env_step)
+                if self.cfg.logger.progress and sys.stderr.isatty():
+                    from tqdm import tqdm
+
+                    self._bar = tqdm(total=self.cfg.steps, initial=self.env_step, unit="env step",
+                                     dynamic_ncols=True)
+                if resumed:
+                    self._print(f"[resume] from {self.checkpoint_path} at env_step {self.env_step}")
+                self._loop()
+                summary = self._finish_summary()
+                exit_code = None
+                return summary
+            except TrainingInterrupted as err:
+                exit_code = err.exit_code
+                raise
+            finally:
+                if self._bar is not None:
+                    self._bar.close()
+                self.logger.finish(exit_code=exit_code)
+
+    def _finish_summary(self) -> dict[str, float]:
+        summary = {"env_step": self.env_step, "updates": self.updates, "elapsed_s": self.elapsed}
+        if self.last_eval is not None:
+            summary.update({f"eval/{k}": v for k, v in self.last_eval.items()})
+        for hook in self.finish_hooks:
+            hook(self, summary)
+        self.logger.summary(summary)
+        return summary
+
+    def _loop(self) -> None:
+        """Episodes until ``cfg.steps``, with logging, evaluation, checkpoints and stops on signals."""
+        cfg = self.cfg
         next_eval = (self.env_step // cfg.eval_freq + 1) * cfg.eval_freq
         next_ckpt = (self.env_step // cfg.checkpoint_freq + 1) * cfg.checkpoint_freq
         pretrained = self.updates > 0
-        try:
-            while self.env_step < cfg.steps:
-                t0 = time.perf_counter()
+        while self.env_step < cfg.steps:
+            if self._stop_signal is not None:
+                self._stop()
+            t0, env_step0 = time.perf_counter(), self.env_step
+            try:
                 ep_return, ep_steps, losses = self._run_episode(pretrained)
-                pretrained = pretrained or self.updates > 0
-                dt = time.perf_counter() - t0
-                self.elapsed += dt
-                self.episode += 1
-                row = {"step": self.step, "env_step": self.env_step, "episode": self.episode,
-                       "episode_return": round(ep_return, 4), **losses,
-                       "steps_per_s": round(ep_steps / dt, 3), "elapsed_s": round(self.elapsed, 2)}
-                self.logger.log("train", row)
-                if self._bar is not None:
-                    self._bar.update(ep_steps * self.env.action_repeat)
-                if self.episode % cfg.logger.console_every == 0:
-                    loss_txt = f"  loss {losses['total_loss']:.3f}" if losses else "  (seeding)"
-                    self._print(
-                        f"[train] env_step {self.env_step:>8d}  episode {self.episode:>5d}  return {ep_return:8.1f}"
-                        f"{loss_txt}  {ep_steps / dt:6.1f} steps/s"
-                    )
-                done = self.env_step >= cfg.steps
-                if self.env_step >= next_eval or done:
-                    self._log_eval()
-                    next_eval = (self.env_step // cfg.eval_freq + 1) * cfg.eval_freq
-                if self.env_step >= next_ckpt or done:
-                    self.save_checkpoint()
-                    next_ckpt = (self.env_step // cfg.checkpoint_freq + 1) * cfg.checkpoint_freq
-            summary = {"env_step": self.env_step, "updates": self.updates, "elapsed_s": self.elapsed}
-            if self.last_eval is not None:
-                summary.update({f"eval/{k}": v for k, v in self.last_eval.items()})
-            for hook in self.finish_hooks:
-                hook(self, summary)
-            self.logger.summary(summary)
-            return summary
-        finally:
-            if self._bar is not None:
-                self._bar.close()
-            self.logger.finish()
+            except _PretrainingStopped:
+                self._stop(save=False)  # mid-episode: resume from the checkpoint written after seeding
+            first_updates = not pretrained and self.updates > 0
+            pretrained = pretrained or self.updates > 0
+            dt = time.perf_counter() - t0
+            self.elapsed += dt
+            self.episode += 1
+            self._log_episode(ep_return, ep_steps, self.env_step - env_step0, losses, dt)
+            done = self.env_step >= cfg.steps
+            if self.env_step >= next_eval or done:
+                self._log_eval()
+                next_eval = (self.env_step // cfg.eval_freq + 1) * cfg.eval_freq
+            seeded = self.updates == 0 and self.env_step >= self.seed_steps  # end of seeding: checkpoint
+            if self.env_step >= next_ckpt or done or first_updates or seeded:
+                self.save_checkpoint()
+                next_ckpt = (self.env_step // cfg.checkpoint_freq + 1) * cfg.checkpoint_freq
+
+    def _log_episode(self, ep_return: float, ep_steps: int, env_steps: int, losses: dict, dt: float) -> None:
+        row = {"step": self.step, "env_step": self.env_step, "episode": self.episode,
+               "episode_return": round(ep_return, 4), **losses,
+               "steps_per_s": round(ep_steps / dt, 3), "elapsed_s": round(self.elapsed, 2)}
+        self.logger.log("train", row)
+        if self._bar is not None:
+            self._bar.update(env_steps)
+        if self.episode % self.cfg.logger.console_every == 0:
+            loss_txt = f"  loss {losses['total_loss']:.3f}" if losses else "  (seeding)"
+            self._print(
+                f"[train] env_step {self.env_step:>8d}  episode {self.episode:>5d}  return {ep_return:8.1f}"
+                f"{loss_txt}  {rate(ep_steps / dt)} agent-steps/s  {rate(env_steps / dt)} env-steps/s"
+            )
 
     def _run_episode(self, pretrained: bool) -> tuple[float, int, dict[str, float]]:
         """Collect one episode (updating the agent after every step past seeding) and store it."""
@@ -275,7 +414,7 @@ class Trainer:
             if not seeding and len(self.buffer) > 0:
                 if not pretrained:
                     # First update after seeding: pretrain on the seed data (TD-MPC2), one update per seed step.
-                    losses = self._run_updates(len(self.buffer))
+                    losses = self._pretrain()
                     pretrained = True
                 update_credit += cfg.updates_per_step
                 n = math.floor(update_credit)

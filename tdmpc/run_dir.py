@@ -1,0 +1,239 @@
+"""Run-dir ownership: a manifest written first, a lock held for the life of the job, refusals in one line.
+
+Any job that writes into a run dir (a training run, a prune job, the main experiment job) claims it first::
+
+    from tdmpc.run_dir import RunDirError, claim, identity
+
+    settings = {"task": "cartpole-swingup", "seed": 1, ...}  # every setting that changes the result
+    try:
+        with claim(run_dir, "train", identity(settings), settings=settings) as owned:
+            ...  # write the job's files; owned.moved_to is where an old run went (overwrite=True)
+    except RunDirError as err:
+        fail(str(err))  # one line, nothing of the run dir changed
+
+- ``run.json`` (:data:`MANIFEST`): ``kind`` (``train`` | ``prune`` | ``experiment``), ``identity`` (the
+  sha256 of the canonical JSON of the job's settings, :func:`identity`), ``settings`` (optional, so a
+  refusal can name the settings that differ), ``source_sha256`` (optional: e.g. the sha256 of the
+  checkpoint a prune job starts from, :func:`file_sha256`), ``created`` (UTC, ISO 8601), ``host`` and
+  ``pid`` of the process that created the run. It is written (atomically) when a job claims a dir that
+  has none, before the job writes anything else, and never rewritten by a later claim.
+- ``run.lock`` (:data:`LOCK`): an exclusive ``fcntl.flock`` held from :func:`claim` until
+  :meth:`Claim.release` (or the end of the ``with`` block, or the death of the process: the OS drops the
+  lock, so a stale lock file never blocks a requeued job). The holder's pid and host are written into it
+  for the refusal message of a second process.
+
+:func:`claim` refuses with :class:`RunDirError` (one line) when the path is a file, when another live
+process holds the lock, or when the dir is owned by a job of another kind or with another identity or
+source (unless ``overwrite=True``: the old run is then moved aside to ``<run dir>.old-<UTC time>``, never
+deleted). ``fresh=True`` (a job that starts anew, e.g. training with ``resume=false``) also refuses a dir
+that holds any run at all. A dir without a manifest that holds files of a job (not only
+:data:`IGNORED` entries, e.g. a run from before manifests existed) is handed to ``check_unowned(run_dir)``,
+which returns ``None`` to adopt it or a refusal message. Before refusing, nothing of the dir is changed
+(the lock file is created if it was missing, and left empty).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "run.json"
+LOCK = "run.lock"
+KINDS = ("train", "prune", "experiment")
+#: Entries of a run dir that do not make it "hold a run": the lock, Hydra's own folder and job logs.
+IGNORED = (LOCK, ".hydra")
+IGNORED_SUFFIXES = (".log",)
+
+
+class RunDirError(RuntimeError):
+    """A run dir cannot be used by this job; the message is one line for the user."""
+
+
+def canonical_json(settings: Any) -> str:
+    """``settings`` as JSON with sorted keys and no whitespace (non-JSON values as ``str``)."""
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def identity(settings: Mapping) -> str:
+    """The sha256 (hex) of :func:`canonical_json` of ``settings``: equal settings, equal identity."""
+    return hashlib.sha256(canonical_json(settings).encode()).hexdigest()
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The sha256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(run_dir: str | Path) -> dict | None:
+    """The run dir's ``run.json``, or ``None`` when it has none; :class:`RunDirError` when unreadable."""
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"cannot read {path}: {err}; move the run dir aside or use another one") from None
+    if not isinstance(data, dict) or data.get("kind") not in KINDS:
+        raise RunDirError(f"{path} is not a run manifest (no kind in {'|'.join(KINDS)}); use another run dir")
+    return data
+
+
+def holds_run(run_dir: str | Path) -> bool:
+    """True if the dir holds a manifest or any file of a job (anything but :data:`IGNORED` entries)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return False
+    return any(p.name not in IGNORED and not p.name.endswith(IGNORED_SUFFIXES) for p in run_dir.iterdir())
+
+
+class Claim:
+    """A claimed run dir: holds the lock until :meth:`release` (also a context manager)."""
+
+    def __init__(self, run_dir: Path, manifest: dict, created: bool, fd: int, moved_to: Path | None):
+        self.run_dir, self.manifest, self.created, self.moved_to = run_dir, manifest, created, moved_to
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """Drop the lock (idempotent); the lock file stays."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _lock(run_dir: Path) -> int:
+    """Open ``run.lock`` and take its exclusive flock, or raise :class:`RunDirError` naming the holder."""
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunDirError(f"run dir {run_dir} is in use by another live process ({holder}); wait for it to "
+                          f"finish or use another run dir") from None
+    return fd
+
+
+def _write_holder(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+
+
+def _prepare(run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"run dir {run_dir} is a file, not a directory; use another run dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunDirError(f"cannot create run dir {run_dir}: {err.strerror}") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise RunDirError(f"run dir {run_dir} is not writable; use another run dir")
+
+
+def move_aside(run_dir: Path) -> Path:
+    """Rename ``run_dir`` to ``<run_dir>.old-<UTC time>`` (with a counter if taken); returns the new path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
+    n = 1
+    while target.exists():
+        target = run_dir.with_name(f"{run_dir.name}.old-{stamp}-{n}")
+        n += 1
+    os.rename(run_dir, target)
+    return target
+
+
+def settings_diff(old: Mapping, new: Mapping) -> list[str]:
+    """``key=old (this command: new)`` for every differing entry, nested keys '.'-joined."""
+    from tdmpc.logger import flatten
+
+    a, b = flatten(old), flatten(new)
+    return [f"{k}={a.get(k)!r} (this command: {b.get(k)!r})" for k in sorted(set(a) | set(b))
+            if canonical_json(a.get(k)) != canonical_json(b.get(k))]
+
+
+def conflict(manifest: dict | None, kind: str, ident: str, settings: Mapping | None,
+             source_sha256: str | None) -> str | None:
+    """Why a dir with ``manifest`` is not this job's (one line), or ``None`` if it is."""
+    if manifest is None:
+        return None
+    if manifest["kind"] != kind:
+        return f"it belongs to a {manifest['kind']} job, this is a {kind} job"
+    if manifest.get("identity") != ident:
+        old = manifest.get("settings")
+        if isinstance(old, Mapping) and settings is not None:
+            diff = settings_diff(old, settings)
+            if diff:
+                return "settings that cannot change differ: " + ", ".join(diff)
+        return f"it holds another {kind} job (identity {str(manifest.get('identity'))[:12]}, this one {ident[:12]})"
+    if source_sha256 is not None and manifest.get("source_sha256") not in (None, source_sha256):
+        return f"it was started from another source file (sha256 {str(manifest['source_sha256'])[:12]})"
+    return None
+
+
+def claim(run_dir: str | Path, kind: str, ident: str, *, settings: Mapping | None = None,
+          source_sha256: str | None = None, fresh: bool = False, overwrite: bool = False,
+          check_unowned: Callable[[Path], str | None] | None = None, hint: str = "use another run dir") -> Claim:
+    """Claim ``run_dir`` for a ``kind`` job of identity ``ident`` (see the module docstring).
+
+    ``hint`` ends a refusal message (what the user can do), e.g. ``"use another run dir or add
+    overwrite=true to move the old run aside"``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}; allowed: {'|'.join(KINDS)}")
+    run_dir = Path(run_dir)
+    _prepare(run_dir)
+    fd = _lock(run_dir)
+    try:
+        reason = _refusal(run_dir, kind, ident, settings, source_sha256, fresh, check_unowned)
+        moved_to = None
+        if reason is not None:
+            if not overwrite:
+                raise RunDirError(f"run dir {run_dir} cannot be used: {reason}; {hint}")
+            moved_to = move_aside(run_dir)
+            _prepare(run_dir)
+            new_fd = _lock(run_dir)
+            os.close(fd)
+            fd = new_fd
+        manifest = read_manifest(run_dir)
+        created = manifest is None
+        if created:
+            manifest = {"kind": kind, "identity": ident, "settings": dict(settings) if settings else None,
+                        "source_sha256": source_sha256, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "host": socket.gethostname(), "pid": os.getpid()}
+            from tdmpc.logger import atomic_write_text
+
+            atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
+        _write_holder(fd)
+        return Claim(run_dir, manifest, created, fd, moved_to)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _refusal(run_dir: Path, kind: str, ident: str, settings: Mapping | None, source_sha256: str | None,
+             fresh: bool, check_unowned: Callable[[Path], str | None] | None) -> str | None:
+    """The reason this job may not use ``run_dir`` as it is (``None``: it may)."""
+    manifest = read_manifest(run_dir)
+    if fresh and holds_run(run_dir):
+        return "it already holds a run and this job starts anew"
+    if manifest is not None:
+        return conflict(manifest, kind, ident, settings, source_sha256)
+    if holds_run(run_dir) and check_unowned is not None:
+        return check_unowned(run_dir)
+    return None
