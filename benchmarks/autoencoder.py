@@ -50,7 +50,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pruning.config import METRICS, NORMALIZATIONS, SMOOTHINGS, TrackingConfig  # noqa: E402
+from pruning.config import NORMALIZATIONS, SMOOTHINGS, TrackingConfig  # noqa: E402
 from pruning.groups import Coupling, model_groups  # noqa: E402
 from pruning.measure import component_flops, count_params  # noqa: E402
 from pruning.prune import SCOPES, prune  # noqa: E402
@@ -116,7 +116,7 @@ class AutoencoderConfig:
 
     ``seeds``: number of seeds (0..seeds-1); ``epochs``: training epochs; ``ratios``: fractions of the
     channels removed (the dense model, ratio 0, is always measured); ``metrics``: subset of
-    :data:`pruning.config.METRICS`; ``finetune_epochs``: epochs of fine-tuning after pruning (0 = none);
+    :data:`pruning.config.metric_names()`; ``finetune_epochs``: epochs of fine-tuning after pruning (0 = none);
     ``scope``: ranking scope of :func:`pruning.prune.prune`; ``out``: JSON path (plot next to it);
     ``hidden`` / ``latent`` / ``act``: architecture; ``lr``, ``batch_size``: Adam; ``train_samples``:
     use only that many training images (0 = all); ``test_fraction`` / ``data_seed``: the fixed split;
@@ -126,7 +126,7 @@ class AutoencoderConfig:
     seeds: int = 3
     epochs: int = 100
     ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
-    metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    metrics: list[str] = field(default_factory=lambda: list(metric_names()))
     finetune_epochs: int = 5
     scope: str = "global"
     out: str = DEFAULT_OUT
@@ -162,8 +162,8 @@ _KEYS: dict[str, tuple[Any, Any, str]] = {
     "epochs": (int, lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "ratios": (lambda s: [float(x) for x in s.split(",")],
                lambda v: _unique(v) and all(_num(r) and 0 < r < 1 for r in v), "distinct numbers in (0, 1)"),
-    "metrics": (lambda s: s.split(","), lambda v: _unique(v) and all(m in METRICS for m in v),
-                f"distinct names of {'|'.join(METRICS)}"),
+    "metrics": (lambda s: s.split(","), lambda v: _unique(v) and all(m in metric_names() for m in v),
+                f"distinct names of {'|'.join(metric_names())}"),
     "finetune_epochs": (int, lambda v: _int(v) and v >= 0, "an integer >= 0"),
     "scope": (str, lambda v: v in SCOPES, "|".join(SCOPES)),
     "out": (str, lambda v: isinstance(v, str) and v.endswith(".json"), "a path ending in .json"),

@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.train_speed import build  # noqa: E402
-from pruning.config import METRICS, TrackingConfig  # noqa: E402
+from pruning.config import TrackingConfig
+from pruning.metrics import metric_names  # noqa: E402
 from pruning.tracker import ImportanceTracker  # noqa: E402
 
 BUDGET_PCT = 5.0
@@ -42,7 +43,7 @@ def _stats(x: list[float]) -> dict:
 
 def main(argv: list[str]) -> dict:
     args = {"model_size": "cpu", "threads": "2", "repeats": "20", "number": "3", "min_run_time": "2",
-            "metrics": ",".join(METRICS)}
+            "metrics": ",".join(metric_names())}
     for a in argv:
         k, _, v = a.partition("=")
         if k not in args:
@@ -52,7 +53,7 @@ def main(argv: list[str]) -> dict:
     torch.set_num_threads(threads)
     agent, buf, cfg = build(args["model_size"], torch.device("cpu"))
     tcfg = TrackingConfig(metrics=args["metrics"].split(","), snapshot_interval=0)
-    tracker = ImportanceTracker(agent.model, tcfg)
+    tracker = ImportanceTracker(agent.model, tcfg, samples=agent.cfg.optim.batch_size)
     rng = np.random.default_rng(0)
     counter = [0]
 

@@ -15,10 +15,14 @@ import importlib
 #: public name -> submodule that defines it
 _EXPORTS = {
     "Coupling": "pruning.groups",
-    "GRADIENT_METRICS": "pruning.config",
     "Group": "pruning.groups",
+    "ImportanceMetric": "pruning.metrics",
+    "Evidence": "pruning.metrics",
+    "GateCapture": "pruning.gates",
+    "metric_names": "pruning.metrics",
+    "register": "pruning.metrics",
+    "tracked_metrics": "pruning.metrics",
     "ImportanceTracker": "pruning.tracker",
-    "METRICS": "pruning.config",
     "NORMALIZATIONS": "pruning.config",
     "NORMALIZE_BY": "pruning.config",
     "ParamSlice": "pruning.groups",

@@ -21,10 +21,6 @@ from typing import Any
 
 from pruning.schedule import SCHEDULE_KINDS
 
-#: Importance metrics a tracker can compute (see :mod:`pruning.importance`).
-METRICS = ("grad_acc", "fisher", "bayes", "l1", "l2", "random", "taylor")
-#: Metrics accumulated from gradients during training (the others are computed on demand).
-GRADIENT_METRICS = ("grad_acc", "fisher", "bayes", "taylor")
 #: Temporal smoothing of gradient metrics returned by default by ``ImportanceTracker.scores``.
 SMOOTHINGS = ("ema", "cumulative")
 #: Per-component normalisation of scores (divide by that statistic over the component's channels).
@@ -33,8 +29,8 @@ NORMALIZATIONS = ("none", "mean", "max", "sum")
 NORMALIZE_BY = ("component", "group")
 #: ``grad_acc`` instantaneous signal: ``l2`` = ||g_S||_2, ``taylor_abs`` = |sum theta * g|.
 GRAD_ACC_VARIANTS = ("l2", "taylor_abs")
-#: ``fisher`` instantaneous signal: ``diag`` = sum g^2 (empirical diagonal Fisher), ``obd`` = sum theta^2 g^2.
-FISHER_VARIANTS = ("diag", "obd")
+#: ``grad_sq`` instantaneous signal: ``diag`` = sum g^2, ``obd`` = sum theta^2 g^2.
+GRAD_SQ_VARIANTS = ("diag", "obd")
 #: Ranking scopes of pruning during training (``per_group`` of :func:`pruning.prune.prune` takes one ratio
 #: for all groups, so it cannot catch up per group as :func:`pruning.schedule.incremental_ratio` needs).
 SCHEDULE_SCOPES = ("global", "per_component")
@@ -53,7 +49,7 @@ class ScheduleConfig:
     - ``target``: fraction of the *original* channels of the scored groups removed by ``end_step``.
     - ``start_step`` / ``end_step``: env steps of the ramp; ``start_step == end_step`` is one-shot.
     - ``every``: env steps between prunes of an iterative schedule (the last prune is at ``end_step``).
-    - ``metric``: importance metric ranking the channels, one of :data:`METRICS` (must be tracked).
+    - ``metric``: importance metric ranking the channels, a registered name (must be tracked).
     - ``scope``: ``global`` (all scored groups ranked together) or ``per_component`` (``target`` of
       each component, ranked within it).
     - ``min_channels``: channels every group keeps at least.
@@ -80,7 +76,7 @@ class TrackingConfig:
     """Importance tracking during training (the ``pruning`` section of ``conf/train.yaml``).
 
     - ``enabled``: attach an :class:`~pruning.tracker.ImportanceTracker` to training.
-    - ``metrics``: metrics to track, a subset of :data:`METRICS` (default: all).
+    - ``metrics``: metrics to track, registered names (:func:`pruning.metrics.metric_names`; default: all).
     - ``interval``: read the gradients every ``interval`` updates.
     - ``snapshot_interval``: store the scores of every metric every ``snapshot_interval`` updates
       (written to ``importance.parquet`` at checkpoints); ``0`` = never.
@@ -90,14 +86,14 @@ class TrackingConfig:
     - ``normalize_by``: what ``normalize`` divides by the statistic of, one of :data:`NORMALIZE_BY`:
       each ``component`` (encoder, dynamics, ...) or each ``group`` (every layer's hidden width).
     - ``bayes_kappa``: ``bayes`` score = posterior mean + ``bayes_kappa`` * posterior std (>= 0).
-    - ``grad_acc_variant`` / ``fisher_variant``: see :data:`GRAD_ACC_VARIANTS`, :data:`FISHER_VARIANTS`.
+    - ``grad_acc_variant`` / ``grad_sq_variant``: see :data:`GRAD_ACC_VARIANTS`, :data:`GRAD_SQ_VARIANTS`.
     - ``prune_latent``: include the latent coupling group (TD-MPC) in the tracked groups.
     - ``seed``: seed of the ``random`` baseline.
     - ``schedule``: pruning during training, a :class:`ScheduleConfig` (off by default).
     """
 
     enabled: bool = True
-    metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    metrics: list[str] = field(default_factory=lambda: list(_names()))
     interval: int = 1
     snapshot_interval: int = 500
     smoothing: str = "ema"
@@ -106,7 +102,7 @@ class TrackingConfig:
     normalize_by: str = "group"
     bayes_kappa: float = 1.0
     grad_acc_variant: str = "l2"
-    fisher_variant: str = "diag"
+    grad_sq_variant: str = "diag"
     prune_latent: bool = True
     seed: int = 0
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -127,15 +123,36 @@ def _one_of(options: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: isinstance(v, str) and v in options), "|".join(options)
 
 
+def _names() -> tuple[str, ...]:
+    """Registered metric names (imported here, not at module level: the metrics import this module)."""
+    from pruning.metrics import metric_names
+
+    return metric_names()
+
+
 def _metric_list(v: Any) -> bool:
-    return (isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(m, str) and m in METRICS for m in v)
+    return (isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(m, str) and m in _names() for m in v)
             and len(set(v)) == len(v))
+
+
+class _Registered:
+    """``allowed`` text of a metric-name check, read from the registry when the error is written."""
+
+    def __init__(self, template: str):
+        self.template = template
+
+    def __str__(self) -> str:
+        return self.template.format("|".join(_names()))
+
+
+def _registered_metric() -> tuple[Callable[[Any], bool], Any]:
+    return (lambda v: isinstance(v, str) and v in _names()), _Registered("{}")
 
 
 #: key -> (predicate, what is allowed). One entry per field of TrackingConfig.
 _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "enabled": (lambda v: isinstance(v, bool), "true|false"),
-    "metrics": (_metric_list, f"a non-empty list without repeats of {'|'.join(METRICS)}"),
+    "metrics": (_metric_list, _Registered("a non-empty list without repeats of {}")),
     "interval": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (updates)"),
     "snapshot_interval": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (updates; 0 = no snapshots)"),
     "smoothing": _one_of(SMOOTHINGS),
@@ -144,7 +161,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "normalize_by": _one_of(NORMALIZE_BY),
     "bayes_kappa": (lambda v: _is_real(v) and v >= 0, "a finite number >= 0"),
     "grad_acc_variant": _one_of(GRAD_ACC_VARIANTS),
-    "fisher_variant": _one_of(FISHER_VARIANTS),
+    "grad_sq_variant": _one_of(GRAD_SQ_VARIANTS),
     "prune_latent": (lambda v: isinstance(v, bool), "true|false"),
     "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "schedule": (lambda v: isinstance(v, (ScheduleConfig, Mapping)), "a mapping of pruning.schedule keys"),
@@ -158,7 +175,7 @@ _SCHEDULE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "start_step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (env steps)"),
     "end_step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (env steps)"),
     "every": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (env steps)"),
-    "metric": _one_of(METRICS),
+    "metric": _registered_metric(),
     "scope": _one_of(SCHEDULE_SCOPES),
     "min_channels": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "smoothing": (lambda v: v is None or (isinstance(v, str) and v in SMOOTHINGS), "null|" + "|".join(SMOOTHINGS)),

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pruning.config import METRICS, require
+from pruning.config import require
+from pruning.metrics import metric_names
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHERS = ("basic", "submitit_local", "slurm")
@@ -65,8 +66,8 @@ def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     require(bool(cfg.tasks), "tasks", cfg.tasks, "a non-empty list of dm_control task names")
     require(bool(cfg.seeds), "seeds", cfg.seeds, "a non-empty list of integers")
     require(cfg.train_steps > 0, "train_steps", cfg.train_steps, "an integer > 0")
-    bad = [m for m in cfg.metrics if m not in METRICS]
-    require(bool(cfg.metrics) and not bad, "metrics", cfg.metrics, f"a non-empty list of {'|'.join(METRICS)}")
+    bad = [m for m in cfg.metrics if m not in metric_names()]
+    require(bool(cfg.metrics) and not bad, "metrics", cfg.metrics, f"a non-empty list of {'|'.join(metric_names())}")
     require(bool(cfg.ratios) and all(0 < r < 1 for r in cfg.ratios), "ratios", cfg.ratios, "numbers in (0, 1)")
     require(cfg.launcher in LAUNCHERS, "launcher", cfg.launcher, "|".join(LAUNCHERS))
     require(cfg.workers >= 1, "workers", cfg.workers, "an integer >= 1")

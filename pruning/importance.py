@@ -1,47 +1,22 @@
-r"""Importance metrics: one score per channel of every group, from the gradients training computed.
+r"""Per-channel reductions shared by the importance metrics (:mod:`pruning.metrics`).
 
 Notation: a group (see :mod:`pruning.groups`) has channels :math:`c = 0..size-1`; channel :math:`c`
 touches the parameter slice :math:`S_c` (rows / columns / elements of every ``ParamSlice`` of the group).
 Only slices of parameters with ``requires_grad=True`` count, for every metric: the target Q-ensemble
-is a tied copy (``requires_grad=False``, no gradient) and is skipped, also by ``l1`` / ``l2``.
-:math:`\theta` are the parameters, :math:`g_t = \nabla_\theta L_t` their gradient at tracked update
-:math:`t` as stored in ``.grad`` (read after clipping: TD-MPC clips the gradient norm to
-``optim.grad_clip_norm`` in place before the optimiser step, so the metrics see the clipped gradient
-the optimiser used). No extra forward or backward pass is ever run.
+is a tied copy (``requires_grad=False``, no gradient) and is skipped. :math:`\theta` are the parameters,
+:math:`g_t = \nabla_\theta L_t` their gradient at tracked update :math:`t` as stored in ``.grad`` (read
+after clipping: TD-MPC clips the gradient norm to ``optim.grad_clip_norm`` in place before the
+optimiser step, so the metrics see the clipped gradient the optimiser used).
 
-Instantaneous per-step signals :math:`x_{c,t}` (sums over the elements of :math:`S_c`):
-
-- ``grad_acc`` (Gradient Accumulation): :math:`x = \lVert g_{S_c} \rVert_2 = \sqrt{\sum_{S_c} g^2}`;
-  variant ``taylor_abs``: first-order Taylor saliency :math:`x = |\sum_{S_c} \theta g|`.
-- ``fisher`` (empirical diagonal Fisher): :math:`x = \sum_{S_c} g^2`; variant ``obd`` (Optimal Brain
-  Damage saliency with the Fisher as Hessian): :math:`x = \sum_{S_c} \theta^2 g^2`.
-- ``taylor`` (Molchanov et al. 2019, group Taylor): :math:`x = (\sum_{S_c} \theta g)^2`.
-- ``bayes`` (Bayesian Uncertainty): the ``grad_acc`` signal (with its variant), modelled as Gaussian.
-
-Temporal smoothing, kept for every gradient metric (``smoothing`` picks what ``scores()`` returns):
-
-- cumulative: :math:`A_{c,n} = \sum_{t=1}^{n} x_{c,t}` (the "accumulated" metric);
-- EMA, bias-corrected like Adam: :math:`m_n = \beta m_{n-1} + (1-\beta) x_n`, :math:`m_0 = 0`,
-  score :math:`\hat m_n = m_n / (1 - \beta^n)`, i.e. the weighted mean with weights
-  :math:`w_t = (1-\beta)\beta^{n-t} / (1-\beta^n)` that sum to one (0 before the first step).
-
-``bayes`` keeps a Gaussian :math:`\mathcal N(\mu_c, \sigma_c^2)` over the per-step saliency, updated
-every tracked step. Under a flat prior its posterior is centred on the maximum-likelihood fit:
-cumulative: Welford's running mean :math:`\mu = \frac1n\sum_t x_t` and :math:`\sigma^2 = \frac1n\sum_t
-(x_t-\mu)^2` (``M2 / n``); EMA: the same moments under the EMA weights :math:`w_t`,
-:math:`\mu = \hat m_n`, :math:`\sigma^2 = \widehat{m^{(2)}}_n - \mu^2` (bias-corrected EMA of
-:math:`x^2`, clamped at 0). Score :math:`\mu + \kappa \sigma` (``bayes_kappa`` :math:`\kappa \ge 0`:
-groups whose saliency is uncertain are kept); the signal-to-noise ratio :math:`\mu / \sigma` is exposed
-as ``ImportanceTracker.snr()``.
-
-Baselines: ``l1`` :math:`\sum_{S_c} |\theta|`, ``l2`` :math:`\sqrt{\sum_{S_c} \theta^2}` of the current
-weights; ``random``: :math:`U(0, 1)` per channel, drawn once from ``seed`` (fixed for the run).
-
-Normalisation (``normalize``, ``normalize_by``): each score is divided by the ``mean`` / ``max`` / ``sum``
-of the scores of all channels of the same component (``normalize_by=component``; the latent coupling
-group is its own component ``"latent"``) or of the same group (``normalize_by=group``: one layer's
-hidden width), so that components or layers with different gradient scales can be ranked together
-(``none``: raw scores). A component or group whose statistic is 0 is left unchanged.
+- :func:`gradient_sums`: :math:`\sum_{S_c} g^2`, :math:`\sum_{S_c}\theta g`, :math:`\sum_{S_c}\theta^2g^2`;
+- :func:`weight_sums`: :math:`\sum_{S_c}|\theta|`, :math:`\sum_{S_c}\theta^2` (over the whole slice, or
+  over the producing rows only with :meth:`ChannelLayout.producing`);
+- :func:`normalize_scores`: each score divided by the ``mean`` / ``max`` / ``sum`` of the scores of its
+  set (a component, ``normalize_by=component``, the latent coupling group being its own component
+  ``"latent"``; or a group, ``normalize_by=group``: one layer's hidden width), so that components or
+  layers with different gradient scales can be ranked together (``none``: raw scores). A set whose
+  statistic is 0 is left unchanged;
+- :func:`bias_correction` of the EMA (:math:`1-\beta^n`) and :func:`random_scores`.
 
 Vectorisation (the hot path runs every update): the per-element statistics are computed for all
 parameters at once with ``torch._foreach_mul``; each parameter is then reduced once per dimension that
@@ -52,45 +27,13 @@ groups (:class:`ChannelLayout`). There is no Python loop over channels or groups
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
 
-from pruning.config import FISHER_VARIANTS, GRAD_ACC_VARIANTS, NORMALIZATIONS
-from pruning.groups import Group
-
-#: Per-element statistics that can be reduced to channels: name -> needs gradients.
-STATS = {"g2": True, "tg": True, "t2g2": True, "abs": False, "t2": False}
-
-
-def required_stats(metrics: Sequence[str], grad_acc_variant: str = "l2", fisher_variant: str = "diag") -> list[str]:
-    """Per-element gradient statistics the per-step signals of ``metrics`` need (``g2``, ``tg``, ``t2g2``)."""
-    if grad_acc_variant not in GRAD_ACC_VARIANTS:
-        raise ValueError(f"grad_acc_variant must be one of {GRAD_ACC_VARIANTS}, got {grad_acc_variant!r}")
-    if fisher_variant not in FISHER_VARIANTS:
-        raise ValueError(f"fisher_variant must be one of {FISHER_VARIANTS}, got {fisher_variant!r}")
-    need: set[str] = set()
-    if "grad_acc" in metrics or "bayes" in metrics:
-        need.add("g2" if grad_acc_variant == "l2" else "tg")
-    if "fisher" in metrics:
-        need.add("g2" if fisher_variant == "diag" else "t2g2")
-    if "taylor" in metrics:
-        need.add("tg")
-    return [s for s in ("g2", "tg", "t2g2") if s in need]
-
-
-def signals(sums: dict[str, torch.Tensor], metric: str, grad_acc_variant: str = "l2",
-            fisher_variant: str = "diag") -> torch.Tensor:
-    """Instantaneous signal ``x_c`` of a gradient metric from per-channel sums (see module doc)."""
-    if metric in ("grad_acc", "bayes"):
-        return sums["g2"].sqrt() if grad_acc_variant == "l2" else sums["tg"].abs()
-    if metric == "fisher":
-        return sums["g2"] if fisher_variant == "diag" else sums["t2g2"]
-    if metric == "taylor":
-        return sums["tg"].square()
-    raise ValueError(f"{metric!r} is not a gradient metric")
-
+from pruning.config import NORMALIZATIONS
+from pruning.groups import Group, ParamSlice
 
 class ChannelLayout:
     """The channels of ``groups`` laid end to end in one flat vector, and the plan that reduces
@@ -104,8 +47,9 @@ class ChannelLayout:
     shape is detected: the layout must then be rebuilt, see ``ImportanceTracker.after_pruning``).
     """
 
-    def __init__(self, groups: Sequence[Group]):
+    def __init__(self, groups: Sequence[Group], slice_filter: Callable[[ParamSlice], bool] | None = None):
         self.groups = list(groups)
+        self._producing: ChannelLayout | None = None
         self.names = [g.name for g in self.groups]
         self.sizes = [g.size for g in self.groups]
         self.num_channels = sum(self.sizes)
@@ -126,7 +70,7 @@ class ChannelLayout:
         for g, off in zip(self.groups, self.offsets):
             for s in g.slices:
                 p = s.param
-                if not p.requires_grad:
+                if not p.requires_grad or (slice_filter is not None and not slice_filter(s)):
                     continue  # tied copies (target networks): never scored
                 key = (s.module, s.param_name)
                 shapes[key] = p.shape
@@ -143,6 +87,15 @@ class ChannelLayout:
         dst = [plan[k][d] for k in self._keys for d in sorted(plan[k])]
         self._dst = torch.cat(dst) if dst else torch.zeros(0, dtype=torch.long)
         self._device: torch.device | None = None
+
+    def producing(self) -> ChannelLayout:
+        """The same channels, reduced over their *producing* slices only: rows (and biases) of the
+        ``nn.Linear`` s whose outputs are the channels (``dim=0``); LayerNorm elements and consuming
+        columns are left out. Built once."""
+        if self._producing is None:
+            self._producing = ChannelLayout(
+                self.groups, lambda s: isinstance(s.module, nn.Linear) and s.dim == 0)
+        return self._producing
 
     def params(self) -> list[torch.Tensor]:
         """Current parameters of the plan (detached unless grad mode is off), checking their shapes are

@@ -73,7 +73,8 @@ def attach_tracker(trainer: Any, cfg: TrackingConfig) -> ImportanceTracker | Non
     """Track importance of ``trainer.agent.model`` during ``trainer.train()``; ``None`` if disabled."""
     if not cfg.enabled:
         return None
-    tracker = ImportanceTracker(trainer.agent.model, cfg, run_dir=trainer.run_dir)
+    tracker = ImportanceTracker(trainer.agent.model, cfg, run_dir=trainer.run_dir,
+                                samples=trainer.cfg.optim.batch_size)
 
     def hook(t: Any, losses: dict) -> None:
         tracker.step(t.updates)

@@ -41,8 +41,6 @@ from typing import Any
 import torch
 
 from pruning.config import (
-    GRADIENT_METRICS,
-    METRICS,
     NORMALIZATIONS,
     NORMALIZE_BY,
     SMOOTHINGS,
@@ -71,7 +69,7 @@ class PruneJobConfig:
     """One prune job (``conf/prune.yaml``); every key is validated by :func:`validate_prune_job`."""
 
     checkpoint: str = ""  # a training run's checkpoint.pt (required)
-    metric: str = "fisher"  # one of pruning.config.METRICS
+    metric: str = "fisher"  # a registered metric (pruning.metrics.metric_names())
     ratio: float = 0.5  # fraction of the scored channels to remove, in [0, 1); 0 = dense reference
     scope: str = "global"  # global | per_component | per_group
     per_component_ratios: dict[str, float] = field(default_factory=dict)  # with scope=per_component
@@ -99,7 +97,7 @@ class PruneJobConfig:
 def validate_prune_job(cfg: PruneJobConfig) -> PruneJobConfig:
     """Check every key; raises :class:`PruningConfigError` with one line naming key, value, allowed."""
     require(bool(cfg.checkpoint), "checkpoint", cfg.checkpoint, "path of a training run's checkpoint.pt")
-    require(cfg.metric in METRICS, "metric", cfg.metric, "|".join(METRICS))
+    require(cfg.metric in metric_names(), "metric", cfg.metric, "|".join(metric_names()))
     require(is_ratio(cfg.ratio), "ratio", cfg.ratio, "a number in [0, 1)")
     require(cfg.scope in SCOPES, "scope", cfg.scope, "|".join(SCOPES))
     for comp, r in cfg.per_component_ratios.items():
@@ -192,7 +190,7 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
         raise CheckpointError(f"{ckpt_path} is not a TD-MPC training checkpoint (no config/agent)")
     extras = state.get("extras", {})
     tracker_state = extras.get(CHECKPOINT_KEY)
-    if job.metric in GRADIENT_METRICS and tracker_state is None:
+    if job.metric in tracked_metrics() and tracker_state is None:
         raise CheckpointError(
             f"{ckpt_path} holds no importance-tracker state, needed by metric={job.metric}; train with "
             f"pruning.enabled=true, or use metric=l1|l2|random"
@@ -223,7 +221,7 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
     else:
         trainer.load_state(state, restore_rng=False)  # the checkpoint read above, not read twice
         track_cfg = tracking_config(saved_cfg.get("pruning") or {})
-        if job.metric in GRADIENT_METRICS:
+        if job.metric in tracked_metrics():
             # Accumulated gradient statistics of training, for the groups training tracked.
             tracker = ImportanceTracker(model, track_cfg)
             tracker.load_state_dict(tracker_state)
@@ -238,6 +236,7 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
                                             metrics=[job.metric])
             tracker = ImportanceTracker(model, track_cfg)
         scores = tracker.scores(job.metric, job.smoothing, job.normalize, job.normalize_by)
+        tracker.close()  # no gate hooks during fine-tuning
         if not job.prune_latent:
             scores = {name: s for name, s in scores.items() if name != "latent"}
         prune(model, scores, job.ratio, scope=job.scope, per_component_ratios=job.per_component_ratios or None,

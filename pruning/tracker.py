@@ -1,13 +1,15 @@
 """Importance tracking during training: per-channel scores of every group, snapshots, exact resume.
 
-:class:`ImportanceTracker` reads the gradients training already computed (call :meth:`~ImportanceTracker.step`
-after ``backward``; after ``optimizer.step`` is fine, the gradients are still there) and keeps, for every
-gradient metric of :mod:`pruning.importance`, both an EMA and a cumulative sum of its per-step signal
-(plus Welford / EMA moments for ``bayes``). :meth:`~ImportanceTracker.scores` returns
+:class:`ImportanceTracker` holds one :class:`~pruning.metrics.ImportanceMetric` per name in
+``cfg.metrics`` (looked up in the registry, :mod:`pruning.metrics`). It reads the gradients training
+already computed (call :meth:`~ImportanceTracker.step` after ``backward``; after ``optimizer.step`` is
+fine, the gradients are still there) and, if a metric needs them, the per-sample gate derivatives that
+its hooks captured during those backward passes (:mod:`pruning.gates`), and hands both to every metric
+as one :class:`~pruning.metrics.Evidence`. :meth:`~ImportanceTracker.scores` returns
 ``{group name: 1-D float64 tensor of the group's size}`` that :func:`pruning.prune.prune` accepts.
 
-Snapshots: every ``snapshot_interval`` updates the scores of every tracked metric (default smoothing
-and normalisation, i.e. exactly what ``scores(metric)`` returns) are stored as rows
+Snapshots: every ``snapshot_interval`` updates the raw scores of every tracked metric (default
+smoothing, no normalisation: ``scores(metric, normalize="none")``) are stored as rows
 ``(step, component, layer, channel, metric, score)``; :meth:`~ImportanceTracker.flush` writes them to
 ``run_dir/importance.parquet``. The file is rewritten atomically (temp file + ``os.replace``) keeping
 only the rows with ``step <= written_through`` (the last snapshot already flushed in the state this
@@ -31,32 +33,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from pruning.config import (
-    GRADIENT_METRICS,
-    METRICS,
-    NORMALIZE_BY,
-    SMOOTHINGS,
-    TrackingConfig,
-    validate_tracking,
-)
+from pruning.config import NORMALIZE_BY, SMOOTHINGS, TrackingConfig, validate_tracking
+from pruning.gates import GateCapture
 from pruning.groups import Group, model_groups
-from pruning.importance import (
-    ChannelLayout,
-    bias_correction,
-    gradient_sums,
-    normalize_scores,
-    random_scores,
-    required_stats,
-    signals,
-    weight_sums,
-)
+from pruning.importance import ChannelLayout, normalize_scores
+from pruning.metrics import Evidence, ImportanceMetric, metric_class
 
-STATE_FORMAT = "ca-prune/importance-tracker/v1"
+STATE_FORMAT = "ca-prune/importance-tracker/v2"
 PARQUET_NAME = "importance.parquet"
 #: Columns of importance.parquet, in order.
 COLUMNS = ("step", "component", "layer", "channel", "metric", "score")
 #: Config keys that must match for a state to be loaded (they define what the state means).
-_STATE_KEYS = ("metrics", "beta", "grad_acc_variant", "fisher_variant")
+_STATE_KEYS = ("metrics", "beta", "grad_acc_variant", "grad_sq_variant")
 
 
 def _schema():
@@ -67,67 +55,76 @@ def _schema():
 
 
 class ImportanceTracker:
-    """Tracks per-channel importance of ``groups`` of ``model`` from its gradients (see module doc).
+    """Tracks per-channel importance of ``groups`` of ``model`` (see module doc).
 
-    ``groups`` default to :func:`pruning.groups.model_groups` ``(model, cfg.prune_latent)``.
-    ``run_dir``: where :meth:`flush` writes ``importance.parquet`` (``None``: snapshots stay in memory).
+    ``groups`` default to :func:`pruning.groups.model_groups` ``(model, cfg.prune_latent)``; explicit
+    groups are kept, and :meth:`after_pruning` then needs the pruned model's groups. ``run_dir``: where
+    :meth:`flush` writes ``importance.parquet`` (``None``: snapshots stay in memory). ``samples``: the
+    batch size of an update, for metrics that read per-sample gate derivatives (see
+    :class:`pruning.gates.GateCapture`; ``None``: every row of a consumer's input is a sample).
     """
 
     def __init__(self, model: nn.Module, cfg: TrackingConfig | None = None, groups: Sequence[Group] | None = None,
-                 run_dir: str | Path | None = None):
+                 run_dir: str | Path | None = None, samples: int | None = None):
         self.model = model
         self.cfg = validate_tracking(dataclasses.replace(cfg) if cfg is not None else TrackingConfig())
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self._explicit_groups = groups is not None
-        self._set_groups(list(groups) if groups is not None else model_groups(model, self.cfg.prune_latent))
-        c = self.cfg
-        self.grad_metrics = [m for m in GRADIENT_METRICS if m in c.metrics]
-        self._stats = required_stats(self.grad_metrics, c.grad_acc_variant, c.fisher_variant)
+        self.samples = samples
         param = next(iter(model.parameters()), None)
         self.device = param.device if param is not None else torch.device("cpu")
-        C, M = self.layout.num_channels, len(self.grad_metrics)
-        z = dict(dtype=torch.float64, device=self.device)
+        self.gates: GateCapture | None = None
+        self._explicit = groups is not None  # after_pruning rebuilds only the tracked groups
+        self._set_groups(list(groups) if groups is not None else model_groups(model, self.cfg.prune_latent))
+        self.metrics: dict[str, ImportanceMetric] = {
+            m: metric_class(m)(self.layout, self.cfg, self.device) for m in self.cfg.metrics}
         self.num_steps = 0  # tracked steps (gradient reads)
-        self.ema = torch.zeros(M, C, **z)  # un-corrected EMA of each gradient metric's signal
-        self.cum = torch.zeros(M, C, **z)  # cumulative sum of each gradient metric's signal
-        self.bayes_ema_sq = torch.zeros(C, **z)  # EMA of x^2 (bayes signal)
-        self.bayes_mean = torch.zeros(C, **z)  # Welford running mean
-        self.bayes_m2 = torch.zeros(C, **z)  # Welford sum of squared deviations
-        self.random = random_scores(C, c.seed).to(self.device)
         self.pending: list[dict] = []  # snapshots not yet written
         self.written_through = -1  # last snapshot step contained in importance.parquet
 
     def _set_groups(self, groups: list[Group]) -> None:
         self.groups = groups
         self.layout = ChannelLayout(groups)
+        if self.gates is not None:
+            self.gates.remove()
+            self.gates = None
+        if any(metric_class(m).needs_gates for m in self.cfg.metrics):
+            self.gates = GateCapture(groups, self.layout.offsets, self.layout.num_channels, self.samples)
+
+    @property
+    def grad_metrics(self) -> list[str]:
+        """Tracked metrics that accumulate evidence during training, in ``cfg.metrics`` order."""
+        return [m for m, obj in self.metrics.items() if obj.tracked]
+
+    def close(self) -> None:
+        """Unregister the gate hooks (the tracker keeps its scores)."""
+        if self.gates is not None:
+            self.gates.remove()
+            self.gates = None
 
     # ------------------------------------------------------------------------------ tracking
     def step(self, update: int) -> bool:
-        """Read the current ``.grad`` if ``update % interval == 0`` (returns whether it did); snapshot
-        the scores if ``update % snapshot_interval == 0``."""
+        """Feed the current ``.grad`` (and the captured gate derivatives) to every metric if
+        ``update % interval == 0`` (returns whether it did); snapshot the scores if
+        ``update % snapshot_interval == 0``. Gate derivatives of untracked updates are dropped."""
         c = self.cfg
         tracked = update % c.interval == 0
-        if tracked and self.grad_metrics:
-            sums = gradient_sums(self.layout, self._stats)
-            x = torch.stack([signals(sums, m, c.grad_acc_variant, c.fisher_variant) for m in self.grad_metrics])
-            self.ema.lerp_(x, 1.0 - c.beta)  # ema <- beta * ema + (1 - beta) * x
-            self.cum.add_(x)
-            if "bayes" in self.grad_metrics:
-                b = x[self.grad_metrics.index("bayes")]
-                self.bayes_ema_sq.lerp_(b * b, 1.0 - c.beta)
-                delta = b - self.bayes_mean  # Welford (1962)
-                self.bayes_mean.add_(delta / (self.num_steps + 1))
-                self.bayes_m2.add_(delta * (b - self.bayes_mean))
+        gates = self.gates.take() if self.gates is not None else None
         if tracked:
+            observers = [m for m in self.metrics.values() if m.tracked]
+            stats = set().union(*(m.grad_stats() for m in observers)) if observers else set()
+            evidence = Evidence(self.layout, gates, stats)
+            for m in observers:
+                m.observe(evidence)
             self.num_steps += 1
         if c.snapshot_interval and update % c.snapshot_interval == 0:
             self.snapshot(update)
         return tracked
 
-    def _row(self, metric: str) -> int:
-        if metric not in self.grad_metrics:
+    def _metric(self, metric: str) -> ImportanceMetric:
+        if metric not in self.metrics:
+            metric_class(metric)  # unknown names: the registry's one-line error
             raise ValueError(f"metric {metric!r} is not tracked (pruning.metrics={self.cfg.metrics})")
-        return self.grad_metrics.index(metric)
+        return self.metrics[metric]
 
     def _smoothing(self, smoothing: str | None) -> str:
         s = self.cfg.smoothing if smoothing is None else smoothing
@@ -135,36 +132,9 @@ class ImportanceTracker:
             raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {s!r}")
         return s
 
-    def _bayes_moments(self, smoothing: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior mean and std of the bayes signal (zeros before the first step)."""
-        row = self._row("bayes")
-        if self.num_steps == 0:
-            return torch.zeros_like(self.bayes_mean), torch.zeros_like(self.bayes_mean)
-        if self._smoothing(smoothing) == "cumulative":
-            return self.bayes_mean.clone(), (self.bayes_m2 / self.num_steps).clamp_min(0).sqrt()
-        corr = bias_correction(self.cfg.beta, self.num_steps)
-        mean = self.ema[row] / corr
-        return mean, (self.bayes_ema_sq / corr - mean.square()).clamp_min(0).sqrt()
-
     def flat_scores(self, metric: str, smoothing: str | None = None) -> torch.Tensor:
         """Raw (unnormalised) scores of all channels, flat in group order (see ``layout``)."""
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-        if metric == "l1":
-            return weight_sums(self.layout, ["abs"])["abs"]
-        if metric == "l2":
-            return weight_sums(self.layout, ["t2"])["t2"].sqrt()
-        if metric == "random":
-            return self.random.clone()
-        if metric == "bayes":
-            mean, std = self._bayes_moments(smoothing)
-            return mean + self.cfg.bayes_kappa * std
-        row = self._row(metric)
-        if self._smoothing(smoothing) == "cumulative":
-            return self.cum[row].clone()
-        if self.num_steps == 0:
-            return torch.zeros_like(self.ema[row])
-        return self.ema[row] / bias_correction(self.cfg.beta, self.num_steps)
+        return self._metric(metric).scores(self._smoothing(smoothing))
 
     def scores(self, metric: str, smoothing: str | None = None, normalize: str | None = None,
                normalize_by: str | None = None) -> dict[str, torch.Tensor]:
@@ -183,11 +153,9 @@ class ImportanceTracker:
         return self.layout.split(flat)
 
     def snr(self, smoothing: str | None = None) -> dict[str, torch.Tensor]:
-        """Signal-to-noise ratio ``mu / sigma`` of the bayes posterior per channel (``inf`` where sigma = 0
-        and mu > 0, 0 where both are 0)."""
-        mean, std = self._bayes_moments(smoothing)
-        snr = torch.where(mean == 0, torch.zeros_like(mean), mean / std)
-        return self.layout.split(snr.cpu())
+        """Signal-to-noise ratio ``mu / sigma`` of the ``bayes`` posterior per channel (``inf`` where
+        sigma = 0 and mu > 0, 0 where both are 0)."""
+        return self.layout.split(self._metric("bayes").snr(self._smoothing(smoothing)).cpu())
 
     # ------------------------------------------------------------------------------ snapshots
     def snapshot(self, update: int) -> None:
@@ -288,15 +256,10 @@ class ImportanceTracker:
         return {
             "format": STATE_FORMAT,
             "config": {"metrics": list(c.metrics), "beta": c.beta, "grad_acc_variant": c.grad_acc_variant,
-                       "fisher_variant": c.fisher_variant, "seed": c.seed},
+                       "grad_sq_variant": c.grad_sq_variant, "seed": c.seed},
             "groups": {"names": list(self.layout.names), "sizes": list(self.layout.sizes)},
-            "grad_metrics": list(self.grad_metrics),
             "num_steps": self.num_steps,
-            "ema": self.ema.detach().cpu().clone(),
-            "cum": self.cum.detach().cpu().clone(),
-            "bayes": {"ema_sq": self.bayes_ema_sq.cpu().clone(), "mean": self.bayes_mean.cpu().clone(),
-                      "m2": self.bayes_m2.cpu().clone()},
-            "random": self.random.cpu().clone(),
+            "metrics": {name: m.state_dict() for name, m in self.metrics.items()},
             "pending": [{**p, "scores": p["scores"].clone()} for p in self.pending],
             "written_through": self.written_through,
         }
@@ -305,7 +268,9 @@ class ImportanceTracker:
         """Restore a :meth:`state_dict`; raises ``ValueError`` (one line) if it belongs to other groups or
         another metric configuration."""
         if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
-            raise ValueError(f"not an importance-tracker state (expected format {STATE_FORMAT!r})")
+            found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
+            raise ValueError(f"not an importance-tracker state of this version (expected format "
+                             f"{STATE_FORMAT!r}, found {found!r})")
         mine = self.state_dict()
         for key in _STATE_KEYS:
             if state["config"][key] != mine["config"][key]:
@@ -313,14 +278,9 @@ class ImportanceTracker:
                                  f"this run has {mine['config'][key]!r}")
         if state["groups"] != mine["groups"]:
             raise ValueError("importance-tracker state was recorded for other groups (names or sizes differ)")
-        to = dict(dtype=torch.float64, device=self.device)
         self.num_steps = int(state["num_steps"])
-        self.ema = state["ema"].to(**to).clone()
-        self.cum = state["cum"].to(**to).clone()
-        self.bayes_ema_sq = state["bayes"]["ema_sq"].to(**to).clone()
-        self.bayes_mean = state["bayes"]["mean"].to(**to).clone()
-        self.bayes_m2 = state["bayes"]["m2"].to(**to).clone()
-        self.random = state["random"].to(**to).clone()
+        for name, m in self.metrics.items():
+            m.load_state_dict(state["metrics"][name])
         self.pending = [{**p, "scores": p["scores"].clone()} for p in state["pending"]]
         self.written_through = int(state["written_through"])
 
@@ -331,12 +291,16 @@ class ImportanceTracker:
 
         ``keep`` is what :func:`pruning.prune.prune` returns (group name -> kept indices; groups not
         named kept all their channels). ``groups``: the groups of the pruned model (default: rebuilt
-        with :func:`~pruning.groups.model_groups`). Snapshots already taken keep their own layout.
+        with :func:`~pruning.groups.model_groups`, restricted to the tracked group names if the tracker
+        was built with explicit groups). Snapshots already taken keep their own layout.
         """
-        if groups is None:
-            groups = model_groups(self.model, self.cfg.prune_latent)
-        new = list(groups)
         old = {n: (off, size) for n, off, size in zip(self.layout.names, self.layout.offsets, self.layout.sizes)}
+        if groups is not None:
+            new = list(groups)
+        else:
+            new = model_groups(self.model, self.cfg.prune_latent)
+            if self._explicit:
+                new = [g for g in new if g.name in old]
         unknown = [n for n in keep if n not in old]
         if unknown:
             raise ValueError(f"after_pruning: unknown group(s) {unknown}")
@@ -350,9 +314,6 @@ class ImportanceTracker:
                 raise ValueError(f"after_pruning: group {g.name!r} keeps {idx.numel()} channels but now has {g.size}")
             index.append(idx + off)
         flat = (torch.cat(index) if index else torch.zeros(0, dtype=torch.long)).to(self.device)
-        self.ema = self.ema.index_select(1, flat)
-        self.cum = self.cum.index_select(1, flat)
-        self.bayes_ema_sq, self.bayes_mean, self.bayes_m2, self.random = (
-            t.index_select(0, flat) for t in (self.bayes_ema_sq, self.bayes_mean, self.bayes_m2, self.random)
-        )
         self._set_groups(new)
+        for m in self.metrics.values():
+            m.select(flat, self.layout)

@@ -86,6 +86,28 @@ def mlp(
     return nn.Sequential(*layers)
 
 
+def _member_pre_hooks(linears: tuple[nn.Linear, ...], h: torch.Tensor) -> torch.Tensor:
+    """Run the forward pre-hooks of the members' ``nn.Linear`` s on their slice of the stacked input.
+
+    The stacked forward never calls the members' modules, so hooks registered on them (e.g. to capture
+    activations and their gradients) would never fire. While gradients are recorded and at least one
+    member has a pre-hook, each member's input ``h[e]`` is passed to its hooks (a hook may return a
+    replacement, as for a normal module call) and the slices are stacked again, so a gradient hook on the
+    slice sees exactly that member's input gradient. Stacking slices is an exact copy: outputs and
+    gradients are bit-identical to the plain path. Under ``no_grad`` (planning) hooks are not called.
+    """
+    if not (torch.is_grad_enabled() and any(m._forward_pre_hooks for m in linears)):
+        return h
+    parts = []
+    for m, part in zip(linears, h.unbind(0)):
+        for hook in m._forward_pre_hooks.values():
+            out = hook(m, (part,))
+            if out is not None:
+                part = out[0] if isinstance(out, tuple) else out
+        parts.append(part)
+    return torch.stack(parts)
+
+
 class QEnsemble(nn.Module):
     """An ensemble of independent Q-networks evaluated in one batched pass.
 
@@ -118,6 +140,7 @@ class QEnsemble(nn.Module):
         for layers in zip(*nets):
             first = layers[0]
             if isinstance(first, nn.Linear):
+                h = _member_pre_hooks(layers, h)
                 w = torch.stack([m.weight for m in layers])  # (E, out, in)
                 b = torch.stack([m.bias for m in layers]).unsqueeze(1)  # (E, 1, out)
                 if detach:

@@ -32,7 +32,8 @@ from benchmarks.autoencoder import (  # noqa: E402
     parse_args,
     train_epochs,
 )
-from pruning.config import METRICS, TrackingConfig  # noqa: E402
+from pruning.config import TrackingConfig
+from pruning.metrics import metric_names  # noqa: E402
 from pruning.groups import model_groups  # noqa: E402
 from pruning.measure import component_flops, count_params  # noqa: E402
 from pruning.prune import prune  # noqa: E402
@@ -161,7 +162,7 @@ def test_tiny_training_scores_every_metric_and_prunes():
     steps = train_epochs(model, train[:256], 2, opt, 64, torch.Generator().manual_seed(0), tracker)
     assert steps == 8 and tracker.num_steps == 8
     assert eval_mse(model, test) < before
-    for metric in METRICS:
+    for metric in metric_names():
         scores = tracker.scores(metric)
         assert {n: s.numel() for n, s in scores.items()} == {g.name: g.size for g in model_groups(model)}
         assert all(bool(torch.isfinite(s).all()) for s in scores.values())

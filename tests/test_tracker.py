@@ -14,7 +14,8 @@ import yaml
 from conftest import run_train_cli, tiny_cfg, tiny_cli
 from test_logger import _items, read_wandb_records, wandb_env  # noqa: F401  (wandb_env is a fixture)
 
-from pruning.config import METRICS, PruningConfigError, TrackingConfig, tracking_config, validate_tracking
+from pruning.config import PruningConfigError, TrackingConfig, tracking_config, validate_tracking
+from pruning.metrics import metric_names
 from pruning.groups import model_groups
 from pruning.integration import CHECKPOINT_KEY, CheckpointedTracker, attach_tracker
 from pruning.prune import prune
@@ -56,12 +57,12 @@ def all_scores(t: ImportanceTracker) -> dict:
 
 def test_scores_match_world_model_groups_and_prune_accepts_them():
     agent, buf, rng = make_agent()
-    t = ImportanceTracker(agent.model, TrackingConfig(snapshot_interval=0))
+    t = ImportanceTracker(agent.model, TrackingConfig(snapshot_interval=0), samples=agent.cfg.optim.batch_size)
     train(agent, buf, rng, t, range(1, 4))
     groups = model_groups(agent.model)
     assert [g.name for g in t.groups] == [g.name for g in groups]
     assert {g.component for g in groups} == {"encoder", "dynamics", "reward", "qs", "policy", "latent"}
-    for m in METRICS:
+    for m in metric_names():
         s = t.scores(m)
         assert list(s) == [g.name for g in groups]
         for g in groups:
@@ -75,7 +76,7 @@ def test_scores_match_world_model_groups_and_prune_accepts_them():
 
 def test_after_pruning_slices_the_state_and_tracking_continues():
     agent, buf, rng = make_agent()
-    t = ImportanceTracker(agent.model, TrackingConfig(snapshot_interval=2))
+    t = ImportanceTracker(agent.model, TrackingConfig(snapshot_interval=2), samples=agent.cfg.optim.batch_size)
     train(agent, buf, rng, t, range(1, 5))
     before = {m: t.scores(m, "cumulative", "none") for m in ("fisher", "bayes", "random", "grad_acc")}
     snr_before = t.snr()
@@ -92,7 +93,7 @@ def test_after_pruning_slices_the_state_and_tracking_continues():
             assert torch.equal(now[g.name], old[g.name][idx]), (m, g.name)
     assert torch.equal(t.snr()["latent"], snr_before["latent"][keep["latent"]])
     train(agent, buf, rng, t, range(5, 8))  # tracking keeps working on the smaller model
-    for m in METRICS:
+    for m in metric_names():
         s = t.scores(m)
         assert [(k, v.shape[0]) for k, v in s.items()] == [(g.name, g.size) for g in new_groups]
     assert t.num_steps == 7
@@ -106,12 +107,12 @@ def test_state_dict_round_trip_gives_identical_scores_and_parquet(tmp_path):
     checkpoint, then a resume from the checkpoint file (weights_only=True)."""
     cfg = TrackingConfig(snapshot_interval=2)
     agent, buf, rng = make_agent()
-    full = ImportanceTracker(agent.model, cfg, run_dir=tmp_path / "full")
+    full = ImportanceTracker(agent.model, cfg, run_dir=tmp_path / "full", samples=agent.cfg.optim.batch_size)
     train(agent, buf, rng, full, range(1, 9))
     full.flush()
 
     agent2, buf2, rng2 = make_agent()
-    part = ImportanceTracker(agent2.model, cfg, run_dir=tmp_path / "part")
+    part = ImportanceTracker(agent2.model, cfg, run_dir=tmp_path / "part", samples=agent2.cfg.optim.batch_size)
     train(agent2, buf2, rng2, part, range(1, 6))
     torch.save({"tracker": CheckpointedTracker(part).state_dict(), "model": agent2.state_dict(),
                 "rng": rng2.bit_generator.state, "torch_rng": torch.get_rng_state()}, tmp_path / "ckpt.pt")
@@ -124,7 +125,7 @@ def test_state_dict_round_trip_gives_identical_scores_and_parquet(tmp_path):
     agent3.load_state_dict(state["model"])
     rng3.bit_generator.state = state["rng"]
     torch.set_rng_state(state["torch_rng"])
-    resumed = ImportanceTracker(agent3.model, cfg, run_dir=tmp_path / "part")
+    resumed = ImportanceTracker(agent3.model, cfg, run_dir=tmp_path / "part", samples=agent3.cfg.optim.batch_size)
     resumed.load_state_dict(state["tracker"])
     train(agent3, buf3, rng3, resumed, range(6, 9))
     resumed.flush()
@@ -144,7 +145,7 @@ def test_state_dict_round_trip_gives_identical_scores_and_parquet(tmp_path):
 def test_parquet_columns_row_counts_and_values(tmp_path):
     agent, buf, rng = make_agent()
     metrics = ["grad_acc", "fisher", "bayes", "l1"]
-    t = ImportanceTracker(agent.model, TrackingConfig(metrics=metrics, snapshot_interval=3), run_dir=tmp_path)
+    t = ImportanceTracker(agent.model, TrackingConfig(metrics=metrics, snapshot_interval=3), run_dir=tmp_path, samples=agent.cfg.optim.batch_size)
     train(agent, buf, rng, t, range(1, 8))
     assert t.flush() == tmp_path / PARQUET_NAME
     df = pd.read_parquet(tmp_path / PARQUET_NAME)
@@ -162,7 +163,7 @@ def test_parquet_columns_row_counts_and_values(tmp_path):
     assert layer.channel.tolist() == list(range(latent.size))
     # snapshot at 6 stores the raw scores at update 6: re-check with a tracker stopped at 6
     agent2, buf2, rng2 = make_agent()
-    t6 = ImportanceTracker(agent2.model, TrackingConfig(metrics=metrics, snapshot_interval=0))
+    t6 = ImportanceTracker(agent2.model, TrackingConfig(metrics=metrics, snapshot_interval=0), samples=agent2.cfg.optim.batch_size)
     train(agent2, buf2, rng2, t6, range(1, 7))
     for m in metrics:
         rows = df[(df.step == 6) & (df.metric == m)]
@@ -173,7 +174,7 @@ def test_parquet_columns_row_counts_and_values(tmp_path):
 def test_bad_config_values_are_rejected_with_one_line():
     cases = {"metrics": ["grad_acc", "magnitude"], "interval": 0, "snapshot_interval": -1, "smoothing": "window",
              "beta": 1.0, "normalize": "median", "bayes_kappa": -1.0, "grad_acc_variant": "l3",
-             "fisher_variant": "full", "seed": -2, "enabled": "yes"}
+             "grad_sq_variant": "full", "seed": -2, "enabled": "yes"}
     for key, value in cases.items():
         with pytest.raises(PruningConfigError) as err:
             tracking_config({key: value})
@@ -188,14 +189,15 @@ def test_bad_config_values_are_rejected_with_one_line():
 
 def test_yaml_defaults_equal_the_dataclass_defaults():
     data = yaml.safe_load((ROOT / "conf" / "pruning" / "default.yaml").read_text())
-    assert data == dataclasses.asdict(TrackingConfig())
-    assert TrackingConfig().metrics == list(METRICS)
+    assert "metrics" not in data  # the default is every registered metric, read from the registry
+    assert {**data, "metrics": list(metric_names())} == dataclasses.asdict(TrackingConfig())
+    assert TrackingConfig().metrics == list(metric_names())
 
 
 def test_loading_a_state_of_another_configuration_fails_clearly():
     agent, _, _ = make_agent()
-    a = ImportanceTracker(agent.model, TrackingConfig(metrics=["fisher"]))
-    b = ImportanceTracker(agent.model, TrackingConfig(metrics=["grad_acc"]))
+    a = ImportanceTracker(agent.model, TrackingConfig(metrics=["fisher"]), samples=agent.cfg.optim.batch_size)
+    b = ImportanceTracker(agent.model, TrackingConfig(metrics=["grad_acc"]), samples=agent.cfg.optim.batch_size)
     with pytest.raises(ValueError, match=r"pruning\.metrics=\['fisher'\]"):
         b.load_state_dict(a.state_dict())
     from tdmpc.checkpoint import CheckpointError
@@ -216,7 +218,7 @@ def test_attach_tracker_hooks_into_the_trainer(tmp_path):
     assert t.num_steps == 2 and [p["step"] for p in t.pending] == [1, 2]
     state = trainer.state_dict()  # what save_checkpoint writes: flushes the snapshots first
     assert CHECKPOINT_KEY in state["extras"] and state["extras"][CHECKPOINT_KEY]["written_through"] == 2
-    assert len(pd.read_parquet(tmp_path / PARQUET_NAME)) == 2 * len(METRICS) * t.layout.num_channels
+    assert len(pd.read_parquet(tmp_path / PARQUET_NAME)) == 2 * len(metric_names()) * t.layout.num_channels
 
 
 @pytest.mark.usefixtures("wandb_env")
@@ -251,7 +253,7 @@ def test_cli_tiny_run_writes_importance_parquet_with_all_metrics_and_resumes(tmp
     res = run_train_cli(tiny_cli(steps=2000) + common, tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     df = pd.read_parquet(run_dir / PARQUET_NAME)
-    assert tuple(df.columns) == COLUMNS and sorted(df["metric"].unique()) == sorted(METRICS)
+    assert tuple(df.columns) == COLUMNS and sorted(df["metric"].unique()) == sorted(metric_names())
     assert sorted(df["step"].unique()) == [10, 20, 30, 40]
     assert set(df["component"]) == {"encoder", "dynamics", "reward", "qs", "policy", "latent"}
     assert np.isfinite(df["score"]).all()
@@ -264,3 +266,23 @@ def test_cli_tiny_run_writes_importance_parquet_with_all_metrics_and_resumes(tmp
     assert sorted(df2["step"].unique()) == [10, 20, 30, 40, 50, 60]
     assert (df2.groupby("step").size() == per_step.iloc[0]).all()
     pd.testing.assert_frame_equal(df2[df2.step <= 40].reset_index(drop=True), df)
+
+
+def test_tracking_with_gate_hooks_leaves_training_bit_identical():
+    """The gate hooks (fisher, bayes) only read: the same updates with and without a tracker give
+    bit-identical parameters; every group, the latent and the policy included, gets Fisher evidence."""
+    tracked, buf_a, rng_a = make_agent()
+    plain, buf_b, rng_b = make_agent()
+    t = ImportanceTracker(tracked.model, TrackingConfig(snapshot_interval=0), samples=tracked.cfg.optim.batch_size)
+    torch.manual_seed(5)
+    train(tracked, buf_a, rng_a, t, range(1, 4))
+    torch.manual_seed(5)
+    for _ in range(3):
+        plain.update(buf_b.sample(plain.cfg.optim.batch_size, rng_b))
+    for (name, p), q in zip(tracked.model.named_parameters(), plain.model.parameters()):
+        assert torch.equal(p, q), name
+    assert t.metrics["fisher"].n == 3
+    for name, s in t.scores("fisher", normalize="none").items():
+        assert float(s.sum()) > 0, name
+    t.close()
+    assert all(not m._forward_pre_hooks for m in tracked.model.modules())

@@ -1,0 +1,206 @@
+"""Hook-based metrics (``fisher``, ``bayes``; pruning/gates.py) against an independent ``torch.func`` reference.
+
+The reference writes each model's forward by hand with an explicit multiplicative gate on every channel
+(at every read of it), and takes per-sample derivatives with ``vmap(grad(...))``: nothing of
+``pruning/`` is used to compute the expected values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import grad, vmap
+
+from pruning.config import TrackingConfig
+from pruning.groups import Coupling
+from pruning.tracker import ImportanceTracker
+from tdmpc.layers import QEnsemble
+
+BETA = 0.9
+
+
+def cfg(**kw) -> TrackingConfig:
+    return TrackingConfig(**{"metrics": ["fisher", "bayes"], "beta": BETA, "normalize": "none",
+                             "snapshot_interval": 0, **kw})
+
+
+class MLP(nn.Module):
+    """One component: Linear -> LayerNorm -> Tanh -> Linear -> LayerNorm -> Tanh -> Linear (groups a/0, a/3)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Sequential(nn.Linear(3, 5), nn.LayerNorm(5), nn.Tanh(), nn.Linear(5, 4), nn.LayerNorm(4),
+                               nn.Tanh(), nn.Linear(4, 2))
+        with torch.no_grad():
+            for p in self.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+
+    @property
+    def components(self):
+        return {"a": self.a}
+
+
+def mlp_ref_loss(model: MLP, g0, g1, x, y):
+    """Per-sample loss of one sample with gates ``g0`` (5) and ``g1`` (4) on the two hidden widths."""
+    a = model.a
+    h = torch.tanh(F.layer_norm(F.linear(x, a[0].weight, a[0].bias), (5,), a[1].weight, a[1].bias)) * g0
+    h = torch.tanh(F.layer_norm(F.linear(h, a[3].weight, a[3].bias), (4,), a[4].weight, a[4].bias)) * g1
+    return ((F.linear(h, a[6].weight, a[6].bias) - y) ** 2).sum()
+
+
+def per_sample_gate_grads(loss, gates, *batch):
+    """``(B, C)``: d loss_i / d gates for every sample (gates concatenated in order)."""
+    fn = vmap(grad(loss, argnums=tuple(range(len(gates)))), in_dims=(*(None,) * len(gates), *(0,) * len(batch)))
+    return torch.cat([g.detach().double() for g in fn(*gates, *batch)], dim=-1)
+
+
+def test_fisher_equals_per_sample_torch_func_reference_on_an_mlp_with_layernorm():
+    model = MLP()
+    t = ImportanceTracker(model, cfg(), samples=8)
+    x, y = torch.randn(8, 3), torch.randn(8, 2)
+    ((model.a(x) - y) ** 2).sum(-1).mean().backward()
+    t.step(1)
+    d = per_sample_gate_grads(lambda g0, g1, xi, yi: mlp_ref_loss(model, g0, g1, xi, yi),
+                              (torch.ones(5), torch.ones(4)), x, y)
+    got = torch.cat(list(t.scores("fisher").values()))
+    np.testing.assert_allclose(got.numpy(), d.square().mean(0).numpy(), rtol=1e-5)
+    # bayes after one step: the EMA posterior has no spread, its mean is |dL/dm| of the mini-batch
+    np.testing.assert_allclose(torch.cat(list(t.scores("bayes").values())).numpy(), d.mean(0).abs().numpy(),
+                               rtol=1e-5)
+    # Fisher is not the squared mini-batch gradient: E[d^2] >= (E d)^2, strictly when samples disagree
+    assert bool((d.square().mean(0) > d.mean(0).square() * 1.01).all())
+
+
+def test_capture_ignores_no_grad_forwards_and_untracked_updates():
+    model = MLP()
+    t = ImportanceTracker(model, cfg(interval=2), samples=4)
+    with torch.no_grad():
+        model.a(torch.randn(4, 3))  # acting: nothing captured
+    assert t.gates.take() is None
+    model.a(torch.randn(4, 3)).sum().backward()
+    assert not t.step(1)  # untracked update: its capture is dropped
+    assert t.gates.take() is None and t.metrics["fisher"].n == 0
+
+
+class Coupled(nn.Module):
+    """A shared 4-dim code: produced by ``enc``, read by ``head`` once and by ``dyn`` at every horizon step."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.enc = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 4))
+        self.dyn = nn.Sequential(nn.Linear(4 + 1, 6), nn.Tanh(), nn.Linear(6, 4))
+        self.head = nn.Sequential(nn.Linear(4, 2))
+
+    @property
+    def components(self):
+        return {"enc": self.enc, "dyn": self.dyn, "head": self.head}
+
+    def couplings(self):
+        return [Coupling("code", 4, producers=[self.enc[-1], self.dyn[-1]],
+                         consumers=[(self.dyn[0], 0), (self.head[0], 0)])]
+
+    def loss(self, x, acts, y):
+        """Mean over the batch of a 2-step rollout loss; ``acts`` is ``(H, B, 1)`` (batch innermost)."""
+        z = self.enc(x)
+        total = 0.0
+        for a in acts:
+            z = self.dyn(torch.cat([z, a], -1))
+            total = total + ((self.head(z) - y) ** 2).sum(-1)
+        return total.mean()
+
+
+def coupled_ref_loss(m: Coupled, g_enc, g_dyn, g_code, x, acts, y):
+    """One sample, with gates on enc's hidden width, dyn's hidden width and on every read of the code."""
+    z = F.linear(torch.tanh(F.linear(x, m.enc[0].weight, m.enc[0].bias)) * g_enc, m.enc[2].weight, m.enc[2].bias)
+    total = 0.0
+    for a in acts:
+        h = torch.tanh(F.linear(torch.cat([z * g_code, a]), m.dyn[0].weight, m.dyn[0].bias)) * g_dyn
+        z = F.linear(h, m.dyn[2].weight, m.dyn[2].bias)
+        total = total + ((F.linear(z * g_code, m.head[0].weight, m.head[0].bias) - y) ** 2).sum()
+    return total
+
+
+def test_fisher_of_a_coupled_dimension_sums_every_read_over_the_horizon():
+    model = Coupled()
+    B, H = 6, 2
+    t = ImportanceTracker(model, cfg(), samples=B)
+    assert [g.name for g in t.groups] == ["enc/0", "dyn/0", "code"]
+    x, acts, y = torch.randn(B, 3), torch.randn(H, B, 1), torch.randn(B, 2)
+    model.loss(x, acts, y).backward()
+    t.step(1)
+    d = per_sample_gate_grads(lambda ge, gd, gc, xi, ai, yi: coupled_ref_loss(model, ge, gd, gc, xi, ai, yi),
+                              (torch.ones(6), torch.ones(6), torch.ones(4)), x, acts.transpose(0, 1), y)
+    scores = t.scores("fisher")
+    got = torch.cat([scores["enc/0"], scores["dyn/0"], scores["code"]])
+    np.testing.assert_allclose(got.numpy(), d.square().mean(0).numpy(), rtol=1e-5)
+
+
+def test_bayes_moments_over_steps_match_the_reference_signal():
+    model = MLP()
+    t = ImportanceTracker(model, cfg(bayes_kappa=2.0), samples=5)
+    gen = torch.Generator().manual_seed(3)
+    seq = []
+    for step in range(1, 8):
+        x, y = torch.randn(5, 3, generator=gen), torch.randn(5, 2, generator=gen)
+        model.zero_grad()
+        ((model.a(x) - y) ** 2).sum(-1).mean().backward()
+        t.step(step)
+        d = per_sample_gate_grads(lambda g0, g1, xi, yi: mlp_ref_loss(model, g0, g1, xi, yi),
+                                  (torch.ones(5), torch.ones(4)), x, y)
+        seq.append(d.mean(0).abs().numpy())
+    s = np.stack(seq)
+    T = len(s)
+    w = (1 - BETA) * BETA ** np.arange(T - 1, -1, -1) / (1 - BETA**T)
+    mean_e = w @ s
+    std_e = np.sqrt(w @ (s - mean_e) ** 2)
+    for smoothing, mean, std in (("cumulative", s.mean(0), s.std(0)), ("ema", mean_e, std_e)):
+        got = torch.cat(list(t.scores("bayes", smoothing).values())).numpy()
+        np.testing.assert_allclose(got, mean + 2.0 * std, rtol=1e-5)
+        np.testing.assert_allclose(torch.cat(list(t.snr(smoothing).values())).numpy(), mean / std, rtol=1e-4)
+
+
+class Ens(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.qs = QEnsemble([nn.Sequential(nn.Linear(3, 5), nn.LayerNorm(5), nn.Mish(), nn.Linear(5, 2))
+                             for _ in range(2)])
+
+    @property
+    def components(self):
+        return {"qs": self.qs}
+
+
+def test_stacked_ensemble_runs_member_hooks_and_stays_bit_identical():
+    model = Ens()
+    x = torch.randn(4, 7, 3, requires_grad=True)
+    out_plain = model.qs(x)
+    out_plain.square().sum((0, 1, 3)).mean().backward()  # mean over the 7 samples (dim 2)
+    grads_plain = [p.grad.clone() for p in model.parameters()] + [x.grad.clone()]
+    model.zero_grad()
+    x.grad = None
+    t = ImportanceTracker(model, cfg(), samples=7)
+    out = model.qs(x)
+    assert torch.equal(out, out_plain)
+    out.square().sum((0, 1, 3)).mean().backward()
+    assert all(torch.equal(a, b) for a, b in zip(grads_plain, [p.grad for p in model.parameters()] + [x.grad]))
+    t.step(1)
+    # reference: member e alone, with a gate on its hidden width; per-sample = position mod 7
+    for e, member in enumerate(model.qs.members):
+        def loss(g, xi, m=member):  # xi: (4, 3), the positions of one sample
+            h = F.mish(F.layer_norm(F.linear(xi, m[0].weight, m[0].bias), (5,), m[1].weight, m[1].bias)) * g
+            return F.linear(h, m[3].weight, m[3].bias).square().sum()
+        d = vmap(grad(loss), in_dims=(None, 1))(torch.ones(5), x.detach()).detach().double()
+        np.testing.assert_allclose(t.scores("fisher")[f"qs/{e}/0"].numpy(), d.square().mean(0).numpy(), rtol=1e-5)
+
+
+def test_rows_must_be_a_multiple_of_the_batch():
+    model = MLP()
+    ImportanceTracker(model, cfg(), samples=3)
+    with pytest.raises(RuntimeError, match="not a multiple of samples=3"):
+        model.a(torch.randn(4, 3)).sum().backward()
