@@ -1,0 +1,210 @@
+"""Export to ONNX (pruning/export.py), the torch-free runtime (pruning/deploy.py) and the closed-loop check.
+
+Tiny agents with random weights (normal, std 0.3: the zero-initialised reward and Q heads of a fresh model
+would make every trajectory's value 0 and the elite choice a tie), dense and pruned (latent included).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_cfg
+
+from pruning.deploy import Controller
+from pruning.export import export_controller, load_agent, run_export_cli
+from tdmpc.agent import TDMPC
+from tdmpc.checkpoint import CHECKPOINT_FORMAT, save_atomic
+from tdmpc.planner import PlanNoise
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = "point-mass-easy"  # obs 4, action 2, action repeat 4
+TOL = 1e-4
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.export's pytree deprecation notice
+
+
+def _checkpoint(path: Path, pruned: bool) -> Path:
+    """A minimal training checkpoint (format, config, agent) of a tiny random agent, optionally pruned."""
+    from pruning import model_groups, prune
+
+    cfg = tiny_cfg(task=TASK, model__num_q=3)  # 3 members: which two the terminal value averages matters
+    torch.manual_seed(1)
+    agent = TDMPC(4, 2, 250, cfg, torch.device("cpu"))
+    with torch.no_grad():
+        for p in agent.model.parameters():
+            p.normal_(0.0, 0.3)
+    if pruned:
+        groups = model_groups(agent.model, prune_latent=True)
+        gen = torch.Generator().manual_seed(0)
+        prune(groups, {g.name: torch.rand(g.size, generator=gen) for g in groups}, 0.5, scope="global")
+        agent.build_optimizers()
+    save_atomic({"format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(cfg), "agent": agent.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module", params=["dense", "pruned"])
+def exported(request, tmp_path_factory):
+    """``(checkpoint, export dir)`` of a dense and of a pruned tiny agent."""
+    root = tmp_path_factory.mktemp(request.param)
+    ckpt = _checkpoint(root / "checkpoint.pt", pruned=request.param == "pruned")
+    return ckpt, export_controller(ckpt, root / "export")
+
+
+def _noise(inputs: dict[str, np.ndarray]) -> PlanNoise:
+    t = {k: torch.from_numpy(v.copy()) for k, v in inputs.items()}
+    return PlanNoise(pi_eps=t["pi_eps"], sample_eps=t["sample_eps"], terminal_eps=t["terminal_eps"],
+                     q_members=t["q_members"], gumbel_u=t["gumbel_u"], action_eps=torch.zeros(2))
+
+
+def test_controller_json_describes_the_model_and_the_checkpoint(exported):
+    import onnx
+
+    ckpt, out = exported
+    agent, _, _ = load_agent(ckpt)
+    spec = json.loads((out / "controller.json").read_text())
+    assert spec["widths"] == agent.model.widths()
+    assert spec["latent_dim"] == agent.model.widths()["encoder"][-1]
+    assert (spec["obs_dim"], spec["action_dim"], spec["task"], spec["action_repeat"]) == (4, 2, TASK, 4)
+    assert spec["planner"] == {"iterations": 2, "horizon": 3, "num_samples": 16, "num_elites": 4,
+                                "num_pi_trajs": 2, "min_std": 0.05, "max_std": 2.0, "temperature": 0.5,
+                                "mpc": True}
+    assert spec["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert spec["exports"]["planner"]["exporter"] == "dynamo"
+    shapes = {s["name"]: s["shape"] for s in spec["planner_inputs"]}
+    assert shapes == {"obs": [1, 4], "prev_mean": [3, 2], "sample_eps": [2, 3, 16, 2], "terminal_eps": [2, 18, 2],
+                      "q_members": [2, 2], "gumbel_u": [4], "pi_eps": [3, 2, 2]}
+    for name in ("policy.onnx", "planner.onnx"):
+        onnx.checker.check_model(str(out / name), full_check=True)
+
+
+def test_pruned_checkpoint_is_smaller_latent_included(exported):
+    ckpt, out = exported
+    widths = json.loads((out / "controller.json").read_text())["widths"]
+    if ckpt.parent.name.startswith("pruned"):
+        assert widths["encoder"][-1] == 8 and widths["dynamics"][-1] == 8  # latent 16 -> 8 (one simplex)
+        assert sum(widths["policy"][:-1]) < 64
+    else:
+        assert widths["encoder"] == [32, 16]
+
+
+def test_exported_planner_gives_the_torch_planners_action(exported):
+    ckpt, out = exported
+    agent, _, _ = load_agent(ckpt)
+    ctrl = Controller.load(out, seed=5)
+    rng = np.random.default_rng(0)
+    for step in range(4):
+        obs = rng.standard_normal(4).astype(np.float32)
+        action = ctrl.act(obs)
+        inputs = ctrl.last_inputs
+        assert (np.abs(inputs["prev_mean"]).max() > 0.05) == (step > 0)  # the warm start is in use
+        agent.planner.prev_mean = torch.from_numpy(inputs["prev_mean"].copy()) if step else None
+        ref = agent.act(torch.from_numpy(obs), eval_mode=True, noise=_noise(inputs)).numpy()
+        assert action.shape == (2,) and np.abs(action - ref).max() < TOL
+        assert np.abs(ctrl.prev_mean - agent.planner.prev_mean.numpy()).max() < TOL
+        if step > 0:  # the comparison is sensitive: without the warm start the torch plan differs
+            agent.planner.prev_mean = None
+            agent.act(torch.from_numpy(obs), eval_mode=True, noise=_noise(inputs))
+            assert np.abs(agent.planner.prev_mean.numpy() - ctrl.prev_mean).max() > 1e-3
+    other = ctrl.plan(obs, inputs["prev_mean"], ctrl.draw_noise())[1]  # the noise matters, too
+    assert np.abs(other - ctrl.prev_mean).max() > 1e-3
+
+
+def test_exported_policy_gives_the_policy_mean(exported):
+    ckpt, out = exported
+    agent, _, _ = load_agent(ckpt)
+    ctrl = Controller.load(out, mode="policy")
+    obs = torch.randn(5, 4)
+    with torch.no_grad():
+        ref = agent.model.pi(agent.model.encode(obs))[0].numpy()
+    got = np.stack([ctrl.act(o) for o in obs.numpy()])
+    assert np.abs(got - ref).max() < TOL and np.abs(ref).max() > 0.05
+
+
+def test_runtime_imports_and_acts_without_torch(exported, tmp_path):
+    _, out = exported
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text("import sys\nfor m in ('torch', 'dm_control', 'hydra', 'mujoco'):\n"
+                                           "    sys.modules[m] = None  # importing it raises ImportError\n")
+    code = ("import json, sys, numpy as np\n"
+            "from pruning.deploy import Controller\n"
+            "try:\n    import torch\n    hidden = False\nexcept ImportError:\n    hidden = True\n"
+            f"c = Controller.load({str(out)!r}, seed=3)\n"
+            "acts = [c.act(np.full(4, 0.1 * k, np.float32)).tolist() for k in range(3)]\n"
+            "print(json.dumps({'hidden': hidden, 'acts': acts}))\n")
+    env = {"PYTHONPATH": f"{shim}{os.pathsep}{ROOT}", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    ctrl = Controller.load(out, seed=3)
+    expected = [ctrl.act(np.full(4, 0.1 * k, np.float32)).tolist() for k in range(3)]
+    assert result["hidden"] is True and np.allclose(result["acts"], expected, atol=0, rtol=0)
+
+
+def test_closed_loop_check_via_the_cli(tmp_path):
+    ckpt = _checkpoint(tmp_path / "checkpoint.pt", pruned=True)
+    args = [sys.executable, str(ROOT / "scripts" / "export.py"), f"checkpoint={ckpt}", "format=onnx",
+            f"out={tmp_path / 'out'}", "check=true", "episodes=2", "max_episode_steps=60"]
+    env = {**os.environ, "MUJOCO_GL": "disable", "WANDB_MODE": "disabled"}
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "return_onnx" in proc.stdout and "within spread" in proc.stdout
+    check = json.loads((tmp_path / "out" / "check.json").read_text())
+    assert [r["seed"] for r in check["episodes"]] == [1, 2] and check["summary"]["steps"] == 2 * 15
+    assert check["summary"]["max_action_diff"] < TOL and check["summary"]["steps_diff_gt_tol"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "out"]  # Hydra wrote nothing
+
+
+def test_policy_check_returns_equal_the_torch_agents(exported):
+    from pruning.deploy_check import run_check
+
+    ckpt, out = exported
+    result = run_check(ckpt, out, episodes=2, seed=3, mode="policy", max_episode_steps=60)
+    for row in result["episodes"]:  # deterministic policy, same env seed: the same episode
+        assert row["steps"] == 15 and abs(row["return_onnx"] - row["return_torch"]) < 1e-3
+    assert result["summary"]["max_action_diff"] < TOL
+
+
+def test_missing_checkpoint_is_one_line_exit_2(tmp_path):
+    missing = tmp_path / "nope" / "checkpoint.pt"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "export.py"), f"checkpoint={missing}"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "MUJOCO_GL": "disable"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: checkpoint not found: {missing}"]
+    assert not (tmp_path / "nope").exists()
+
+
+@pytest.mark.parametrize("override, line", [
+    ({"format": "pt2"}, "error: invalid config: format='pt2'; allowed: onnx (pt2 is not implemented yet)"),
+    ({"episodes": 0}, "error: invalid config: episodes=0; allowed: an integer >= 1"),
+    ({"mode": "mpc"}, "error: invalid config: mode='mpc'; allowed: plan|policy"),
+])
+def test_bad_settings_exit_2_with_one_line(tmp_path, capsys, override, line):
+    with pytest.raises(SystemExit) as exit_info:
+        run_export_cli({"checkpoint": str(tmp_path / "checkpoint.pt"), **override})
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+def test_plan_noise_replays_a_plan_whatever_the_global_rng():
+    cfg = tiny_cfg(task=TASK)
+    agent = TDMPC(4, 2, 250, cfg, torch.device("cpu"))
+    noise = PlanNoise.draw(cfg.planner, 2, 2, torch.Generator().manual_seed(0))
+    obs = torch.randn(4)
+    actions = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        agent.planner.reset()
+        actions.append(agent.act(obs, eval_mode=False, noise=noise))
+    assert torch.equal(actions[0], actions[1])
+    assert noise.q_members.shape == (2, 2) and all(len(set(r.tolist())) == 2 for r in noise.q_members)
