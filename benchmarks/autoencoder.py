@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pruning.config import NORMALIZATIONS, SMOOTHINGS, TrackingConfig  # noqa: E402
+from pruning.metrics import metric_names  # noqa: E402
 from pruning.groups import Coupling, model_groups  # noqa: E402
 from pruning.measure import component_flops, count_params  # noqa: E402
 from pruning.prune import SCOPES, prune  # noqa: E402
@@ -116,7 +117,7 @@ class AutoencoderConfig:
 
     ``seeds``: number of seeds (0..seeds-1); ``epochs``: training epochs; ``ratios``: fractions of the
     channels removed (the dense model, ratio 0, is always measured); ``metrics``: subset of
-    :data:`pruning.config.metric_names()`; ``finetune_epochs``: epochs of fine-tuning after pruning (0 = none);
+    :func:`pruning.metrics.metric_names`; ``finetune_epochs``: epochs of fine-tuning after pruning (0 = none);
     ``scope``: ranking scope of :func:`pruning.prune.prune`; ``out``: JSON path (plot next to it);
     ``hidden`` / ``latent`` / ``act``: architecture; ``lr``, ``batch_size``: Adam; ``train_samples``:
     use only that many training images (0 = all); ``test_fraction`` / ``data_seed``: the fixed split;

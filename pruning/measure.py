@@ -141,21 +141,47 @@ def plan_flops(model: nn.Module, planner_cfg: Any, breakdown: bool = False) -> i
     ``planner_cfg`` needs ``iterations``, ``num_samples``, ``num_pi_trajs`` and ``horizon``. With
     ``breakdown=True`` returns ``{"encoder", "pi_rollouts", "dynamics", "reward", "policy", "q", "total"}``.
     """
+    calls = plan_calls(model, planner_cfg)
+    parts = {part: sum(rows * mlp_flops(module, 1) for module, rows in items) for part, items in calls.items()}
+    parts["total"] = sum(parts.values())
+    return parts if breakdown else parts["total"]
+
+
+def plan_calls(model: nn.Module, planner_cfg: Any) -> dict[str, list[tuple[nn.Module, float]]]:
+    """The call structure of one planned action: part -> ``[(module, rows it is applied to)]``.
+
+    The one place that mirrors ``MPPIPlanner.plan`` (see the module docstring for the formula): the
+    encoder on 1 row; the policy-prior rollouts (policy on ``P`` rows at each of ``H`` steps, dynamics
+    on ``P`` rows at ``H - 1``); per iteration, dynamics and reward on ``n`` rows at each horizon step, the
+    policy on ``n`` rows, and ``q = min(2, num_q)`` Q-members on ``n`` rows. Q-members share their widths,
+    so each member is listed with ``q / num_q`` of those rows (their sum is exact).
+    """
     c = _tdmpc_parts(model)
     H, iters = int(planner_cfg.horizon), int(planner_cfg.iterations)
     P = int(planner_cfg.num_pi_trajs)
     n = int(planner_cfg.num_samples) + P
     q_eval = min(2, c["num_q"])  # WorldModel.Q(return_type="avg") decodes two random members
-    parts = {
-        "encoder": mlp_flops(c["encoder"], 1),
-        "pi_rollouts": (H * mlp_flops(c["policy"], P) + (H - 1) * mlp_flops(c["dynamics"], P)) if P > 0 else 0,
-        "dynamics": iters * H * mlp_flops(c["dynamics"], n),
-        "reward": iters * H * mlp_flops(c["reward"], n),
-        "policy": iters * mlp_flops(c["policy"], n),
-        "q": iters * q_eval * mlp_flops(c["q1"], n),
+    members = list(c["qs"].members)
+    return {
+        "encoder": [(c["encoder"], 1)],
+        "pi_rollouts": [(c["policy"], H * P), (c["dynamics"], (H - 1) * P)] if P > 0 else [],
+        "dynamics": [(c["dynamics"], iters * H * n)],
+        "reward": [(c["reward"], iters * H * n)],
+        "policy": [(c["policy"], iters * n)],
+        "q": [(m, iters * n * q_eval / len(members)) for m in members],
     }
-    parts["total"] = sum(parts.values())
-    return parts if breakdown else parts["total"]
+
+
+def plan_rows(model: nn.Module, planner_cfg: Any) -> dict[nn.Linear, float]:
+    """Rows every ``nn.Linear`` of the model is applied to in one planned action (:func:`plan_calls`):
+    the input of :class:`pruning.cost.LinearCost` for a planned-action FLOPs budget."""
+    rows: dict[nn.Linear, float] = {}
+    for items in plan_calls(model, planner_cfg).values():
+        for module, r in items:
+            for lin in module.modules():
+                if isinstance(lin, nn.Linear):
+                    rows[lin] = rows.get(lin, 0) + r
+    return rows
 
 
 # ---------------------------------------------------------------------------------------- latency

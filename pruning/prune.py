@@ -40,6 +40,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
+from pruning.cost import LinearCost
 from pruning.groups import Group, model_groups
 
 SCOPES = ("global", "per_component", "per_group")
@@ -236,6 +237,30 @@ def _fill(bundles: list[_Bundle], ratio: float) -> None:
         budget -= b.weight
 
 
+def _fill_cost(bundles: list[_Bundle], ratio: float, cost: LinearCost, tolerance: float) -> None:
+    """Greedy in importance order until ``cost`` has fallen by ``ratio`` of its dense value.
+
+    A candidate that would overshoot the target by more than ``tolerance`` (a fraction of the dense
+    cost) is skipped and its bundle closed (its later candidates cost at least as much), so the result
+    lands in ``[target - tolerance, target]`` whenever cheap enough candidates remain.
+    """
+    target = (1.0 - ratio) * cost.dense
+    cands = sorted((s, i, k) for i, b in enumerate(bundles) for k, s in enumerate(b.candidates))
+    closed: set[int] = set()
+    for _, i, k in cands:
+        if cost.total <= target:
+            break
+        b = bundles[i]
+        if i in closed or k != b.removed:
+            continue
+        names = [m.name for m in b.members]
+        if cost.total - cost.price(names, b.unit) < target - tolerance * cost.dense:
+            closed.add(i)
+            continue
+        cost.remove(names, b.unit)
+        b.removed += 1
+
+
 def select_channels(
     groups: Sequence[Group],
     scores: Mapping[str, torch.Tensor],
@@ -243,16 +268,22 @@ def select_channels(
     scope: str = "global",
     per_component_ratios: Mapping[str, float] | None = None,
     min_channels: int = 1,
+    cost: LinearCost | None = None,
+    tolerance: float = 0.005,
 ) -> dict[str, torch.Tensor]:
     """Kept channel indices (sorted ``LongTensor``) for every scored group; higher score = more important.
 
     Only the groups named in ``scores`` take part (the members of an ensemble all or none). See the
-    module docstring for the rules. Raises ``ValueError`` for a bad ``ratio``, ``scope``, component,
-    group name, score shape or non-finite score.
+    module docstring for the rules. With ``cost`` (a fresh :class:`~pruning.cost.LinearCost` of these
+    groups; it is updated in place) ``ratio`` is the fraction of that cost to remove instead of the
+    fraction of channels (``scope="global"`` only; see :func:`_fill_cost` for ``tolerance``). Raises
+    ``ValueError`` for a bad ``ratio``, ``scope``, component, group name, score shape or non-finite score.
     """
     ratio = _check_ratio(ratio, "ratio")
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if cost is not None and (scope != "global" or per_component_ratios):
+        raise ValueError(f"a cost budget ranks all groups together: scope must be 'global', got {scope!r}")
     _check_min_channels(min_channels)
     by_name = {g.name: g for g in groups}
     unknown = [n for n in scores if n not in by_name]
@@ -288,7 +319,9 @@ def select_channels(
         seen.update(m.name for m in members)
         bundles.append(_Bundle(members, clean, int(min_channels)))
 
-    if scope == "global":
+    if cost is not None:
+        _fill_cost(bundles, ratio, cost, tolerance)
+    elif scope == "global":
         _fill(bundles, ratio)
     elif scope == "per_group":
         for b in bundles:
@@ -308,14 +341,18 @@ def prune(
     min_channels: int = 1,
     optimizers: Iterable[torch.optim.Optimizer] = (),
     prune_latent: bool = True,
+    cost_rows: Mapping[nn.Linear, float] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Remove the lowest-scoring channels of ``target`` for real; returns the kept indices per group.
 
     ``target`` is a list of groups, or a model declaring ``components`` (groups built with
     :func:`pruning.groups.model_groups`, ``prune_latent`` passed on). ``scores`` maps group names to
-    per-channel scores. See :func:`select_channels` and :func:`apply_pruning`.
+    per-channel scores. With ``cost_rows`` (``nn.Linear`` -> rows per unit of work, e.g.
+    :func:`pruning.measure.plan_rows`) ``ratio`` is the fraction of those FLOPs to remove. See
+    :func:`select_channels` and :func:`apply_pruning`.
     """
     groups = model_groups(target, prune_latent) if isinstance(target, nn.Module) else list(target)
-    keep = select_channels(groups, scores, ratio, scope, per_component_ratios, min_channels)
+    cost = LinearCost(groups, cost_rows) if cost_rows is not None else None
+    keep = select_channels(groups, scores, ratio, scope, per_component_ratios, min_channels, cost)
     apply_pruning(keep, groups, optimizers, min_channels)
     return keep

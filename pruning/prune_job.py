@@ -48,8 +48,10 @@ from pruning.config import (
     require,
     tracking_config,
 )
+from pruning.groups import model_groups
 from pruning.integration import CHECKPOINT_KEY, log_importance_images
-from pruning.measure import count_params, plan_flops, policy_action_flops, tdmpc_latency
+from pruning.measure import count_params, plan_flops, plan_rows, policy_action_flops, tdmpc_latency
+from pruning.metrics import metric_names, tracked_metrics
 from pruning.prune import SCOPES, is_ratio, prune
 from pruning.report import ERROR_FILE, RESULT_FILE
 from pruning.serialize import resize_to_state_dict
@@ -58,6 +60,9 @@ from tdmpc.config import LoggerConfig, TrainConfig, WandbSettings
 from tdmpc.logger import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
+#: What ``ratio`` is a fraction of: planned-action FLOPs, or scored channels.
+BUDGETS = ("flops", "channels")
+POST_PRUNE_FILE = "post_prune.json"  # the return right after pruning, before fine-tuning (kept on resume)
 
 
 def _prune_logger() -> LoggerConfig:
@@ -70,7 +75,10 @@ class PruneJobConfig:
 
     checkpoint: str = ""  # a training run's checkpoint.pt (required)
     metric: str = "fisher"  # a registered metric (pruning.metrics.metric_names())
-    ratio: float = 0.5  # fraction of the scored channels to remove, in [0, 1); 0 = dense reference
+    ratio: float = 0.5  # fraction of the budget to remove, in [0, 1); 0 = dense reference
+    # flops: remove channels in importance order until the planned-action FLOPs fell by `ratio` (scope
+    # global); channels: remove `ratio` of the scored channels (any scope)
+    budget: str = "flops"
     scope: str = "global"  # global | per_component | per_group
     per_component_ratios: dict[str, float] = field(default_factory=dict)  # with scope=per_component
     min_channels: int = 1  # channels every group keeps at least
@@ -100,6 +108,9 @@ def validate_prune_job(cfg: PruneJobConfig) -> PruneJobConfig:
     require(cfg.metric in metric_names(), "metric", cfg.metric, "|".join(metric_names()))
     require(is_ratio(cfg.ratio), "ratio", cfg.ratio, "a number in [0, 1)")
     require(cfg.scope in SCOPES, "scope", cfg.scope, "|".join(SCOPES))
+    require(cfg.budget in BUDGETS, "budget", cfg.budget, "|".join(BUDGETS))
+    require(cfg.budget == "channels" or cfg.scope == "global", "scope", cfg.scope,
+            "global (budget=flops ranks all groups together; use budget=channels for other scopes)")
     for comp, r in cfg.per_component_ratios.items():
         require(is_ratio(r), f"per_component_ratios.{comp}", r, "a number in [0, 1)")
     require(not cfg.per_component_ratios or cfg.scope == "per_component", "scope", cfg.scope,
@@ -210,6 +221,8 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
         agent.build_optimizers()
     widths_dense = model.widths()
     params_dense = count_params(model)["total"]
+    flops_dense = plan_flops(model, train_cfg.planner)
+    channels_dense = _channels(model)
 
     own_ckpt = run_dir / "checkpoint.pt"
     if own_ckpt.is_file():
@@ -239,15 +252,21 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
         tracker.close()  # no gate hooks during fine-tuning
         if not job.prune_latent:
             scores = {name: s for name, s in scores.items() if name != "latent"}
+        rows = plan_rows(model, train_cfg.planner) if job.budget == "flops" else None
         prune(model, scores, job.ratio, scope=job.scope, per_component_ratios=job.per_component_ratios or None,
-              min_channels=job.min_channels, optimizers=[agent.optim, agent.pi_optim], prune_latent=job.prune_latent)
-        print(f"[prune] metric={job.metric} ratio={job.ratio} scope={job.scope}: params {params_dense} -> "
-              f"{count_params(model)['total']}", flush=True)
+              min_channels=job.min_channels, optimizers=[agent.optim, agent.pi_optim], prune_latent=job.prune_latent,
+              cost_rows=rows)
+        print(f"[prune] metric={job.metric} ratio={job.ratio} budget={job.budget} scope={job.scope}: params "
+              f"{params_dense} -> {count_params(model)['total']}, planned-action FLOPs {flops_dense:.4g} -> "
+              f"{plan_flops(model, train_cfg.planner):.4g}", flush=True)
+        _atomic_write_json(run_dir / POST_PRUNE_FILE, _post_prune_eval(trainer, job.eval_episodes))
 
     result: dict[str, Any] = {}
 
     def finish(t: Trainer, summary: dict) -> None:
         ev = t.last_eval if job.finetune_steps > 0 and t.last_eval is not None else t.evaluate()
+        post_file = run_dir / POST_PRUNE_FILE
+        post_prune = json.loads(post_file.read_text()) if post_file.is_file() else {}
         torch_state = torch.get_rng_state()
         clock = job.latency_clock
         if clock == "auto":
@@ -264,6 +283,11 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
             "return_mean": ev["return_mean"], "return_std": ev["return_std"], "eval_episodes": ev["episodes"],
             "params": counts["total"], "params_dense": params_dense, "params_by_component": counts,
             "flops_policy": policy_action_flops(model), "flops_plan": plan_flops(model, train_cfg.planner),
+            "flops_plan_dense": flops_dense, "budget": job.budget,
+            # what was actually removed, whatever the budget (min_channels can make it far less)
+            "flops_ratio_achieved": 1 - plan_flops(model, train_cfg.planner) / flops_dense,
+            "channel_ratio_achieved": 1 - _channels(model) / channels_dense,
+            "return_post_prune": post_prune.get("return_mean"), "return_post_prune_std": post_prune.get("return_std"),
             "latency_policy_ms": lat["policy"]["median_ms"], "latency_policy_iqr_ms": lat["policy"]["iqr_ms"],
             "latency_plan_ms": lat["plan"]["median_ms"], "latency_plan_iqr_ms": lat["plan"]["iqr_ms"],
             "latency_threads": job.latency_threads, "latency_clock": clock, "widths": model.widths(), "widths_dense": widths_dense,
@@ -284,6 +308,21 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
           f"{result['dense_return']}), flops_plan {result['flops_plan']:.3g}, latency_plan "
           f"{result['latency_plan_ms']:.2f} ms -> {result_path}", flush=True)
     return result
+
+
+def _channels(model: torch.nn.Module) -> int:
+    """Prunable channels of ``model``: every hidden group and the latent."""
+    return sum(g.size for g in model_groups(model))
+
+
+def _post_prune_eval(trainer: Trainer, episodes: int) -> dict[str, float]:
+    """Evaluate the pruned model before fine-tuning, leaving every RNG as it was (the final evaluation
+    then sees the same episodes as without this one)."""
+    torch_state, env_state = torch.get_rng_state(), trainer.eval_env.get_rng_state()
+    ev = trainer.evaluate(episodes)
+    torch.set_rng_state(torch_state)
+    trainer.eval_env.set_rng_state(env_state)
+    return ev
 
 
 def record_failure(run_dir: str | Path, err: BaseException) -> Path:
