@@ -125,6 +125,7 @@ class Trainer:
         self.resumed: bool | None = None  # set by restore()
         self._bar = None
         self._stop_signal: int | None = None  # set by the SIGINT/SIGTERM handler
+        self._stop_announced = False
         self._pretraining = False
         self.checkpoint_env_step: int | None = None  # env step of the last checkpoint written or loaded
 
@@ -233,7 +234,7 @@ class Trainer:
         try:
             for i in range(1, n + 1):
                 losses = self._run_updates(1)
-                if self._stop_signal is not None:
+                if self._stop_requested():
                     raise _PretrainingStopped()
                 if i % every == 0 or i == n:
                     dt = time.perf_counter() - t0
@@ -277,11 +278,21 @@ class Trainer:
                 signal.signal(sig, old)
 
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        """Only sets a flag (printing from a signal handler is not safe): the loops check it."""
         if self._stop_signal is not None:  # the second signal stops at once, from the last checkpoint
             raise TrainingInterrupted(signum, self.checkpoint_env_step or 0)
         self._stop_signal = signum
-        when = "now" if self._pretraining else "at the end of this episode, after a checkpoint"
-        self._print(f"[interrupt] {signal.Signals(signum).name}: stopping {when} (send it again to stop at once)")
+
+    def _stop_requested(self) -> bool:
+        """Whether a stop signal arrived; says once on the console what happens next."""
+        if self._stop_signal is None:
+            return False
+        if not self._stop_announced:
+            self._stop_announced = True
+            when = "now" if self._pretraining else "at the end of this episode, after a checkpoint"
+            self._print(f"[interrupt] {signal.Signals(self._stop_signal).name}: stopping {when} "
+                        f"(send it again to stop at once)")
+        return True
 
     def _stop(self, save: bool = True) -> None:
         """Checkpoint (``save`` and not saved at this env step yet) and raise :class:`TrainingInterrupted`."""
@@ -352,7 +363,7 @@ class Trainer:
         next_ckpt = (self.env_step // cfg.checkpoint_freq + 1) * cfg.checkpoint_freq
         pretrained = self.updates > 0
         while self.env_step < cfg.steps:
-            if self._stop_signal is not None:
+            if self._stop_requested():
                 self._stop()
             t0, env_step0 = time.perf_counter(), self.env_step
             try:
@@ -411,6 +422,7 @@ class Trainer:
             terms.append(float(terminated))
             ep_return += float(reward)
             done = terminated or truncated
+            self._stop_requested()  # announce a stop signal; the episode is finished first
             if not seeding and len(self.buffer) > 0:
                 if not pretrained:
                     # First update after seeding: pretrain on the seed data (TD-MPC2), one update per seed step.

@@ -1,0 +1,239 @@
+"""Faults and bad commands against an existing training run (issues 11 and 13): each refused command prints
+one line, exits 2 and leaves every pre-existing file of the run byte-identical; interruptions checkpoint
+and resume exactly; training multiruns isolate failing jobs; run-dir ownership (tdmpc/run_dir.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import run_train_cli, tiny_cli
+
+from tdmpc.run_dir import LOCK, MANIFEST, RunDirError, claim, identity, read_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "scripts" / "train.py"
+
+
+def hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (relative path -> hex digest)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_unchanged(root: Path, before: dict[str, str]) -> None:
+    """Every file of ``before`` (a :func:`hashes`) is still there, byte-identical."""
+    after = hashes(root)
+    assert {k: after.get(k) for k in before} == before
+
+
+def one_line(res) -> str:
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    return lines[0]
+
+
+def train_args(run_dir: Path, steps: int = 2000, **overrides) -> list[str]:
+    return tiny_cli(steps=steps, eval_freq=1000, **overrides) + [f"hydra.run.dir={run_dir}", "logger=disabled"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished tiny training run (2000 env steps) with its checkpoint; copied by each test that changes it."""
+    base = tmp_path_factory.mktemp("faults")
+    run = base / "R"
+    res = run_train_cli(train_args(run), base)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path) -> Path:
+    run = tmp_path / "R"
+    shutil.copytree(finished_run, run)
+    return run
+
+
+# ------------------------------------------------------------------------------------------ run dir API
+def test_claim_writes_the_manifest_first_and_refuses_other_kinds_and_identities(tmp_path):
+    run = tmp_path / "d"
+    settings = {"task": "cartpole-swingup", "seed": 1, "model": {"mlp_dim": 32}}
+    assert identity(settings) == identity(dict(reversed(list(settings.items()))))  # canonical: key order
+    with claim(run, "train", identity(settings), settings=settings) as owned:
+        assert owned.created and (run / MANIFEST).is_file()
+        assert f"pid {os.getpid()}" in (run / LOCK).read_text()
+    manifest = read_manifest(run)
+    assert manifest["kind"] == "train" and manifest["identity"] == identity(settings) and manifest["pid"] == os.getpid()
+    with claim(run, "train", identity(settings), settings=settings) as owned:  # same job: resumes
+        assert not owned.created
+    with pytest.raises(RunDirError, match="belongs to a train job, this is a prune job"):
+        claim(run, "prune", identity(settings))
+    other = {**settings, "model": {"mlp_dim": 48}}
+    with pytest.raises(RunDirError, match=r"model.mlp_dim=32 \(this command: 48\)"):
+        claim(run, "train", identity(other), settings=other)
+    with pytest.raises(RunDirError, match="already holds a run"):
+        claim(run, "train", identity(settings), settings=settings, fresh=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunDirError, match="is a file"):
+        claim(tmp_path / "file", "train", identity(settings))
+
+
+def test_a_live_lock_refuses_and_a_dead_holders_lock_does_not(tmp_path):
+    run = tmp_path / "d"
+    ident = identity({"a": 1})
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from tdmpc.run_dir import claim\n"
+        "c = claim(sys.argv[2], 'train', sys.argv[3]); print('held', flush=True); time.sleep(60)"),
+        str(ROOT), str(run), ident], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirError, match=f"in use by another live process \\(pid {holder.pid} on "):
+            claim(run, "train", ident)
+    finally:
+        holder.kill()  # dies holding the lock: the OS releases it
+        holder.wait()
+    assert f"pid {holder.pid}" in (run / LOCK).read_text()  # a stale lock file ...
+    with claim(run, "train", ident) as owned:  # ... does not block the next job
+        assert not owned.created
+
+
+# ------------------------------------------------------------------------------------------ refused commands
+@pytest.mark.parametrize("extra, expected", [
+    ({"task": "walker-walk"}, "task='cartpole-swingup' (this command: 'walker-walk')"),
+    ({"seed": 2}, "seed=1 (this command: 2)"),
+    ({"model.mlp_dim": 48}, "model.mlp_dim=32 (this command: 48)"),
+    ({"steps": -5}, "steps=-5; allowed: an integer > 0"),
+    ({"resume": "false"}, "re-run with resume=true to continue it, or add overwrite=true"),
+])
+def test_refused_command_on_an_existing_run_changes_nothing(finished_run, extra, expected):
+    before = hashes(finished_run)
+    res = run_train_cli(train_args(finished_run, **{"steps": 3000, **extra}), finished_run.parent)
+    assert res.returncode == 2, res.stderr[-3000:]
+    line = one_line(res)
+    assert line.startswith("error: ") and expected in line, line
+    assert "resume=false" not in line  # a mismatch is never "solved" by throwing the run away
+    assert_unchanged(finished_run, before)
+
+
+def test_two_processes_in_one_run_dir_the_second_is_refused(finished_run):
+    settings = read_manifest(finished_run)["settings"]
+    with claim(finished_run, "train", identity(settings), settings=settings):  # a live job holds the dir
+        before = hashes(finished_run)
+        res = run_train_cli(train_args(finished_run, steps=3000), finished_run.parent)
+        assert res.returncode == 2
+        assert "is in use by another live process" in one_line(res)
+        assert_unchanged(finished_run, before)
+
+
+def test_a_prune_jobs_dir_is_not_adopted_by_training(tmp_path):
+    run = tmp_path / "P"
+    claim(run, "prune", identity({"metric": "fisher"})).release()
+    before = hashes(run)
+    res = run_train_cli(train_args(run), tmp_path)
+    assert res.returncode == 2 and "belongs to a prune job, this is a train job" in one_line(res)
+    assert_unchanged(run, before)
+
+
+def test_a_run_without_manifest_is_checked_against_its_checkpoint(run_copy):
+    (run_copy / MANIFEST).unlink()  # a run from before manifests existed
+    before = hashes(run_copy)
+    res = run_train_cli(train_args(run_copy, steps=3000, seed=2), run_copy.parent)
+    assert res.returncode == 2 and "seed=1 (this command: 2)" in one_line(res)
+    assert_unchanged(run_copy, before)
+    res = run_train_cli(train_args(run_copy, steps=3000), run_copy.parent)  # compatible: adopted and resumed
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "[resume]" in res.stdout and read_manifest(run_copy)["kind"] == "train"
+
+
+@pytest.mark.slow
+def test_overwrite_moves_the_old_run_aside_and_starts_anew(run_copy):
+    before = hashes(run_copy)
+    res = run_train_cli(train_args(run_copy, steps=1000, resume="false", overwrite="true"), run_copy.parent)
+    assert res.returncode == 0, res.stderr[-3000:]
+    [old] = run_copy.parent.glob("R.old-*")
+    assert hashes(old) == before  # moved, not changed
+    assert "[resume]" not in res.stdout and f"moved the old run aside to {old}" in res.stdout
+    assert pd.read_csv(run_copy / "train.csv")["env_step"].tolist() == [1000]
+    assert torch.load(run_copy / "checkpoint.pt", weights_only=True)["counters"]["env_step"] == 1000
+
+
+# ------------------------------------------------------------------------------------------ interruption
+def _run_until(args: list[str], cwd: Path, pattern: str, sig: int) -> tuple[int, str, str]:
+    """Run scripts/train.py, send ``sig`` once when a stdout line contains ``pattern``; (rc, stdout, stderr)."""
+    env = {"MUJOCO_GL": "disable", "PATH": "/usr/bin:/bin", "HOME": str(cwd), "WANDB_SILENT": "true"}
+    proc = subprocess.Popen([sys.executable, str(TRAIN), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    out, sent = [], False
+    t0 = time.monotonic()
+    for line in proc.stdout:
+        out.append(line)
+        if not sent and pattern in line:
+            proc.send_signal(sig)
+            sent = True
+        assert time.monotonic() - t0 < 300
+    rc = proc.wait(timeout=120)
+    assert sent, "".join(out)
+    return rc, "".join(out), proc.stderr.read()
+
+
+@pytest.mark.slow
+def test_sigint_checkpoints_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    full = tmp_path / "full"
+    assert run_train_cli(train_args(full, steps=4000), tmp_path).returncode == 0
+    part = tmp_path / "part"
+    rc, out, err = _run_until(train_args(part, steps=4000), tmp_path, "[train] env_step     2000", signal.SIGINT)
+    assert rc == 130, out[-2000:] + err
+    # the episode after 2000 may have begun when the signal came: it is finished and checkpointed
+    at = 2000 if "[train] env_step     3000" not in out else 3000
+    assert err.strip() == f"interrupted at env step {at}; re-run the same command to resume"
+    assert torch.load(part / "checkpoint.pt", weights_only=True)["counters"]["env_step"] == at
+    res = run_train_cli(train_args(part, steps=4000), tmp_path)  # the same command resumes
+    assert res.returncode == 0 and "[resume]" in res.stdout, res.stderr[-3000:]
+    e_full, e_part = pd.read_csv(full / "eval.csv"), pd.read_csv(part / "eval.csv")
+    assert e_part["env_step"].tolist() == [1000, 2000, 3000, 4000]
+    assert e_part["return_mean"].tolist() == e_full["return_mean"].tolist()
+
+
+@pytest.mark.slow
+def test_sigterm_during_pretraining_stops_at_once_from_the_seeding_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    rc, out, err = _run_until(train_args(run, steps=3000), tmp_path, "[pretrain]     13/", signal.SIGTERM)
+    assert rc == 143, out[-2000:] + err
+    assert err.strip() == "interrupted at env step 1000; re-run the same command to resume"
+    assert "[train] env_step     2000" not in out
+    state = torch.load(run / "checkpoint.pt", weights_only=True)  # written at the end of seeding
+    assert state["counters"]["env_step"] == 1000 and state["counters"]["updates"] == 0
+
+
+def test_progress_lines_and_the_job_log(finished_run):
+    log = (finished_run / "train.log").read_text()
+    assert "[pretrain]    125/125 updates (100 %)" in log and "updates/s" in log
+    assert "[train] env_step     2000" in log and "agent-steps/s" in log and "env-steps/s" in log
+    assert "MUJOCO_GL" not in log
+    manifest = json.loads((finished_run / MANIFEST).read_text())
+    assert manifest["settings"]["task"] == "cartpole-swingup" and manifest["settings"]["seed"] == 1
+
+
+# ------------------------------------------------------------------------------------------ multirun
+@pytest.mark.slow
+def test_a_failing_training_job_does_not_stop_the_multirun(tmp_path):
+    sweep = tmp_path / "sweep"
+    res = run_train_cli(["-m", *tiny_cli(steps=1000), "logger=disabled", f"hydra.sweep.dir={sweep}",
+                         "hydra.sweep.subdir=${task}", "task=cartpole-swingupp,cartpole-swingup"], tmp_path)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "error: 1 job(s) of the sweep failed (the others completed):" in res.stderr
+    info = json.loads((sweep / "cartpole-swingupp" / "error.json").read_text())
+    assert info["error"] == "ConfigError" and "did you mean 'cartpole-swingup'" in info["message"]
+    assert (sweep / "cartpole-swingup" / "checkpoint.pt").is_file()
+    assert pd.read_csv(sweep / "cartpole-swingup" / "eval.csv")["env_step"].tolist() == [1000]
