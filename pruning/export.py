@@ -25,6 +25,7 @@ that run the planner's arithmetic with the noise as arguments; they are exported
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -150,6 +151,20 @@ class PlanGraph(nn.Module):
 # ------------------------------------------------------------------------------------------ loading
 
 
+def task_spec(task: str, action_repeat: int | None) -> dict:
+    """``obs_dim``, ``action_dim``, ``action_low``, ``action_high``, ``episode_length``, ``action_repeat`` of
+    a dm_control task (``tdmpc.envs.make_env``)."""
+    from tdmpc.envs import make_env
+
+    env = make_env(task, 0, action_repeat)
+    # DMControlEnv keeps the task's bounds privately; actions in [-1, 1] are mapped linearly onto them.
+    spec = {"obs_dim": int(env.observation_space.shape[0]), "action_dim": int(env.action_space.shape[0]),
+            "action_low": [float(x) for x in env._act_low], "action_high": [float(x) for x in env._act_high],
+            "episode_length": int(env.episode_length), "action_repeat": int(env.action_repeat)}
+    env.close()
+    return spec
+
+
 def load_agent(checkpoint: str | Path) -> tuple[Any, Any, dict]:
     """``(agent, train_cfg, env_spec)`` of a training or prune-job checkpoint, on the CPU, in eval mode.
 
@@ -162,7 +177,6 @@ def load_agent(checkpoint: str | Path) -> tuple[Any, Any, dict]:
     from tdmpc.agent import TDMPC
     from tdmpc.checkpoint import CheckpointError, load_checkpoint
     from tdmpc.config import TrainConfig, from_dict, validate
-    from tdmpc.envs import make_env
 
     path = Path(checkpoint).expanduser()
     state = load_checkpoint(path)
@@ -174,12 +188,7 @@ def load_agent(checkpoint: str | Path) -> tuple[Any, Any, dict]:
     cfg_dict = {k: v for k, v in saved.items() if k in fields and k != "pruning"}
     cfg_dict.update(device="cpu", compile=False)
     cfg = validate(from_dict(TrainConfig, cfg_dict))
-    env = make_env(cfg.task, 0, cfg.action_repeat)
-    # DMControlEnv keeps the task's bounds privately; actions in [-1, 1] are mapped linearly onto them.
-    env_spec = {"obs_dim": int(env.observation_space.shape[0]), "action_dim": int(env.action_space.shape[0]),
-                "action_low": [float(x) for x in env._act_low], "action_high": [float(x) for x in env._act_high],
-                "episode_length": int(env.episode_length), "action_repeat": int(env.action_repeat)}
-    env.close()
+    env_spec = task_spec(cfg.task, cfg.action_repeat)
     agent = TDMPC(env_spec["obs_dim"], env_spec["action_dim"], env_spec["episode_length"], cfg, torch.device("cpu"))
     if resize_to_state_dict(agent.model, state["agent"]["model"]):
         agent.build_optimizers()
@@ -267,8 +276,8 @@ def export_graph(module: nn.Module, args: tuple, path: Path, input_names: list[s
     return {"exporter": used, "opset": int(opset), "fallback_reason": reason}
 
 
-def controller_spec(agent: Any, cfg: Any, env_spec: dict, checkpoint: Path, exports: dict) -> dict:
-    """The content of ``controller.json`` (see the module docstring)."""
+def controller_spec(agent: Any, cfg: Any, env_spec: dict, checkpoint: Path | None, exports: dict) -> dict:
+    """The content of ``controller.json`` (see the module docstring); ``checkpoint`` may be ``None``."""
     import onnx
 
     from pruning.prune_job import git_commit
@@ -291,32 +300,45 @@ def controller_spec(agent: Any, cfg: Any, env_spec: dict, checkpoint: Path, expo
         "planner_outputs": [{"name": "action", "shape": [env_spec["action_dim"]], "dtype": "float32"},
                             {"name": "mean", "shape": [p.horizon, env_spec["action_dim"]], "dtype": "float32"}],
         "noise": "passed in as inputs (pruning.deploy draws them with numpy); see docs/deploy.md",
-        "exports": exports, "checkpoint": str(checkpoint), "checkpoint_sha256": sha256(checkpoint),
+        "exports": exports, "checkpoint": None if checkpoint is None else str(checkpoint),
+        "checkpoint_sha256": None if checkpoint is None else sha256(checkpoint),
         "git_commit": git_commit(), "torch": torch.__version__, "onnx": onnx.__version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
 
-def export_controller(checkpoint: str | Path, out_dir: str | Path | None = None, exporter: str = "auto") -> Path:
-    """Write ``policy.onnx``, ``planner.onnx`` and ``controller.json`` of ``checkpoint`` into ``out_dir``
-    (default: the checkpoint's folder); returns ``out_dir``."""
+def write_controller(agent: Any, cfg: Any, env_spec: dict, out_dir: str | Path, exporter: str = "auto",
+                     checkpoint: Path | None = None) -> Path:
+    """Export ``agent`` (a ``TDMPC`` in eval mode) into ``out_dir``: ``policy.onnx``, ``planner.onnx`` and
+    ``controller.json`` (``checkpoint``: the source file named and hashed there, ``None`` for an agent
+    built in memory). ``env_spec`` as returned by :func:`load_agent`. Returns ``out_dir``."""
     from tdmpc.planner import PlanNoise
 
-    checkpoint = Path(checkpoint).expanduser()
-    agent, cfg, env_spec = load_agent(checkpoint)
-    out = Path(out_dir) if out_dir is not None else checkpoint.parent
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # Exported from copies: tracing runs the model on fake tensors, and a cache filled then (the two-hot
+    # bins of ``TwoHot.bins``) would break the caller's model for eager use afterwards.
+    model = copy.deepcopy(agent.model).eval()
     obs = torch.zeros(1, env_spec["obs_dim"])
-    exports = {"policy": export_graph(PolicyGraph(agent.model).eval(), (obs,), out / POLICY_FILE, ["obs"],
+    exports = {"policy": export_graph(PolicyGraph(model).eval(), (obs,), out / POLICY_FILE, ["obs"],
                                       ["action"], exporter)}
-    noise = PlanNoise.draw(cfg.planner, env_spec["action_dim"], len(agent.model.qs), torch.Generator().manual_seed(0))
+    noise = PlanNoise.draw(cfg.planner, env_spec["action_dim"], len(model.qs), torch.Generator().manual_seed(0))
     inputs = plan_inputs(obs[0], None, noise)
-    graph = PlanGraph(agent.model, cfg.planner, agent.discount).eval()
+    graph = PlanGraph(copy.deepcopy(agent.model).eval(), cfg.planner, agent.discount).eval()
     exports["planner"] = export_graph(graph, tuple(inputs.values()), out / PLANNER_FILE, list(inputs),
                                       ["action", "mean"], exporter)
     spec = controller_spec(agent, cfg, env_spec, checkpoint, exports)
     (out / CONTROLLER_FILE).write_text(json.dumps(spec, indent=2) + "\n")
     return out
+
+
+def export_controller(checkpoint: str | Path, out_dir: str | Path | None = None, exporter: str = "auto") -> Path:
+    """Write ``policy.onnx``, ``planner.onnx`` and ``controller.json`` of ``checkpoint`` into ``out_dir``
+    (default: the checkpoint's folder); returns ``out_dir``."""
+    checkpoint = Path(checkpoint).expanduser()
+    agent, cfg, env_spec = load_agent(checkpoint)
+    out = Path(out_dir) if out_dir is not None else checkpoint.parent
+    return write_controller(agent, cfg, env_spec, out, exporter, checkpoint)
 
 
 # ------------------------------------------------------------------------------------------ CLI

@@ -20,7 +20,7 @@ import torch
 from conftest import tiny_cfg
 
 from pruning.deploy import Controller
-from pruning.export import export_controller, load_agent, run_export_cli
+from pruning.export import load_agent, run_export_cli, write_controller
 from tdmpc.agent import TDMPC
 from tdmpc.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from tdmpc.planner import PlanNoise
@@ -53,10 +53,12 @@ def _checkpoint(path: Path, pruned: bool) -> Path:
 
 @pytest.fixture(scope="module", params=["dense", "pruned"])
 def exported(request, tmp_path_factory):
-    """``(checkpoint, export dir)`` of a dense and of a pruned tiny agent."""
+    """``(checkpoint, export dir, agent)`` of a dense and of a pruned tiny agent. The tests compare against
+    the agent that was exported: exporting must leave it usable (tracing must not leave fake tensors in it)."""
     root = tmp_path_factory.mktemp(request.param)
     ckpt = _checkpoint(root / "checkpoint.pt", pruned=request.param == "pruned")
-    return ckpt, export_controller(ckpt, root / "export")
+    agent, cfg, env_spec = load_agent(ckpt)
+    return ckpt, write_controller(agent, cfg, env_spec, root / "export", checkpoint=ckpt), agent
 
 
 def _noise(inputs: dict[str, np.ndarray]) -> PlanNoise:
@@ -68,8 +70,7 @@ def _noise(inputs: dict[str, np.ndarray]) -> PlanNoise:
 def test_controller_json_describes_the_model_and_the_checkpoint(exported):
     import onnx
 
-    ckpt, out = exported
-    agent, _, _ = load_agent(ckpt)
+    ckpt, out, agent = exported
     spec = json.loads((out / "controller.json").read_text())
     assert spec["widths"] == agent.model.widths()
     assert spec["latent_dim"] == agent.model.widths()["encoder"][-1]
@@ -87,7 +88,7 @@ def test_controller_json_describes_the_model_and_the_checkpoint(exported):
 
 
 def test_pruned_checkpoint_is_smaller_latent_included(exported):
-    ckpt, out = exported
+    ckpt, out, _ = exported
     widths = json.loads((out / "controller.json").read_text())["widths"]
     if ckpt.parent.name.startswith("pruned"):
         assert widths["encoder"][-1] == 8 and widths["dynamics"][-1] == 8  # latent 16 -> 8 (one simplex)
@@ -97,8 +98,7 @@ def test_pruned_checkpoint_is_smaller_latent_included(exported):
 
 
 def test_exported_planner_gives_the_torch_planners_action(exported):
-    ckpt, out = exported
-    agent, _, _ = load_agent(ckpt)
+    ckpt, out, agent = exported
     ctrl = Controller.load(out, seed=5)
     rng = np.random.default_rng(0)
     for step in range(4):
@@ -119,8 +119,7 @@ def test_exported_planner_gives_the_torch_planners_action(exported):
 
 
 def test_exported_policy_gives_the_policy_mean(exported):
-    ckpt, out = exported
-    agent, _, _ = load_agent(ckpt)
+    ckpt, out, agent = exported
     ctrl = Controller.load(out, mode="policy")
     obs = torch.randn(5, 4)
     with torch.no_grad():
@@ -130,7 +129,7 @@ def test_exported_policy_gives_the_policy_mean(exported):
 
 
 def test_runtime_imports_and_acts_without_torch(exported, tmp_path):
-    _, out = exported
+    _, out, _ = exported
     shim = tmp_path / "shim"
     shim.mkdir()
     (shim / "sitecustomize.py").write_text("import sys\nfor m in ('torch', 'dm_control', 'hydra', 'mujoco'):\n"
@@ -167,7 +166,7 @@ def test_closed_loop_check_via_the_cli(tmp_path):
 def test_policy_check_returns_equal_the_torch_agents(exported):
     from pruning.deploy_check import run_check
 
-    ckpt, out = exported
+    ckpt, out, _ = exported
     result = run_check(ckpt, out, episodes=2, seed=3, mode="policy", max_episode_steps=60)
     for row in result["episodes"]:  # deterministic policy, same env seed: the same episode
         assert row["steps"] == 15 and abs(row["return_onnx"] - row["return_torch"]) < 1e-3

@@ -1,0 +1,231 @@
+"""Batch-1 planned-action and policy-action latency of the deployed controller: eager PyTorch vs onnxruntime.
+
+    python benchmarks/deploy_latency.py                                   # cpu preset, FLOPs budgets, 1 thread
+    python benchmarks/deploy_latency.py repeats=20 rounds=3 budget=channels
+
+Models: the ``model_size`` preset (default ``cpu``) on cartpole-swingup's shapes (obs 5, action 1, planner
+from the preset), random weights (seed 0), dense and pruned with random scores, ``scope="global"``, latent
+included (``latent=1``, the prune job's default). ``budget=flops`` (default): each ``ratio`` in ``ratios`` is
+the fraction of **planned-action FLOPs** removed (:func:`pruning.measure.plan_flops`), reached by bisecting
+the channel ratio (the smallest channel ratio that removes at least that fraction; the achieved fraction
+is in ``flops_removed_plan``). ``budget=channels``: ``ratio`` is the fraction of channels removed, as in
+the main job.
+
+Runtimes (all single-threaded, ``threads=1``): ``torch_eager`` (``MPPIPlanner.plan`` after the encoder,
+the policy mean for the policy action), ``onnxruntime`` (:class:`pruning.deploy.Controller`, exported by
+:func:`pruning.export.write_controller`; a planned action includes drawing its noise with numpy) and
+``torch_compiled``, which is a TODO hook (:data:`COMPILED_RUNTIME`): compiled PyTorch does not exist yet in
+this suite, no row is written for it.
+
+Timing: every (model, runtime, action kind) is timed ``repeats`` single calls per round, the combinations
+in turn, ``rounds`` times (interleaved: a slow phase of a shared machine hits all alike). Per row: median
+and p99 over all calls of wall-clock latency (``latency_plan_ms``, ``p99_plan_ms``, ...) and the median of
+the calling thread's CPU time (``*_cpu_ms``, robust to other processes on the core). The load average
+before and after is recorded: figures from a loaded machine are not final.
+
+Writes benchmarks/results/deploy_latency.json (``out=...`` to change).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pruning import model_groups, prune  # noqa: E402
+from pruning.deploy import Controller  # noqa: E402
+from pruning.export import write_controller  # noqa: E402
+from pruning.measure import count_params, plan_flops, policy_action_flops  # noqa: E402
+from tdmpc.agent import TDMPC  # noqa: E402
+from tdmpc.config import TrainConfig, validate  # noqa: E402
+
+TASK = "cartpole-swingup"
+ENV_SPEC = {"obs_dim": 5, "action_dim": 1, "action_low": [-1.0], "action_high": [1.0], "episode_length": 125,
+            "action_repeat": 8}  # cartpole-swingup (pruning.export.task_spec), fixed so no env is built here
+
+#: TODO(speed issue): ``COMPILED_RUNTIME(agent) -> (plan_fn, policy_fn)`` for compiled PyTorch
+#: (``torch.compile`` / ``torch.export`` + AOTInductor) once it exists; rows with ``runtime="torch_compiled"``
+#: are written only when this is set. Nothing is measured for it today.
+COMPILED_RUNTIME: Callable | None = None
+
+
+def build_agent(size: str, channel_ratio: float, prune_latent: bool):
+    """A TDMPC agent of ``size`` (random weights, seed 0), pruned to ``channel_ratio`` with random scores."""
+    cfg = validate(TrainConfig(task=TASK, model_size=size, device="cpu", compile=False))
+    torch.manual_seed(0)
+    agent = TDMPC(ENV_SPEC["obs_dim"], ENV_SPEC["action_dim"], ENV_SPEC["episode_length"], cfg, torch.device("cpu"))
+    if channel_ratio > 0:
+        groups = model_groups(agent.model, prune_latent=prune_latent)
+        gen = torch.Generator().manual_seed(0)
+        prune(groups, {g.name: torch.rand(g.size, generator=gen) for g in groups}, channel_ratio, scope="global")
+        agent.build_optimizers()
+    agent.model.eval()
+    return agent, cfg
+
+
+def channel_ratio_for_flops(size: str, removed: float, prune_latent: bool, steps: int = 12) -> float:
+    """Smallest channel ratio (bisection, ``steps`` halvings) removing at least ``removed`` of plan FLOPs."""
+    if removed <= 0:
+        return 0.0
+    dense_agent, cfg = build_agent(size, 0.0, prune_latent)
+    dense = plan_flops(dense_agent.model, cfg.planner)
+    lo, hi = 0.0, 0.95
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        agent, _ = build_agent(size, mid, prune_latent)
+        if 1 - plan_flops(agent.model, cfg.planner) / dense >= removed:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def runtimes(agent, cfg, tmp: Path) -> dict[str, tuple[Callable, Callable]]:
+    """``runtime -> (planned_action, policy_action)`` callables for one agent (batch-1 observation)."""
+    obs_np = np.random.default_rng(0).standard_normal(ENV_SPEC["obs_dim"]).astype(np.float32)
+    obs = torch.from_numpy(obs_np)
+    model = agent.model
+
+    @torch.no_grad()
+    def torch_plan():
+        return agent.act(obs, eval_mode=True)
+
+    @torch.no_grad()
+    def torch_policy():
+        return model.pi(model.encode(obs.unsqueeze(0)))[0]
+
+    write_controller(agent, cfg, ENV_SPEC, tmp)
+    planner, policy = Controller.load(tmp, mode="plan", num_threads=1), Controller.load(tmp, mode="policy")
+    out = {"torch_eager": (torch_plan, torch_policy),
+           "onnxruntime": (lambda: planner.act(obs_np), lambda: policy.act(obs_np))}
+    if COMPILED_RUNTIME is not None:
+        out["torch_compiled"] = COMPILED_RUNTIME(agent)
+    return out
+
+
+def time_calls(fn: Callable, n: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and thread-CPU milliseconds of ``n`` single calls of ``fn``."""
+    wall, cpu = [], []
+    for _ in range(n):
+        w0, c0 = time.perf_counter(), time.thread_time()
+        fn()
+        wall.append((time.perf_counter() - w0) * 1e3)
+        cpu.append((time.thread_time() - c0) * 1e3)
+    return wall, cpu
+
+
+def measure(fns: dict, repeats: int, rounds: int, warmup: int = 5) -> dict:
+    """Interleaved timing of every ``(ratio, runtime, kind)`` callable in ``fns``; returns its samples."""
+    samples = {key: ([], []) for key in fns}
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    for rnd in range(rounds):
+        for key, fn in fns.items():
+            wall, cpu = time_calls(fn, repeats)
+            samples[key][0].extend(wall)
+            samples[key][1].extend(cpu)
+        print(f"  round {rnd + 1}/{rounds} done (load average {os.getloadavg()[0]:.2f})", flush=True)
+    return samples
+
+
+def make_row(ratio: float, runtime: str, agent, cfg, channel_ratio: float, dense_flops: int, samples: dict,
+             budget: str) -> dict:
+    row = {"runtime": runtime, "ratio": ratio, "budget": budget, "channel_ratio": round(channel_ratio, 5),
+           "flops_plan": plan_flops(agent.model, cfg.planner), "flops_policy": policy_action_flops(agent.model),
+           "params": count_params(agent.model)["total"], "widths": agent.model.widths()}
+    row["flops_removed_plan"] = 1 - row["flops_plan"] / dense_flops
+    for kind in ("plan", "policy"):
+        wall, cpu = (np.asarray(x) for x in samples[(ratio, runtime, kind)])
+        row[f"latency_{kind}_ms"] = float(np.median(wall))
+        row[f"p99_{kind}_ms"] = float(np.percentile(wall, 99))
+        row[f"latency_{kind}_cpu_ms"] = float(np.median(cpu))
+        row[f"samples_{kind}"] = int(wall.size)
+    row["rate_plan_hz"] = 1e3 / row["latency_plan_ms"]
+    return row
+
+
+def bar(rows: list[dict]) -> dict | None:
+    """The issue's bar: under onnxruntime at 50 % removed, latency fall >= 0.85 x FLOPs fall (plan)."""
+    ort_rows = {r["ratio"]: r for r in rows if r["runtime"] == "onnxruntime"}
+    if 0.0 not in ort_rows or 0.5 not in ort_rows:
+        return None
+    d, p = ort_rows[0.0], ort_rows[0.5]
+    flops_fall = d["flops_plan"] / p["flops_plan"]
+    out = {"flops_fall": flops_fall}
+    for clock in ("", "_cpu"):
+        fall = d[f"latency_plan{clock}_ms"] / p[f"latency_plan{clock}_ms"]
+        out[f"latency_fall{clock}"], out[f"ratio{clock}"] = fall, fall / flops_fall
+        out[f"passed{clock}"] = fall / flops_fall >= 0.85
+    return out
+
+
+def parse(argv: list[str]) -> dict:
+    args = {"size": "cpu", "ratios": "0,0.25,0.5,0.75", "budget": "flops", "latent": "1", "repeats": "50",
+            "rounds": "5", "out": str(ROOT / "benchmarks" / "results" / "deploy_latency.json")}
+    for a in argv:
+        k, _, v = a.partition("=")
+        if k not in args:
+            raise SystemExit(f"error: unknown argument {k!r}; allowed: {', '.join(args)}")
+        args[k] = v
+    if args["budget"] not in ("flops", "channels"):
+        raise SystemExit(f"error: invalid argument budget={args['budget']!r}; allowed: flops|channels")
+    return args
+
+
+def main(argv: list[str]) -> None:
+    args = parse(argv)
+    torch.set_num_threads(1)
+    ratios = sorted({0.0, *(float(x) for x in args["ratios"].split(","))})
+    latent, size, budget = args["latent"] == "1", args["size"], args["budget"]
+    load_before, started = list(os.getloadavg()), time.time()
+    agents, fns = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in ratios:
+            cr = channel_ratio_for_flops(size, r, latent) if budget == "flops" else r
+            agent, cfg = build_agent(size, cr, latent)
+            agents[r] = (agent, cfg, cr)
+            for runtime, (plan_fn, policy_fn) in runtimes(agent, cfg, Path(tmp) / f"r{r}").items():
+                fns[(r, runtime, "plan")], fns[(r, runtime, "policy")] = plan_fn, policy_fn
+            print(f"ratio {r}: channel ratio {cr:.4f}, plan {plan_flops(agent.model, cfg.planner) / 1e6:.1f} MFLOP",
+                  flush=True)
+        samples = measure(fns, int(args["repeats"]), int(args["rounds"]))
+    dense_flops = plan_flops(agents[0.0][0].model, agents[0.0][1].planner)
+    rows = [make_row(r, rt, agents[r][0], agents[r][1], agents[r][2], dense_flops, samples, budget)
+            for (r, rt, kind) in fns if kind == "plan"]
+    load_after = list(os.getloadavg())
+    loaded = max(load_before[0], load_after[0]) > 0.5 * (os.cpu_count() or 1)
+    result = {"command": " ".join(["python benchmarks/deploy_latency.py", *argv]), "model_size": size,
+              "task_shapes": TASK, "budget": budget, "prune_latent": latent, "threads": 1,
+              "repeats": int(args["repeats"]), "rounds": int(args["rounds"]),
+              "load_average_before": load_before, "load_average_after": load_after, "cpu_count": os.cpu_count(),
+              "final": not loaded, "note": ("machine loaded (load average > half the cores): indicative figures, "
+                                            "not final") if loaded else "machine idle enough for final figures",
+              "torch_compiled": "TODO: no compiled PyTorch runtime exists yet (COMPILED_RUNTIME hook)",
+              "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
+              "machine": platform.processor() or platform.machine(), "bar": bar(rows), "rows": rows,
+              "wall_clock_s": round(time.time() - started, 1)}
+    for r in rows:
+        print(f"{r['runtime']:>12} ratio={r['ratio']:.2f} (channels {r['channel_ratio']:.3f}): plan "
+              f"{r['flops_plan'] / 1e6:7.1f} MFLOP {r['latency_plan_ms']:7.2f} ms (p99 {r['p99_plan_ms']:7.2f}, "
+              f"cpu {r['latency_plan_cpu_ms']:7.2f}) = {r['rate_plan_hz']:6.1f} Hz; policy "
+              f"{r['latency_policy_ms']:.3f} ms (p99 {r['p99_policy_ms']:.3f})", flush=True)
+    path = Path(args["out"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"bar: {result['bar']}\nload average {load_before} -> {load_after}; wrote {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
