@@ -9,8 +9,11 @@ prune/, report/ with results.csv, summary.md and the plots).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "disable")  # state-based tasks need no rendering (and no GLFW/X11 noise)
 
 import hydra
 from omegaconf import DictConfig, OmegaConf

@@ -12,8 +12,11 @@ the sweep exits with status 1 at the end if any job failed. Bad settings exit 2 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "disable")  # state-based tasks need no rendering (and no GLFW/X11 noise)
 
 import hydra
 from omegaconf import DictConfig
