@@ -4,8 +4,8 @@ Works on any ``nn.Module`` that declares ``components`` (a mapping name -> modul
 ``couplings()`` and ``shape_tied()``; the TD-MPC world model of ``tdmpc`` is one such model. See
 ``pruning/README.md`` for the package map and ``docs/method.md`` for the formulas.
 
-Names are loaded on first use (PEP 562), so a submodule that needs no torch (the deploy runtime,
-:mod:`pruning.deploy`) imports without it.
+Where torch is installed every public name is imported here; without torch nothing is, so that a
+submodule that needs no torch (the deploy runtime, :mod:`pruning.deploy`) still imports.
 """
 
 from __future__ import annotations
@@ -61,14 +61,16 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pruning' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+def _load_all() -> None:
+    # Eager, not lazy (PEP 562): the function ``prune`` shares its name with the submodule
+    # ``pruning.prune``, which the import system binds on the package once it is imported.
+    for name, module in _EXPORTS.items():
+        globals()[name] = getattr(importlib.import_module(module), name)
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+try:
+    import torch  # noqa: F401
+except ImportError:  # a deployment machine: only torch-free submodules (pruning.deploy) are usable
+    pass
+else:
+    _load_all()

@@ -21,6 +21,8 @@ from typing import Any
 
 from pruning.schedule import SCHEDULE_KINDS
 
+#: What a pruning ``ratio`` is a fraction of: planned-action FLOPs (prune job, main job) or scored channels.
+BUDGETS = ("flops", "channels")
 #: Temporal smoothing of gradient metrics returned by default by ``ImportanceTracker.scores``.
 SMOOTHINGS = ("ema", "cumulative")
 #: Per-component normalisation of scores (divide by that statistic over the component's channels).

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from pruning.config import require
-from pruning.metrics import metric_names
+from pruning.config import BUDGETS
+from pruning.metrics import MAIN_JOB_METRICS, metric_names
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHERS = ("basic", "submitit_local", "slurm")
@@ -47,8 +48,9 @@ class ExperimentConfig:
     model_size: str = "cpu"
     train_steps: int = 30_000  # env steps of dense training
     train_eval_episodes: int = 5
-    metrics: list[str] = field(default_factory=lambda: ["grad_acc", "fisher", "bayes", "l1", "l2", "random"])
-    ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    metrics: list[str] = field(default_factory=lambda: list(MAIN_JOB_METRICS))
+    ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # fractions of the budget removed
+    budget: str = "flops"  # flops: ratio of planned-action FLOPs removed | channels: ratio of channels
     scope: str = "global"
     prune_seeds: list[int] = field(default_factory=lambda: [1])  # fine-tuning / evaluation seeds
     finetune_steps: int = 500
@@ -69,6 +71,9 @@ def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     bad = [m for m in cfg.metrics if m not in metric_names()]
     require(bool(cfg.metrics) and not bad, "metrics", cfg.metrics, f"a non-empty list of {'|'.join(metric_names())}")
     require(bool(cfg.ratios) and all(0 < r < 1 for r in cfg.ratios), "ratios", cfg.ratios, "numbers in (0, 1)")
+    require(cfg.budget in BUDGETS, "budget", cfg.budget, "|".join(BUDGETS))
+    require(cfg.budget == "channels" or cfg.scope == "global", "scope", cfg.scope,
+            "global (budget=flops ranks all groups together; use budget=channels for other scopes)")
     require(cfg.launcher in LAUNCHERS, "launcher", cfg.launcher, "|".join(LAUNCHERS))
     require(cfg.workers >= 1, "workers", cfg.workers, "an integer >= 1")
     require(cfg.finetune_steps >= 0, "finetune_steps", cfg.finetune_steps, "an integer >= 0")
@@ -136,7 +141,8 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
     prune_dir = out / "prune"
     quoted = ",".join(f"'{p}'" for p in ckpts)  # Hydra override grammar: paths may hold = , etc.
     base = [py, str(ROOT / "scripts" / "prune.py"), "-m", f"checkpoint={quoted}",
-            f"seed={_csv(cfg.prune_seeds)}", f"scope={cfg.scope}", f"finetune_steps={cfg.finetune_steps}",
+            f"seed={_csv(cfg.prune_seeds)}", f"scope={cfg.scope}", f"budget={cfg.budget}",
+            f"finetune_steps={cfg.finetune_steps}",
             f"eval_episodes={cfg.eval_episodes}", f"hydra.sweep.dir={prune_dir}", f"logger.wandb.group={cfg.name}",
             f"num_threads={cfg.num_threads}", *common, *_launcher_args(cfg), *cfg.prune_overrides]
     n = cfg.workers if cfg.launcher == "basic" else 1

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from pruning.config import (
+    BUDGETS,
     NORMALIZATIONS,
     NORMALIZE_BY,
     SMOOTHINGS,
@@ -60,8 +61,6 @@ from tdmpc.config import LoggerConfig, TrainConfig, WandbSettings
 from tdmpc.logger import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
-#: What ``ratio`` is a fraction of: planned-action FLOPs, or scored channels.
-BUDGETS = ("flops", "channels")
 POST_PRUNE_FILE = "post_prune.json"  # the return right after pruning, before fine-tuning (kept on resume)
 
 

@@ -50,7 +50,8 @@ RESULT_COLUMNS = (
     "task", "seed", "train_seed", "model_size", "metric", "ratio", "scope", "finetune_steps", "dense_return",
     "return_mean", "return_std", "eval_episodes", "params", "params_dense", "flops_policy", "flops_plan",
     "latency_policy_ms", "latency_policy_iqr_ms", "latency_plan_ms", "latency_plan_iqr_ms", "widths",
-    "git_commit",
+    "git_commit", "budget", "flops_plan_dense", "flops_ratio_achieved", "channel_ratio_achieved",
+    "return_post_prune",
 )
 #: Keys a result.json must hold to be reported (``pruning.prune_job`` writes these and more).
 REQUIRED_KEYS = (
@@ -60,7 +61,7 @@ REQUIRED_KEYS = (
 )
 IMPORTANCE_COLUMNS = ("step", "component", "layer", "channel", "metric", "score")
 FAILURE_COLUMNS = ("run_dir", "error", "message")
-SUMMARY_KEYS = ("task", "scope", "finetune_steps")  # one table per combination
+SUMMARY_KEYS = ("task", "budget", "scope", "finetune_steps")  # one table per combination
 DENSE = "dense"  # metric label of the ratio-0 reference in the summary
 
 
@@ -199,6 +200,13 @@ def _std(x: pd.Series) -> float:
     return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
 
 
+def with_budget(results: pd.DataFrame) -> pd.DataFrame:
+    """A copy with a ``budget`` column; results written before budgets existed were channel ratios."""
+    df = results.copy()
+    df["budget"] = [b if isinstance(b, str) else "channels" for b in df.get("budget", [None] * len(df))]
+    return df
+
+
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std (ddof 1) over seeds per task x scope x finetune_steps x metric x ratio.
 
@@ -207,15 +215,16 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     mean ``dense_return`` (the training run's final eval) of the jobs. ``best`` marks the metric with the
     highest mean return at each ratio (the FLOPs budget of a sweep) of a table.
     """
-    cols = ["task", "scope", "finetune_steps", "metric", "ratio", "n", "return_mean", "return_std",
+    cols = ["task", "budget", "scope", "finetune_steps", "metric", "ratio", "n", "return_mean", "return_std",
             "retained_pct", "retained_pct_std", "params", "flops_plan", "latency_plan_ms", "flops_policy",
             "latency_policy_ms", "best"]
     if results.empty:
         return pd.DataFrame(columns=cols)
-    df = results.copy()
+    df = with_budget(results)
     dense_rows = df["ratio"] == 0
     df.loc[dense_rows, "metric"] = DENSE
     df.loc[dense_rows, "scope"] = "-"
+    df.loc[dense_rows, "budget"] = "-"
     ref = df[dense_rows].groupby(["task", "finetune_steps"])["return_mean"].mean().rename("ref")
     df = df.join(ref, on=["task", "finetune_steps"])
     df["ref"] = df["ref"].fillna(df.groupby(["task", "finetune_steps"])["dense_return"].transform("mean"))
@@ -237,30 +246,40 @@ def _fmt(v: float, digits: int = 1) -> str:
     return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:,.{digits}f}"
 
 
+def _pm(mean: float, std: float, n: int) -> str:
+    """``mean ± std`` for n >= 2; a single run shows its value alone (a spread of one run is not 0)."""
+    return f"{_fmt(mean)} ± {_fmt(std)}" if n >= 2 else _fmt(mean)
+
+
 def _md(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def summary_markdown(summary: pd.DataFrame, failures: pd.DataFrame, correlations: dict[str, pd.DataFrame] | None = None,
-                     notes: Sequence[str] = (), plots: Sequence[Path] = ()) -> str:
+                     notes: Sequence[str] = (), plots: Sequence[Path] = (), statistics: Sequence[str] = ()) -> str:
     """``summary.md``: a table per task (x scope x fine-tuning steps) with the best metric per ratio in
     bold, the mean rank correlation between metrics, the failed jobs and the plot files."""
     lines = ["# Pruning sweep summary", "",
-             "Return: mean ± std over seeds of the eval return; retained: % of the dense reference (ratio 0, "
-             "same task and fine-tuning steps). FLOPs and latency: one planned action (MPPI) for a batch-1 "
-             "observation. **Bold**: best metric at that ratio (the FLOPs budget of the sweep; the FLOPs column "
-             "shows what the pruned models need).", ""]
-    for (task, scope, ft), t in summary.groupby(list(SUMMARY_KEYS), sort=True):
+             "Return: mean ± std over runs of the eval return (n runs; no spread is shown for n = 1); retained: % "
+             "of the dense reference (ratio 0, same task and fine-tuning steps). FLOPs and latency: one planned "
+             "action (MPPI) for a batch-1 observation. Budget `flops`: every metric removed the same fraction of "
+             "the planned-action FLOPs (to within 1 %), so rows of one ratio compare models of equal cost; "
+             "budget `channels`: the same fraction of channels, so their costs differ (see the FLOPs column). "
+             "**Bold**: best metric at that ratio.", ""]
+    for (task, budget, scope, ft), t in summary.groupby(list(SUMMARY_KEYS), sort=True):
         if scope == "-":
             continue  # dense rows are shown in every table of their task
         dense = summary[(summary["task"] == task) & (summary["finetune_steps"] == ft) & (summary["metric"] == DENSE)]
-        lines += [f"## {task} (scope {scope}, {ft:g} fine-tuning steps)", "",
+        what = ("best metric at ≤ the listed MFLOP per planned action" if budget == "flops"
+                else "channel ratio, not a FLOPs budget: costs differ between metrics")
+        lines += [f"## {task} (budget {budget}: {what}; scope {scope}, {ft:g} fine-tuning steps)", "",
                   "| metric | ratio | n | return | retained | params | MFLOP / plan | latency / plan (ms) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for _, r in pd.concat([dense, t]).iterrows():
             name = f"**{r['metric']}**" if r["best"] else r["metric"]
-            lines.append(f"| {name} | {r['ratio']:g} | {int(r['n'])} | {_fmt(r['return_mean'])} ± {_fmt(r['return_std'])} "
-                         f"| {_fmt(r['retained_pct'])} ± {_fmt(r['retained_pct_std'])} % | {_fmt(r['params'], 0)} "
+            n = int(r["n"])
+            lines.append(f"| {name} | {r['ratio']:g} | {n} | {_pm(r['return_mean'], r['return_std'], n)} "
+                         f"| {_pm(r['retained_pct'], r['retained_pct_std'], n)} % | {_fmt(r['params'], 0)} "
                          f"| {_fmt(r['flops_plan'] / 1e6)} | {_fmt(r['latency_plan_ms'], 2)} |")
         lines.append("")
     only_dense = summary[(summary["metric"] == DENSE) & ~summary.set_index(["task", "finetune_steps"]).index.isin(
@@ -284,6 +303,7 @@ def summary_markdown(summary: pd.DataFrame, failures: pd.DataFrame, correlations
                 cells.append(_fmt(v, 2))
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += list(statistics)
     lines += [f"Note: {n}" for n in notes] + ([""] if notes else [])
     if len(failures):
         lines += [f"## Failed jobs ({len(failures)})", "", "| run dir | error |", "|---|---|"]
@@ -300,15 +320,16 @@ def summary_markdown(summary: pd.DataFrame, failures: pd.DataFrame, correlations
 def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary as short formatted strings for a terminal (what the main job prints); the scope and
     fine-tuning columns only when they differ between rows."""
-    varies = {k: summary.loc[summary["metric"] != DENSE, k].nunique() > 1 for k in ("scope", "finetune_steps")}
+    varies = {k: summary.loc[summary["metric"] != DENSE, k].nunique() > 1 for k in ("budget", "scope", "finetune_steps")}
     rows = []
     for _, r in summary.iterrows():
         rows.append({
             "task": r["task"],
+            **({"budget": r["budget"]} if varies["budget"] else {}),
             **({"scope": r["scope"]} if varies["scope"] else {}),
             **({"ft": f"{r['finetune_steps']:g}"} if varies["finetune_steps"] else {}),
             "metric": r["metric"] + (" *" if r["best"] else ""), "ratio": f"{r['ratio']:g}",
-            "n": str(int(r["n"])), "return": f"{_fmt(r['return_mean'])} ± {_fmt(r['return_std'])}",
+            "n": str(int(r["n"])), "return": _pm(r["return_mean"], r["return_std"], int(r["n"])),
             "retained": f"{_fmt(r['retained_pct'])} %", "params": f"{r['params'] / 1e3:,.1f}k",
             "MFLOP/plan": _fmt(r["flops_plan"] / 1e6), "ms/plan": _fmt(r["latency_plan_ms"], 2),
             "ms/policy": _fmt(r["latency_policy_ms"], 3),
@@ -563,5 +584,25 @@ def write_report(dirs: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
     failures = pd.concat([failures, pd.DataFrame(bad, columns=FAILURE_COLUMNS)], ignore_index=True)
     # Snapshots hold raw scores (pruning.tracker), so the heat-maps show shifts between components too.
     notes: list[str] = []
-    (out / "summary.md").write_text(summary_markdown(summary, failures, correlations, notes, plots))
+    stats_lines = statistics_report(results, out, plots)
+    (out / "summary.md").write_text(summary_markdown(summary, failures, correlations, notes, plots, stats_lines))
     return summary
+
+
+def statistics_report(results: pd.DataFrame, out: Path, plots: list[Path]) -> list[str]:
+    """IQM / probability of improvement / AUC (:mod:`pruning.stats`) per budget x scope x fine-tuning
+    steps over all tasks, as ``summary.md`` lines; performance-profile plots are added to ``plots``."""
+    from pruning import stats
+
+    if results.empty or not (results["ratio"] > 0).any():
+        return []
+    df = with_budget(results)
+    df["flops_plan_dense"] = pd.to_numeric(df["flops_plan_dense"], errors="coerce")
+    dense_flops = df[df["ratio"] == 0].groupby("task")["flops_plan"].mean()
+    df["flops_plan_dense"] = df["flops_plan_dense"].fillna(df["task"].map(dense_flops))
+    lines = ["## Statistics over runs (rliable)", ""]
+    for (budget, scope, ft), g in stats.retained_returns(df).groupby(["budget", "scope", "finetune_steps"]):
+        title = f"budget {budget}, scope {scope}, {ft:g} fine-tuning steps, tasks {', '.join(sorted(g['task'].unique()))}"
+        lines += stats.statistics_markdown(g, title)
+        plots += stats.plot_performance_profiles(g, out, f"performance_profile_{budget}_{scope}_ft{ft:g}")
+    return lines
