@@ -293,7 +293,8 @@ def summary_markdown(summary: pd.DataFrame, failures: pd.DataFrame, correlations
         mean = corr.groupby(["metric_a", "metric_b"])["spearman"].mean()
         metrics = sorted(set(corr["metric_a"]) | set(corr["metric_b"]))
         lines += [f"## Rank correlation between metrics: {key}", "",
-                  f"Spearman's rho of the channel scores, mean over {corr['step'].nunique()} snapshots "
+                  f"Spearman's rho of the channel scores within each layer (weighted mean over layers by "
+                  f"channels), mean over {corr['step'].nunique()} snapshots "
                   f"and {int(corr['runs'].max())} run(s).", "",
                   "| | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
         for a in metrics:
@@ -381,21 +382,28 @@ def layer_importance(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def rank_correlations(table: pd.DataFrame) -> pd.DataFrame:
-    """Spearman's rho between the channel scores of every pair of metrics at every snapshot step.
+    """Spearman's rho between the channel scores of every pair of metrics at every snapshot step,
+    computed **within each layer** (group) and then averaged over layers weighted by their channels.
 
-    Ranks within (step, metric), then Pearson's r of the ranks per step: ``rho = cov(R_a, R_b) /
-    (sd(R_a) sd(R_b))``; channels missing in one metric are left out of that pair. Pairs (a, b) with
-    a < b alphabetically.
+    Ranks within (step, layer, metric), then Pearson's r of the ranks per (step, layer): ``rho =
+    cov(R_a, R_b) / (sd(R_a) sd(R_b))``. Within a layer, because pruning compares channels after a per-layer
+    normalisation: pooling all layers would mix the between-layer scale of the raw scores into the
+    ranking. Layers where a metric is constant (rho undefined) are left out of that pair's mean; channels
+    missing in one metric are left out of that pair. Pairs (a, b) with a < b alphabetically.
     """
-    wide = table.pivot_table(index=["step", "component", "layer", "channel"], columns="metric", values="score",
-                             observed=True)
-    ranks = wide.groupby(level="step").rank()
-    corr = ranks.groupby(level="step").corr()
-    corr.index.names = ["step", "metric_a"]
+    wide = table.pivot_table(index=["step", "layer", "channel"], columns="metric", values="score", observed=True)
+    ranks = wide.groupby(level=["step", "layer"]).rank()
+    corr = ranks.groupby(level=["step", "layer"]).corr()
+    corr.index.names = ["step", "layer", "metric_a"]
     corr.columns.name = "metric_b"
     long = corr.stack().rename("spearman").reset_index()
-    long = long[long["metric_a"] < long["metric_b"]]
-    return long.sort_values(["metric_a", "metric_b", "step"]).reset_index(drop=True)[
+    long = long[(long["metric_a"] < long["metric_b"]) & long["spearman"].notna()]
+    sizes = wide.groupby(level=["step", "layer"]).size().rename("channels")
+    long = long.join(sizes, on=["step", "layer"])
+    long["w"] = long["spearman"] * long["channels"]
+    agg = long.groupby(["metric_a", "metric_b", "step"])[["w", "channels"]].sum()
+    agg["spearman"] = agg["w"] / agg["channels"]
+    return agg.reset_index().sort_values(["metric_a", "metric_b", "step"]).reset_index(drop=True)[
         ["step", "metric_a", "metric_b", "spearman"]]
 
 
