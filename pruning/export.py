@@ -12,7 +12,8 @@
   (absent when ``num_pi_trajs=0``), ``sample_eps``, ``terminal_eps``, ``q_members``, ``gumbel_u``).
   Outputs: ``action (A,)`` in [-1, 1] and ``mean (H, A)``, the next warm start. The noise is **passed in**,
   not generated inside the graph, so that the exported planner and the PyTorch planner given the same
-  noise give the same action (to float rounding; ``tests/test_export.py`` checks 1e-4).
+  noise give the same action (to float rounding, ``tests/test_export.py`` checks 1e-4; except when two
+  trajectories' values are closer than that rounding and the elite order flips, see ``docs/deploy.md``).
 - ``controller.json``: widths, observation and action specs (actions are in [-1, 1], mapped linearly to
   ``action_low .. action_high`` by the env), planner settings, input shapes and distributions, task,
   action repeat, the source checkpoint's sha256 and the git commit.

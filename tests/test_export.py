@@ -160,6 +160,7 @@ def test_closed_loop_check_via_the_cli(tmp_path):
     check = json.loads((tmp_path / "out" / "check.json").read_text())
     assert [r["seed"] for r in check["episodes"]] == [1, 2] and check["summary"]["steps"] == 2 * 15
     assert check["summary"]["max_action_diff"] < TOL and check["summary"]["steps_diff_gt_tol"] == 0
+    assert check["summary"]["max_mean_diff"] < TOL
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "out"]  # Hydra wrote nothing
 
 
