@@ -31,11 +31,21 @@ must run their pre-hooks itself (``tdmpc.layers.QEnsemble`` does for its stacked
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
 from pruning.groups import Group
+
+
+class Capture(NamedTuple):
+    """What one update's backward passes left: per-sample gate derivatives ``(S, C)`` (scaled to each
+    sample's own loss) and, if asked for, the mean squared activation ``(C,)`` of every channel over all
+    positions where it was read; ``None`` where nothing was captured."""
+
+    gates: torch.Tensor | None
+    activation_sq: torch.Tensor | None
 
 
 class GateCapture:
@@ -47,10 +57,10 @@ class GateCapture:
     """
 
     def __init__(self, groups: Sequence[Group], offsets: Sequence[int], num_channels: int,
-                 samples: int | None = None):
+                 samples: int | None = None, activations: bool = False):
         if samples is not None and samples < 1:
             raise ValueError(f"samples must be a positive batch size or None, got {samples!r}")
-        self.num_channels, self.samples = num_channels, samples
+        self.num_channels, self.samples, self.activations = num_channels, samples, activations
         # consumer Linear -> [(column offset, width, flat offset)]
         spans: dict[nn.Linear, list[tuple[int, int, int]]] = {}
         for g, off in zip(groups, offsets):
@@ -60,6 +70,7 @@ class GateCapture:
                     spans.setdefault(s.module, []).append((s.offset, g.size, off))
         self.consumers = spans
         self._acc: torch.Tensor | None = None
+        self._act: torch.Tensor | None = None  # (2, C): sum of x^2, number of positions
         self._handles = [m.register_forward_pre_hook(self._pre_hook) for m in spans]
 
     def _pre_hook(self, module: nn.Module, args: tuple):
@@ -87,15 +98,25 @@ class GateCapture:
                                f"({self._acc.shape[0]} vs {s}); pass samples=<batch size>")
         for col, width, flat in spans:
             self._acc[:, flat: flat + width] += per[:, col: col + width]
+        if self.activations:
+            sq = x.reshape(-1, x.shape[-1]).square().sum(0).to(torch.float64)
+            if self._act is None:
+                self._act = torch.zeros(2, self.num_channels, dtype=torch.float64, device=sq.device)
+            for col, width, flat in spans:
+                self._act[0, flat: flat + width] += sq[col: col + width]
+                self._act[1, flat: flat + width] += rows
 
-    def take(self) -> torch.Tensor | None:
-        """``(S, num_channels)`` float64: row ``i`` = :math:`\\partial \\ell_i / \\partial m` since the last
-        reset (``None`` if nothing was captured); resets."""
-        acc, self._acc = self._acc, None
-        return None if acc is None else acc * acc.shape[0]
+    def take(self) -> Capture:
+        """What was captured since the last reset (see :class:`Capture`); resets."""
+        acc, act = self._acc, self._act
+        self.reset()
+        gates = None if acc is None else acc * acc.shape[0]
+        act_sq = None if act is None else act[0] / act[1].clamp_min(1)
+        return Capture(gates, act_sq)
 
     def reset(self) -> None:
         self._acc = None
+        self._act = None
 
     def remove(self) -> None:
         for h in self._handles:

@@ -87,8 +87,10 @@ class ImportanceTracker:
         if self.gates is not None:
             self.gates.remove()
             self.gates = None
-        if any(metric_class(m).needs_gates for m in self.cfg.metrics):
-            self.gates = GateCapture(groups, self.layout.offsets, self.layout.num_channels, self.samples)
+        classes = [metric_class(m) for m in self.cfg.metrics]
+        if any(c.needs_gates or c.needs_activations for c in classes):
+            self.gates = GateCapture(groups, self.layout.offsets, self.layout.num_channels, self.samples,
+                                     activations=any(c.needs_activations for c in classes))
 
     @property
     def grad_metrics(self) -> list[str]:
@@ -108,11 +110,12 @@ class ImportanceTracker:
         ``update % snapshot_interval == 0``. Gate derivatives of untracked updates are dropped."""
         c = self.cfg
         tracked = update % c.interval == 0
-        gates = self.gates.take() if self.gates is not None else None
+        capture = self.gates.take() if self.gates is not None else None
         if tracked:
             observers = [m for m in self.metrics.values() if m.tracked]
             stats = set().union(*(m.grad_stats() for m in observers)) if observers else set()
-            evidence = Evidence(self.layout, gates, stats)
+            evidence = Evidence(self.layout, capture.gates if capture else None, stats,
+                                capture.activation_sq if capture else None)
             for m in observers:
                 m.observe(evidence)
             self.num_steps += 1

@@ -36,9 +36,11 @@ if TYPE_CHECKING:
 class Evidence:
     """What one tracked update offers the metrics; every quantity is computed on first request only."""
 
-    def __init__(self, layout: ChannelLayout, gate_samples: torch.Tensor | None, grad_stats: set[str]):
+    def __init__(self, layout: ChannelLayout, gate_samples: torch.Tensor | None, grad_stats: set[str],
+                 activation_sq: torch.Tensor | None = None):
         self.layout = layout
         self._gates = gate_samples
+        self._act = activation_sq
         self._wanted = sorted(grad_stats)
         self._sums: dict[str, torch.Tensor] | None = None
 
@@ -57,19 +59,26 @@ class Evidence:
         tracked step."""
         return self._gates
 
+    @property
+    def activation_sq(self) -> torch.Tensor | None:
+        """``(C,)`` float64 mean squared activation of every channel over all positions where it was read
+        in this update (only for metrics with ``needs_activations``), or ``None``."""
+        return self._act
+
 
 class ImportanceMetric:
     """Base class of the importance metrics (see the module doc).
 
     Class attributes: ``name`` (registry key), ``tracked`` (accumulates evidence during training, so it
     needs the training run's state to be used later), ``needs_gates`` (reads
-    :attr:`Evidence.gate_samples`). ``layout`` is the tracker's :class:`ChannelLayout`, ``cfg`` its
+    :attr:`Evidence.gate_samples`), ``needs_activations`` (reads :attr:`Evidence.activation_sq`). ``layout`` is the tracker's :class:`ChannelLayout`, ``cfg`` its
     :class:`~pruning.config.TrackingConfig`.
     """
 
     name: ClassVar[str] = ""
     tracked: ClassVar[bool] = False
     needs_gates: ClassVar[bool] = False
+    needs_activations: ClassVar[bool] = False
 
     def __init__(self, layout: ChannelLayout, cfg: TrackingConfig, device: torch.device):
         self.layout, self.cfg, self.device = layout, cfg, device
