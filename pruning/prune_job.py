@@ -176,12 +176,79 @@ def _finetune_config(job: PruneJobConfig, train_cfg: dict, trained_env_steps: in
     return cfg
 
 
+#: PruneJobConfig keys that do not change a job's result (left out of its identity); the checkpoint enters
+#: the identity by the sha256 of its bytes (``source_sha256`` of the run dir's manifest), not by its path.
+_NOT_IDENTITY = ("checkpoint", "run_dir", "skip_completed", "logger", "num_threads", "device")
+
+
+def job_identity_settings(job: PruneJobConfig) -> dict:
+    """The settings that make a prune job's result (its run dir's identity, :mod:`tdmpc.run_dir`)."""
+    return {k: v for k, v in dataclasses.asdict(job).items() if k not in _NOT_IDENTITY}
+
+
+def claim_prune_dir(job: PruneJobConfig, run_dir: Path) -> Any:
+    """Claim ``run_dir`` for ``job`` (``tdmpc.run_dir.claim``, kind ``prune``): refuses, with one line, a
+    training run's dir (11.1) and a dir of another prune job or of another source checkpoint, so that a
+    ``result.json`` found there is this job's (identity-based skipping) and ``checkpoint.pt`` its own
+    fine-tune. A dir without ``run.json`` (from before manifests) is adopted only when its checkpoint or
+    result was written by the same job settings."""
+    from tdmpc.checkpoint import CheckpointError
+    from tdmpc.run_dir import claim, file_sha256, identity
+
+    ckpt_path = Path(job.checkpoint).expanduser()
+    if not ckpt_path.is_file():
+        raise CheckpointError(f"checkpoint not found: {ckpt_path}")
+    settings = job_identity_settings(job)
+    return claim(run_dir, "prune", identity(settings), settings=settings, source_sha256=file_sha256(ckpt_path),
+                 check_unowned=lambda d: _check_unowned_prune_dir(d, settings),
+                 hint="use another run dir (run_dir=... or hydra.run.dir=...)")
+
+
+def _check_unowned_prune_dir(run_dir: Path, settings: dict) -> str | None:
+    """Why a prune job may not adopt a dir without ``run.json`` (``None``: it may)."""
+    from tdmpc.checkpoint import load_checkpoint
+
+    if (run_dir / RESULT_FILE).is_file():
+        try:
+            saved = json.loads((run_dir / RESULT_FILE).read_text()).get("config", {}).get("prune")
+        except (OSError, ValueError, AttributeError):
+            saved = None
+    elif (run_dir / "checkpoint.pt").is_file():
+        saved = (load_checkpoint(run_dir / "checkpoint.pt").get("config") or {}).get("prune")
+        if saved is None:
+            return "it holds a training run's checkpoint.pt, not this prune job's"
+    else:
+        return None
+    if not isinstance(saved, dict):
+        return "it holds files of another job"
+    from tdmpc.run_dir import canonical_json
+
+    old = {k: v for k, v in saved.items() if k not in _NOT_IDENTITY}
+    return None if canonical_json(old) == canonical_json(settings) else "it holds another prune job (other settings)"
+
+
 def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
     """Run one prune job into ``run_dir`` and return its result (see the module docstring).
 
-    Raises :class:`PruningConfigError` for bad settings and ``tdmpc.checkpoint.CheckpointError`` for a
-    missing, corrupt or foreign checkpoint, before anything is written.
+    The run dir is claimed first (:func:`claim_prune_dir`; ``tdmpc.run_dir.RunDirError`` when it belongs
+    to another job) and locked while the job runs. Raises :class:`PruningConfigError` for bad settings and
+    ``tdmpc.checkpoint.CheckpointError`` for a missing, corrupt or foreign checkpoint, before anything
+    but the run dir's manifest is written.
     """
+    from tdmpc.checkpoint import CheckpointError
+
+    validate_prune_job(job)
+    run_dir = Path(run_dir)
+    with claim_prune_dir(job, run_dir) as owned:
+        try:
+            return _run_claimed_job(job, run_dir)
+        except (PruningConfigError, CheckpointError):
+            owned.withdraw()  # refused before writing: no manifest naming a checkpoint that gets replaced
+            raise
+
+
+def _run_claimed_job(job: PruneJobConfig, run_dir: Path) -> dict:
+    """:func:`run_prune_job` in a claimed run dir."""
     from tdmpc.checkpoint import CheckpointError, load_checkpoint
     from tdmpc.config import from_dict, validate
     from tdmpc.trainer import Trainer
@@ -366,6 +433,7 @@ def run_prune_job_cli(cfg: Any) -> float | None:
     from tdmpc.checkpoint import CheckpointError
     from tdmpc.cli import fail
     from tdmpc.config import ConfigError
+    from tdmpc.run_dir import RunDirError
 
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
     multirun = hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN
@@ -376,7 +444,7 @@ def run_prune_job_cli(cfg: Any) -> float | None:
         if multirun and job.logger.wandb.group is None:
             job.logger.wandb.group = Path(hydra_cfg.sweep.dir).name  # group = sweep name
         return run_prune_job(job, run_dir)["return_mean"]
-    except (PruningConfigError, ConfigError, CheckpointError) as err:
+    except (PruningConfigError, ConfigError, CheckpointError, RunDirError) as err:
         if not multirun:
             fail(str(err))
         err_to_record: BaseException = err

@@ -98,10 +98,14 @@ def _train(cfg: DictConfig, tcfg: TrainConfig, run_dir: Path, on_trainer: OnTrai
         if owned.moved_to is not None:
             _reopen_log_files(run_dir)
             print(f"[run] moved the old run aside to {owned.moved_to} (overwrite=true)", flush=True)
-        trainer = Trainer(tcfg, run_dir, config_dict=config_dict)
-        if on_trainer is not None:
-            on_trainer(trainer, tcfg)
-        trainer.restore()  # a checkpoint that does not fit fails here, before any file is written
+        try:
+            trainer = Trainer(tcfg, run_dir, config_dict=config_dict)
+            if on_trainer is not None:
+                on_trainer(trainer, tcfg)
+            trainer.restore()  # a checkpoint that does not fit fails here, before any file is written
+        except BaseException:
+            owned.withdraw()
+            raise
         OmegaConf.save(resolved, run_dir / "config.yaml")
         save_hydra_config(cfg, run_dir)
         summary = trainer.train()

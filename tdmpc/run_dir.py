@@ -29,7 +29,8 @@ deleted). ``fresh=True`` (a job that starts anew, e.g. training with ``resume=fa
 that holds any run at all. A dir without a manifest that holds files of a job (not only
 :data:`IGNORED` entries, e.g. a run from before manifests existed) is handed to ``check_unowned(run_dir)``,
 which returns ``None`` to adopt it or a refusal message. Before refusing, nothing of the dir is changed
-(the lock file is created if it was missing, and left empty).
+(the lock file is created if it was missing, and left empty). A job refused after its claim (e.g. for a
+corrupt input) calls :meth:`Claim.withdraw` to take back a manifest the claim created.
 """
 
 from __future__ import annotations
@@ -89,12 +90,14 @@ def read_manifest(run_dir: str | Path) -> dict | None:
     return data
 
 
-def holds_run(run_dir: str | Path) -> bool:
-    """True if the dir holds a manifest or any file of a job (anything but :data:`IGNORED` entries)."""
+def holds_run(run_dir: str | Path, also_ignore: tuple[str, ...] = ()) -> bool:
+    """True if the dir holds a manifest or any file of a job (anything but :data:`IGNORED` entries and
+    ``also_ignore``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return False
-    return any(p.name not in IGNORED and not p.name.endswith(IGNORED_SUFFIXES) for p in run_dir.iterdir())
+    ignored = (*IGNORED, *also_ignore)
+    return any(p.name not in ignored and not p.name.endswith(IGNORED_SUFFIXES) for p in run_dir.iterdir())
 
 
 class Claim:
@@ -103,6 +106,12 @@ class Claim:
     def __init__(self, run_dir: Path, manifest: dict, created: bool, fd: int, moved_to: Path | None):
         self.run_dir, self.manifest, self.created, self.moved_to = run_dir, manifest, created, moved_to
         self._fd: int | None = fd
+
+    def withdraw(self) -> None:
+        """Remove the manifest this claim created, if the job wrote nothing else into the dir (a job
+        refused after its claim, e.g. for a corrupt input, leaves no record that would bind the dir)."""
+        if self.created and not holds_run(self.run_dir, also_ignore=(MANIFEST,)):
+            (self.run_dir / MANIFEST).unlink(missing_ok=True)
 
     def release(self) -> None:
         """Drop the lock (idempotent); the lock file stays."""

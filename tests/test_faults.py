@@ -237,3 +237,50 @@ def test_a_failing_training_job_does_not_stop_the_multirun(tmp_path):
     assert info["error"] == "ConfigError" and "did you mean 'cartpole-swingup'" in info["message"]
     assert (sweep / "cartpole-swingup" / "checkpoint.pt").is_file()
     assert pd.read_csv(sweep / "cartpole-swingup" / "eval.csv")["env_step"].tolist() == [1000]
+
+
+# ------------------------------------------------------------------------------------------ prune jobs
+PRUNE = ROOT / "scripts" / "prune.py"
+PRUNE_FAST = ["finetune_steps=0", "eval_episodes=1", "latency_min_run_time=0.02", "num_threads=1",
+              "logger.wandb.mode=disabled", "logger.progress=false"]
+
+
+def _prune_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {"MUJOCO_GL": "disable", "PATH": "/usr/bin:/bin", "HOME": str(cwd), "WANDB_SILENT": "true",
+           "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, str(PRUNE), *args, *PRUNE_FAST], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_a_prune_job_never_adopts_a_training_run_dir(finished_run):
+    before = hashes(finished_run)
+    res = _prune_cli(f"checkpoint={finished_run / 'checkpoint.pt'}", f"run_dir={finished_run}", "metric=fisher",
+                     "ratio=0.5", cwd=finished_run.parent)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "belongs to a train job, this is a prune job" in one_line(res)
+    assert_unchanged(finished_run, before)
+
+
+@pytest.mark.slow
+def test_a_prune_dir_is_reused_only_by_the_same_job(finished_run, tmp_path):
+    ckpt = finished_run / "checkpoint.pt"
+    job = tmp_path / "job"
+    first = _prune_cli(f"checkpoint={ckpt}", f"run_dir={job}", "metric=l1", "ratio=0.5", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = hashes(job)
+    for change, expected in (("ratio=0.25", "ratio=0.5 (this command: 0.25)"),
+                             ("min_channels=2", "min_channels=1 (this command: 2)")):
+        res = _prune_cli(f"checkpoint={ckpt}", f"run_dir={job}", "metric=l1", "ratio=0.5", change, cwd=tmp_path)
+        assert res.returncode == 2 and expected in one_line(res), res.stderr[-3000:]
+        assert_unchanged(job, before)
+    again = _prune_cli(f"checkpoint={ckpt}", f"run_dir={job}", "metric=l1", "ratio=0.5", cwd=tmp_path)
+    assert again.returncode == 0 and "skipped" in again.stdout  # the same job: its result is reused
+    assert_unchanged(job, {k: v for k, v in before.items() if k != LOCK})  # the lock names its last holder
+
+
+def test_a_refused_prune_job_leaves_no_manifest(tmp_path):
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"not a checkpoint")
+    res = _prune_cli(f"checkpoint={bad}", f"run_dir={tmp_path / 'y'}", cwd=tmp_path)
+    assert res.returncode == 2 and "corrupt.pt" in one_line(res)
+    assert not (tmp_path / "y" / MANIFEST).exists()
