@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import tiny_cfg
+from test_logger import wandb_env  # noqa: F401  (fixture)
 
 from tdmpc.checkpoint import CheckpointError, load_checkpoint
 from tdmpc.trainer import Trainer
@@ -117,3 +118,24 @@ def test_resume_refuses_a_checkpoint_of_another_task(tmp_path):
     _run(tmp_path, "x", 1000).train()
     with pytest.raises(CheckpointError, match="task="):
         Trainer(tiny_cfg(task="cartpole-balance", steps=2000), tmp_path / "x").train()
+
+
+def test_an_interrupted_run_checkpoints_and_its_wandb_run_is_marked_failed(tmp_path, wandb_env):  # noqa: F811
+    """A stop signal (here set by an update hook, as the SIGINT handler sets it) ends training at the episode
+    end with a checkpoint; the W&B run gets the signal's exit code (130), not 0."""
+    import signal
+
+    from test_logger import read_wandb_records
+
+    from tdmpc.trainer import TrainingInterrupted
+
+    pytest.importorskip("wandb")
+    t = Trainer(tiny_cfg(steps=4000, eval_freq=2000, logger__wandb__mode="offline"), tmp_path / "w")
+    t.update_hooks.append(lambda tr, losses: setattr(tr, "_stop_signal", signal.SIGINT) if tr.updates == 130 else None)
+    with pytest.raises(TrainingInterrupted, match="interrupted at env step 2000") as err:
+        t.train()
+    assert err.value.exit_code == 130
+    assert load_checkpoint(tmp_path / "w" / "checkpoint.pt")["counters"]["env_step"] == 2000
+    [log] = (tmp_path / "w" / "wandb").glob("offline-run-*/run-*.wandb")
+    [exit_record] = [r.exit for r in read_wandb_records(log) if r.WhichOneof("record_type") == "exit"]
+    assert exit_record.exit_code == 130
