@@ -57,7 +57,7 @@ def build(size: str, ratio: float, prune_latent: bool, width: int | None = None)
     torch.manual_seed(0)
     model = WorldModel(OBS_DIM, ACTION_DIM, cfg.model)
     if ratio > 0:
-        groups = model_groups(model, prune_latent=prune_latent)
+        groups = model_groups(model, couplings=prune_latent)
         gen = torch.Generator().manual_seed(0)
         prune(groups, {g.name: torch.rand(g.size, generator=gen) for g in groups}, ratio, scope="global")
     model.eval()

@@ -51,7 +51,6 @@ _EXPORTS = {
     "resize_to_state_dict": "pruning.serialize",
     "schedule_config": "pruning.config",
     "select_channels": "pruning.prune",
-    "tdmpc_components": "pruning.groups",
     "tdmpc_latency": "pruning.measure",
     "tracking_config": "pruning.config",
     "validate_schedule": "pruning.config",

@@ -11,17 +11,19 @@ Two kinds of groups:
 - ``hidden`` (component-specific): found automatically by walking every ``nn.Sequential`` of a
   component. A ``Linear`` followed, through any number of ``LayerNorm`` (1-D, affine) and elementwise
   modules (activations, ``Dropout``, ``Identity``, any class named ``Mish``), by another ``Linear`` of the
-  same ``Sequential`` forms a group. Anything else in between (e.g. ``SimNorm``, a reshape, a nested
-  container) stops the walk and no group is formed: the search is conservative and never guesses.
+  same ``Sequential`` forms a group (a model adds its own elementwise types with
+  ``elementwise_modules()``). Anything else in between (e.g. ``SimNorm``, a reshape, a nested
+  container) stops the walk and no group is formed: the search is conservative and never guesses, and
+  a ``Linear`` whose width is thus left unprunable (and is not declared by a coupling, nor the output
+  layer of its ``Sequential``) is reported with a warning naming it.
   An ``nn.ModuleList`` of structurally identical ``Sequential`` s (e.g. ``QEnsemble.members``) gives one
   group per member per layer, and these groups share an ``ensemble`` key (``"qs/*/4"``): the members of
   a stacked ensemble must keep the same width (indices still chosen per member).
-- ``coupling`` (inter-component): a dimension shared across components, declared with a
-  :class:`Coupling` (producers whose output rows make the dimension, consumers whose input columns at
-  a given offset read it). The TD-MPC latent is the main one: produced by the last ``Linear`` +
-  ``LayerNorm`` of encoder and dynamics, consumed by the first ``Linear`` of dynamics, reward, every
-  Q-member and the policy (column offset 0: the latent comes first in ``cat([z, a])``). ``unit`` is the
-  number of channels removed together (the SimNorm simplex size for the latent).
+- ``coupling`` (inter-component): a dimension shared across components, declared by the model's
+  ``couplings()`` as plain data — a :class:`Coupling` or a mapping with its fields (producers whose
+  output rows make the dimension, consumers whose input columns at a given offset read it, ``unit``
+  channels removed together). The model needs no import of this package for that: the TD-MPC world
+  model (``tdmpc.world_model.WorldModel.couplings``) declares its latent this way.
 
 Tied modules (``tied=[(online, copy)]``, e.g. the target Q-ensemble) receive the same slices as their
 online twin (matched by qualified module name), so they are pruned with exactly the same indices.
@@ -37,20 +39,19 @@ know that the stacked (``torch.stack`` + ``baddbmm``) Q-ensemble needs equal wid
 target network (never in the traced graph) must be sliced identically, nor how to slice optimiser
 state (Adam moments); it also cannot trace across the separate calls of the five components (the
 latent coupling). On plain ``nn.Sequential`` MLPs the groups found here equal those of Torch-Pruning
-(checked in ``tests/test_pruning_groups.py`` with Torch-Pruning as an oracle). This module does not
-import ``tdmpc``: :func:`tdmpc_components` is duck-typed.
+(checked in ``tests/test_pruning_groups.py`` with Torch-Pruning as an oracle). This module knows no
+particular model.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
-
-GROUP_KINDS = ("hidden", "coupling")
 
 #: Modules that act elementwise on the channel dimension (a channel can be removed through them).
 ELEMENTWISE_TYPES: tuple[type[nn.Module], ...] = (
@@ -58,11 +59,6 @@ ELEMENTWISE_TYPES: tuple[type[nn.Module], ...] = (
     nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish,
     nn.Hardsigmoid, nn.Tanhshrink, nn.LogSigmoid,
 )
-#: Class names accepted as elementwise without importing their package (``tdmpc.layers.Mish``).
-ELEMENTWISE_NAMES: frozenset[str] = frozenset({"Mish"})
-
-#: Component names that identify a TD-MPC world model (see :func:`tdmpc_components`).
-TDMPC_COMPONENTS = ("encoder", "dynamics", "reward", "qs", "policy")
 
 
 class ParamSlice(NamedTuple):
@@ -132,9 +128,10 @@ class Coupling:
     component: str | None = None
 
 
-def is_elementwise(module: nn.Module) -> bool:
-    """Whether ``module`` maps each channel independently (so a channel can be removed through it)."""
-    return isinstance(module, ELEMENTWISE_TYPES) or type(module).__name__ in ELEMENTWISE_NAMES
+def is_elementwise(module: nn.Module, extra: tuple[type[nn.Module], ...] = ()) -> bool:
+    """Whether ``module`` maps each channel independently (so a channel can be removed through it):
+    one of :data:`ELEMENTWISE_TYPES` or of the model's own ``extra`` types."""
+    return isinstance(module, ELEMENTWISE_TYPES + tuple(extra))
 
 
 def _linear_slices(linear: nn.Linear, dim: int, offset: int = 0) -> list[ParamSlice]:
@@ -189,7 +186,7 @@ def _chains_inside(module: nn.Module, path: list[str], ens: int | None) -> Itera
         yield from _chains(child, sub, len(path) if stacked else ens)
 
 
-def _hidden_groups(component: str, module: nn.Module) -> list[Group]:
+def _hidden_groups(component: str, module: nn.Module, elementwise: tuple[type[nn.Module], ...] = ()) -> list[Group]:
     groups = []
     for path, seq, ens in _chains(module, [], None):
         layers = list(seq.children())
@@ -207,7 +204,7 @@ def _hidden_groups(component: str, module: nn.Module) -> list[Group]:
                     break
                 if _is_affine_norm(nxt, width):
                     slices += _norm_slices(nxt)
-                elif not is_elementwise(nxt):
+                elif not is_elementwise(nxt, elementwise):
                     break
             if not found:
                 continue
@@ -275,22 +272,51 @@ def _check_disjoint(groups: Sequence[Group]) -> None:
                 raise ValueError(f"groups {a!r} and {b!r} overlap on the same parameter slice")
 
 
+def _as_coupling(c: Coupling | Mapping[str, Any]) -> Coupling:
+    if isinstance(c, Coupling):
+        return c
+    if isinstance(c, Mapping):
+        try:
+            return Coupling(**c)
+        except TypeError as err:
+            raise ValueError(f"coupling declaration {dict(c)!r}: {err}") from None
+    raise ValueError(f"a coupling is a pruning.groups.Coupling or a mapping of its fields, got {type(c).__name__}")
+
+
+def _report_unprunable(components: Mapping[str, nn.Module], groups: Sequence[Group]) -> None:
+    """Warn about every ``nn.Linear`` whose width no group can remove (see the module doc)."""
+    covered = {id(s.module) for g in groups for s in g.slices if s.dim == 0}
+    for name, module in components.items():
+        for path, seq, _ in _chains(module, [], None):
+            linears = [m for m in seq.children() if isinstance(m, nn.Linear)]
+            for lin in linears[:-1]:
+                if id(lin) not in covered:
+                    warnings.warn(f"component {name!r}: the width of {'/'.join([name, *path])} "
+                                  f"({lin}) is not prunable: what follows it is neither LayerNorm, elementwise "
+                                  f"nor a Linear, and no coupling declares it", stacklevel=3)
+
+
 def build_groups(
     components: Mapping[str, nn.Module],
-    couplings: Sequence[Coupling] = (),
+    couplings: Sequence[Coupling | Mapping[str, Any]] = (),
     tied: Sequence[tuple[nn.Module, nn.Module]] = (),
+    elementwise: Sequence[type[nn.Module]] = (),
 ) -> list[Group]:
     """All prunable groups: hidden groups of every component (in order), then one per coupling.
 
-    Slices of modules inside a tied online module are duplicated onto the twin module. Raises
-    ``ValueError`` for inconsistent declarations (overlapping groups, bad couplings, mismatched twins).
+    ``elementwise``: the model's own module types that act on each channel independently. Slices of
+    modules inside a tied online module are duplicated onto the twin module. Raises ``ValueError`` for
+    inconsistent declarations (overlapping groups, bad couplings, mismatched twins); warns about widths
+    that no group covers.
     """
-    groups = [g for name, module in components.items() for g in _hidden_groups(name, module)]
-    groups += [_coupling_group(c) for c in couplings]
+    extra = tuple(elementwise)
+    groups = [g for name, module in components.items() for g in _hidden_groups(name, module, extra)]
+    groups += [_coupling_group(_as_coupling(c)) for c in couplings]
     names = [g.name for g in groups]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate group names: {sorted({n for n in names if names.count(n) > 1})}")
     _check_disjoint(groups)
+    _report_unprunable(components, groups)
     twins = _tied_map(tied)
     if twins:
         for g in groups:
@@ -298,68 +324,22 @@ def build_groups(
     return groups
 
 
-# ---------------------------------------------------------------------------------------- TD-MPC
+def model_groups(model: nn.Module, couplings: bool = True) -> list[Group]:
+    """Groups of a model that declares itself (the protocol, all plain data):
 
-
-def _linears(module: nn.Module) -> list[nn.Linear]:
-    return [m for m in module.modules() if isinstance(m, nn.Linear)]
-
-
-def _members(module: nn.Module) -> list[nn.Module]:
-    members = getattr(module, "members", None)
-    if isinstance(members, nn.ModuleList):
-        return list(members)
-    if isinstance(module, nn.ModuleList):
-        return list(module)
-    return [module]
-
-
-def tdmpc_components(
-    model: nn.Module, prune_latent: bool = True
-) -> tuple[dict[str, nn.Module], list[Coupling], list[tuple[nn.Module, nn.Module]]]:
-    """``(components, couplings, tied)`` of a TD-MPC world model, for :func:`build_groups`.
-
-    Duck-typed: uses ``model.components`` (encoder, dynamics, reward, qs, policy as ``Sequential`` s,
-    ``qs`` with ``.members``), ``model.shape_tied()`` and ``model.cfg.simnorm_dim`` (the latent unit).
-    With ``prune_latent`` the latent width is a coupling group: rows of the last ``Linear`` (+ its
-    ``LayerNorm``) of encoder and dynamics, columns ``0..latent`` of the first ``Linear`` of dynamics,
-    reward, every Q-member and the policy (and of the target Q-members, through ``tied``).
-    """
-    components = dict(model.components)
-    missing = [c for c in TDMPC_COMPONENTS if c not in components]
-    if missing:
-        raise ValueError(f"not a TD-MPC world model: components {missing} missing")
-    tied = list(model.shape_tied()) if callable(getattr(model, "shape_tied", None)) else []
-    couplings: list[Coupling] = []
-    if prune_latent:
-        producers: list[nn.Module] = []
-        for name in ("encoder", "dynamics"):
-            seq = components[name]
-            layers = list(seq.children())
-            last = max(i for i, m in enumerate(layers) if isinstance(m, nn.Linear))
-            producers.append(layers[last])
-            if last + 1 < len(layers) and isinstance(layers[last + 1], nn.LayerNorm):
-                producers.append(layers[last + 1])
-        size = producers[0].out_features
-        consumers = [(_linears(components[n])[0], 0) for n in ("dynamics", "reward", "policy")]
-        consumers += [(_linears(m)[0], 0) for m in _members(components["qs"])]
-        unit = int(getattr(getattr(model, "cfg", None), "simnorm_dim", 1) or 1)
-        couplings.append(Coupling("latent", size, producers, consumers, unit))
-    return components, couplings, tied
-
-
-def model_groups(model: nn.Module, prune_latent: bool = True) -> list[Group]:
-    """Groups of a model that declares ``model.components``.
-
-    A TD-MPC world model (all of :data:`TDMPC_COMPONENTS` declared) goes through
-    :func:`tdmpc_components`; any other model may declare ``model.couplings()`` and
-    ``model.shape_tied()`` (both optional).
+    - ``model.components``: mapping name -> module (required);
+    - ``model.couplings()``: dimensions shared across components (optional; :class:`Coupling` s or
+      mappings of their fields); left out with ``couplings=False``;
+    - ``model.shape_tied()``: ``(online, copy)`` pairs pruned identically (optional);
+    - ``model.elementwise_modules()``: the model's own elementwise module types (optional).
     """
     components = getattr(model, "components", None)
     if not isinstance(components, Mapping):
         raise ValueError(f"{type(model).__name__} does not declare its components (a `components` mapping)")
-    if all(c in components for c in TDMPC_COMPONENTS):
-        return build_groups(*tdmpc_components(model, prune_latent))
-    couplings = list(model.couplings()) if callable(getattr(model, "couplings", None)) else []
-    tied = list(model.shape_tied()) if callable(getattr(model, "shape_tied", None)) else []
-    return build_groups(components, couplings, tied)
+
+    def declared(attr: str) -> list:
+        fn = getattr(model, attr, None)
+        return list(fn()) if callable(fn) else []
+
+    return build_groups(components, declared("couplings") if couplings else [], declared("shape_tied"),
+                        declared("elementwise_modules"))

@@ -17,7 +17,7 @@ outputs applied to ``B`` rows costs
 ``FlopCounterMode`` because the planner's count depends on the configuration (iterations, samples,
 horizon) and must be available without running it; the tests check both agree exactly.
 
-For a TD-MPC world model (duck-typed like :func:`pruning.groups.tdmpc_components`: ``encoder``,
+For a TD-MPC world model (duck-typed: ``encoder``,
 ``dynamics``, ``reward``, ``qs`` with ``.members``, ``policy``):
 
 - one **policy action** (``TDMPC.act`` with ``planner.mpc=False``):
@@ -51,7 +51,8 @@ import torch
 import torch.nn as nn
 from torch.utils.benchmark import Timer
 
-from pruning.groups import TDMPC_COMPONENTS
+#: Components of a TD-MPC world model (the cost model of a planned action below is TD-MPC's).
+TDMPC_COMPONENTS = ("encoder", "dynamics", "reward", "qs", "policy")
 
 # ---------------------------------------------------------------------------------------- params
 

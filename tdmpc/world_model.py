@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from tdmpc.config import ModelConfig
-from tdmpc.layers import QEnsemble, mlp
+from tdmpc.layers import Mish, QEnsemble, mlp
 from tdmpc.math import SimNorm, TwoHot, gaussian_logprob, squash
 
 
@@ -68,6 +68,22 @@ class WorldModel(nn.Module):
     def shape_tied(self) -> list[tuple[nn.Module, nn.Module]]:
         """Pairs ``(online, copy)`` that must stay identical in shape: the target Q-ensemble."""
         return [(self.qs, self.target_qs)]
+
+    def couplings(self) -> list[dict]:
+        """Dimensions shared across components, as plain data (the contract of ``pruning.groups``).
+
+        The latent: written by the last ``Linear`` + ``LayerNorm`` of encoder and dynamics, read by the
+        first ``Linear`` of dynamics, reward, policy and every Q-member as columns ``0..latent_dim`` (the
+        latent comes first in ``cat([z, a])``), removed in whole SimNorm simplices.
+        """
+        producers = [m for seq in (self.encoder, self.dynamics) for m in (seq[-3], seq[-2])]  # Linear, LayerNorm
+        readers = [self.dynamics[0], self.reward[0], self.policy[0], *(q[0] for q in self.qs.members)]
+        return [{"name": "latent", "size": self.encoder[-3].out_features, "producers": producers,
+                 "consumers": [(m, 0) for m in readers], "unit": self.cfg.simnorm_dim}]
+
+    def elementwise_modules(self) -> tuple[type[nn.Module], ...]:
+        """Module types of this model that act on each channel independently (the custom Mish)."""
+        return (Mish,)
 
     def widths(self) -> dict[str, list[int]]:
         """Output width of every ``nn.Linear`` per component (Q members listed in order)."""

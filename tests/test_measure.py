@@ -48,7 +48,7 @@ def counted(fn) -> int:
 
 def pruned_model(ratio: float, prune_latent: bool = True, num_q: int = 3, seed: int = 0) -> WorldModel:
     model = WorldModel(OBS, ACT, small_cfg(num_q=num_q))
-    groups = model_groups(model, prune_latent=prune_latent)
+    groups = model_groups(model, couplings=prune_latent)
     gen = torch.Generator().manual_seed(seed)
     if ratio > 0:
         prune(groups, {g.name: torch.rand(g.size, generator=gen) for g in groups}, ratio, scope="global")

@@ -114,7 +114,7 @@ def test_hidden_groups_match_torch_pruning(style):
             oracle.add((root, len(grp[0].idxs), touched))
         ours = {
             (g.slices[0].module, g.size, frozenset((s.module, "out" if s.dim == 0 else "in") for s in g.slices))
-            for g in build_groups({"mlp": net})
+            for g in build_groups({"mlp": net}, elementwise=(TdmpcMish,))
         }
         assert ours == oracle
         assert len(ours) == len(linears) - 1
@@ -127,7 +127,7 @@ def test_pruned_relu_mlp_equals_dense_with_outgoing_weights_zeroed():
     rng, gen = random.Random(1), torch.Generator().manual_seed(1)
     for _ in range(6):
         net = random_mlp(rng, "relu")
-        groups = build_groups({"mlp": net})
+        groups = build_groups({"mlp": net}, elementwise=(TdmpcMish,))
         for g in groups:  # channel i of every slice is row i of channel_views
             views = list(g.channel_views())
             assert torch.equal(views[0], net[int(g.name.split("/")[1])].weight.detach())
@@ -153,7 +153,7 @@ def test_pruned_layernorm_mlp_equals_index_selection_reference(style):
     for _ in range(6):
         net = random_mlp(rng, style).eval()
         dense = copy.deepcopy(net)
-        groups = build_groups({"mlp": net})
+        groups = build_groups({"mlp": net}, elementwise=(TdmpcMish,))
         keep = random_keep(groups, gen)
         apply_pruning(keep, groups)
         kept = {k: torch.sort(v).values for k, v in keep.items()}
@@ -290,7 +290,7 @@ def test_tdmpc_world_model_pruned_equals_reference_and_optimizer_continues():
 def test_prune_latent_flag_and_global_scope_on_world_model():
     gen = torch.Generator().manual_seed(4)
     model = WorldModel(obs_dim=OBS, action_dim=ACT, cfg=small_cfg())
-    assert "latent" not in [g.name for g in model_groups(model, prune_latent=False)]
+    assert "latent" not in [g.name for g in model_groups(model, couplings=False)]
     groups = model_groups(model)
     total = sum(g.size for g in groups)
     scores = {g.name: torch.rand(g.size, generator=gen) for g in groups}
@@ -313,7 +313,7 @@ def test_min_channels_never_violated():
     rng, gen = random.Random(5), torch.Generator().manual_seed(5)
     for _ in range(8):
         net = random_mlp(rng, "relu")
-        groups = build_groups({"mlp": net})
+        groups = build_groups({"mlp": net}, elementwise=(TdmpcMish,))
         min_ch = rng.randint(1, 4)
         scope = rng.choice(["global", "per_component", "per_group"])
         sizes = {g.name: g.size for g in groups}
@@ -323,7 +323,7 @@ def test_min_channels_never_violated():
             assert len(idx) >= min(min_ch, sizes[name])
             assert torch.equal(idx, torch.sort(idx).values)
     net = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))
-    groups = build_groups({"mlp": net})
+    groups = build_groups({"mlp": net}, elementwise=(TdmpcMish,))
     keep = select_channels(groups, {"mlp/0": torch.zeros(6), "mlp/2": torch.ones(5)}, 0.9, min_channels=2)
     assert [len(keep["mlp/0"]), len(keep["mlp/2"])] == [2, 2]  # 9 asked, only 4 + 3 removable
     with pytest.raises(ValueError, match="min_channels"):
@@ -333,7 +333,7 @@ def test_min_channels_never_violated():
 @pytest.mark.parametrize("ratio", [1.0, 1.5, -0.1, float("nan")])
 def test_bad_ratio_rejected(ratio):
     net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-    groups = build_groups({"mlp": net})
+    groups = build_groups({"mlp": net}, elementwise=(TdmpcMish,))
     with pytest.raises(ValueError, match="ratio"):
         prune(groups, {"mlp/0": torch.rand(4)}, ratio)
     with pytest.raises(ValueError, match="ratio"):
@@ -342,7 +342,7 @@ def test_bad_ratio_rejected(ratio):
 
 def test_bad_input_rejected_and_model_untouched():
     net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-    groups = build_groups({"mlp": net})
+    groups = build_groups({"mlp": net}, elementwise=(TdmpcMish,))
     bad_calls = [
         ("unknown group", lambda: prune(groups, {"mlp/9": torch.rand(4)}, 0.5)),
         ("unknown group", lambda: apply_pruning({"nope": [0]}, groups)),
@@ -390,3 +390,35 @@ def test_ensemble_members_keep_equal_widths_with_per_member_indices():
     model.eval()
     q = model.Q(model.encode(torch.randn(2, OBS)), torch.zeros(2, ACT), "all")
     assert q.shape == (3, 2, 21)
+
+
+def test_a_width_no_group_can_remove_is_reported_by_name():
+    class Gate(nn.Module):  # not elementwise as far as the walk knows
+        def forward(self, x):
+            return x * torch.sigmoid(x.sum(-1, keepdim=True))
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(3, 4), Gate(), nn.Linear(4, 2))
+            self.ok = nn.Sequential(nn.Linear(3, 4), Gate(), nn.Linear(4, 2))
+
+        @property
+        def components(self):
+            return {"net": self.net, "ok": self.ok}
+
+        def elementwise_modules(self):
+            return ()
+
+    with pytest.warns(UserWarning, match=r"component 'net': the width of net .*Linear\(in_features=3, out_features=4"):
+        assert model_groups(Model()) == []
+
+    class Declared(Model):
+        def elementwise_modules(self):  # the model says Gate acts per channel: groups, no warning
+            return (Gate,)
+
+    import warnings as _w
+
+    with _w.catch_warnings():
+        _w.simplefilter("error")
+        assert [g.name for g in model_groups(Declared())] == ["net/0", "ok/0"]
