@@ -25,9 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from pruning.prune_job import register_configs, run_prune_job_cli  # noqa: E402
 from pruning.sweep import register_resolvers  # noqa: E402
+from tdmpc.cli import one_line_hydra_errors  # noqa: E402
 
 register_configs()
 register_resolvers()
+one_line_hydra_errors()  # bad overrides, unknown keys, wrong types: one line, exit code 2
 
 
 @hydra.main(config_path="../conf", config_name="prune", version_base="1.3")

@@ -30,10 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from pruning.config import PruningConfigError, tracking_config  # noqa: E402
 from pruning.integration import tracker_callback  # noqa: E402
-from tdmpc.cli import run_train  # noqa: E402
+from tdmpc.cli import one_line_hydra_errors, run_train  # noqa: E402
 from tdmpc.config import ConfigError, register_configs  # noqa: E402
 
 register_configs()
+one_line_hydra_errors()  # bad overrides, unknown keys, wrong types: one line, exit code 2
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

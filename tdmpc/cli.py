@@ -9,6 +9,7 @@ the checkpoint is loaded, and only then are ``config.yaml``, Hydra's ``.hydra/``
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -185,3 +186,56 @@ def record_failure(run_dir: str | Path, err: BaseException) -> Path:
     atomic_write_text(path, json.dumps({"error": type(err).__name__, "message": str(err),
                                         "traceback": "".join(traceback.format_exception(err))}, indent=2) + "\n")
     return path
+
+
+def hydra_error_line(err: BaseException) -> str:
+    """One line from a Hydra/OmegaConf error and its cause (their lines joined with '; ')."""
+    parts: list[str] = []
+    for e in (err, err.__cause__):
+        for line in str(e).splitlines() if e is not None else []:
+            line = line.strip()
+            if line.startswith("Config search path"):
+                break
+            if line and line not in parts:
+                parts.append(line)
+    return "; ".join(parts) or type(err).__name__
+
+
+def one_line_hydra_errors() -> None:
+    """Make Hydra report its own errors (bad override, unknown key, a value of the wrong type, an unknown
+    config group option, a run dir it cannot create) as one ``error: ...`` line with exit code 2, instead of
+    5-9 lines with exit code 1. Errors of the app itself are left to Hydra (a traceback for a bug).
+    ``HYDRA_FULL_ERROR=1`` still shows the full traceback. Call before the ``@hydra.main`` function runs."""
+    import hydra._internal.utils as hydra_utils
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    original = getattr(hydra_utils.run_and_report, "__wrapped__", hydra_utils.run_and_report)
+
+    def run_and_report(func: Any) -> Any:
+        try:
+            return func()
+        except (HydraException, OmegaConfBaseException, OSError) as err:
+            caught = err
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or _raised_by_app(caught):
+            return original(lambda: _reraise(caught))
+        fail(hydra_error_line(caught))
+
+    run_and_report.__wrapped__ = original
+    hydra_utils.run_and_report = run_and_report
+
+
+def _raised_by_app(err: BaseException) -> bool:
+    """Whether ``err`` came from the app's code (a frame of this checkout below Hydra's ``run_job``)."""
+    import traceback
+
+    root = str(Path(__file__).resolve().parents[1])
+    frames = traceback.extract_tb(err.__traceback__)
+    names = [f.name for f in frames]
+    if "run_job" not in names:
+        return False
+    return any(f.filename.startswith(root) for f in frames[names.index("run_job") + 1:])
+
+
+def _reraise(err: BaseException) -> None:
+    raise err

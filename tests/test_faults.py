@@ -126,6 +126,19 @@ def test_refused_command_on_an_existing_run_changes_nothing(finished_run, extra,
     assert_unchanged(finished_run, before)
 
 
+@pytest.mark.parametrize("override, expected", [
+    ("steps=1.5", "Value '1.5' of type 'float' could not be converted to Integer; full_key: steps"),
+    ("seed=abc", "Value 'abc' of type 'str' could not be converted to Integer; full_key: seed"),
+    ("foo=1", "Key 'foo' not in 'TrainConfig'"),
+    ("logger=nope", "Could not find 'logger/nope'; Available options in 'logger':"),
+])
+def test_hydra_level_errors_are_one_line_and_change_nothing(finished_run, override, expected):
+    before = hashes(finished_run)
+    res = run_train_cli([*train_args(finished_run), override], finished_run.parent)
+    assert res.returncode == 2 and expected in one_line(res), res.stderr[-3000:]
+    assert_unchanged(finished_run, before)
+
+
 def test_two_processes_in_one_run_dir_the_second_is_refused(finished_run):
     settings = read_manifest(finished_run)["settings"]
     with claim(finished_run, "train", identity(settings), settings=settings):  # a live job holds the dir
