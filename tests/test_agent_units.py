@@ -34,7 +34,7 @@ def test_running_scale_tracks_the_5_95_percentile_range():
 
 
 def test_target_q_ema_update():
-    model = WorldModel(4, 1, ModelConfig(enc_dim=8, mlp_dim=8, latent_dim=8, num_q=2, num_bins=5))
+    model = WorldModel(4, 1, ModelConfig(enc_dim=8, mlp_dim=8, latent_dim=8, num_enc_layers=2, num_q=2, num_bins=5))
     with torch.no_grad():
         for p in model.qs.parameters():
             p.add_(1.0)
