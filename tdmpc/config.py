@@ -238,6 +238,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     from tdmpc.logger import WANDB_MODES
 
     _require(cfg.logger.wandb.mode in WANDB_MODES, "logger.wandb.mode", cfg.logger.wandb.mode, "|".join(WANDB_MODES))
+    if cfg.logger.wandb.mode == "online":  # fail now, not after the run dir is written
+        from tdmpc.logger import wandb_api_key_configured, wandb_installed
+
+        _require(wandb_installed() and wandb_api_key_configured(), "logger.wandb.mode", "online",
+                 "offline|disabled|auto (online needs wandb installed and an API key: WANDB_API_KEY or `wandb login`)")
     _require(cfg.logger.console_every >= 1, "logger.console_every", cfg.logger.console_every, "an integer >= 1")
     return cfg
 

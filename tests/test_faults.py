@@ -115,6 +115,7 @@ def test_a_live_lock_refuses_and_a_dead_holders_lock_does_not(tmp_path):
     ({"model.mlp_dim": 48}, "model.mlp_dim=32 (this command: 48)"),
     ({"steps": -5}, "steps=-5; allowed: an integer > 0"),
     ({"resume": "false"}, "re-run with resume=true to continue it, or add overwrite=true"),
+    ({"logger.wandb.mode": "online"}, "online needs wandb installed and an API key"),  # no key in this HOME
 ])
 def test_refused_command_on_an_existing_run_changes_nothing(finished_run, extra, expected):
     before = hashes(finished_run)
