@@ -1,4 +1,4 @@
-"""Tests of the dm_control gymnasium wrapper (tdmpc.envs)."""
+"""Tests of the environment providers (tdmpc.envs): the dm_control wrapper, gymnasium tasks, the protocol."""
 
 import numpy as np
 import pytest
@@ -15,12 +15,14 @@ def _flat(observation) -> np.ndarray:
 
 
 def test_task_names_cover_the_suite():
+    from tdmpc.envs.dm_control import TASKS as DM_TASKS
+
     for name in ("cartpole-swingup", "cheetah-run", "walker-walk", "reacher-easy", "finger-spin", "cup-catch",
                  "point-mass-easy", "finger-turn-hard"):
-        assert name in TASKS
-    assert len(TASKS) == len(suite.ALL_TASKS) == len(set(TASKS))
-    assert list(TASKS) == sorted(TASKS)
-    assert all("_" not in name for name in TASKS)
+        assert name in DM_TASKS and name in TASKS
+    assert len(DM_TASKS) == len(suite.ALL_TASKS) == len(set(DM_TASKS))
+    assert list(DM_TASKS) == sorted(DM_TASKS)
+    assert all("_" not in name for name in DM_TASKS)
 
 
 def test_unknown_task_lists_valid_names_and_suggests():
@@ -212,3 +214,55 @@ def test_every_task_builds_resets_and_steps():
         assert results[-1][2] or results[-1][3], task
         assert all(np.isfinite(r[1]) and r[0].shape == obs.shape for r in results), task
         env.close()
+
+
+# ----------------------------------------------------------------------------- providers
+
+
+@pytest.mark.parametrize("task", ["cartpole-swingup", "Pendulum-v1"])
+def test_every_provider_keeps_the_env_protocol(task):
+    from tdmpc.envs import provider
+
+    env = make_env(task, 3)
+    assert task in provider(task).TASKS
+    assert env.action_space.low.min() == -1 and env.action_space.high.max() == 1
+    assert env.episode_length == -(-env.max_episode_steps // env.action_repeat)
+    obs, _ = env.reset(seed=3)
+    assert obs.dtype == np.float32 and obs.shape == env.observation_space.shape
+    state = env.get_rng_state()
+    first = env.reset()[0]
+    env.set_rng_state(state)
+    np.testing.assert_array_equal(env.reset()[0], first)  # the same episode again
+    steps, done = 0, False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(np.zeros(env.action_space.shape))
+        steps += info["env_steps"]
+        done = terminated or truncated
+    assert truncated and steps == env.max_episode_steps
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros(env.action_space.shape))
+
+
+def test_unknown_task_lists_every_provider():
+    with pytest.raises(UnknownTaskError, match=r"did you mean 'Pendulum-v1'"):
+        make_env("Pendulum-v2", 0)
+    assert "Pendulum-v1" in TASKS and "cartpole-swingup" in TASKS
+
+
+def test_gymnasium_provider_trains_end_to_end(tmp_path):
+    """Pendulum-v1 (gymnasium's own task) through scripts/train.py: seeding, pretraining, evaluation."""
+    import csv
+
+    from conftest import run_train_cli, tiny_cli
+
+    run = tmp_path / "run"
+    res = run_train_cli(tiny_cli(task="Pendulum-v1", steps=1400, eval_freq=1400, **{"hydra.run.dir": str(run)}),
+                        tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = list(csv.DictReader(open(run / "eval.csv")))
+    assert [int(r["env_step"]) for r in rows] == [1400]
+    assert -16.3 * 200 <= float(rows[0]["return_mean"]) <= 0  # Pendulum's reward per step is in [-16.3, 0]
+    from tdmpc.checkpoint import load_checkpoint
+
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["config"]["task"] == "Pendulum-v1" and state["env_rng"]["bit_generator"] == "PCG64"
