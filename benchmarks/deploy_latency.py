@@ -66,7 +66,7 @@ def build_agent(size: str, channel_ratio: float, prune_latent: bool):
     torch.manual_seed(0)
     agent = TDMPC(ENV_SPEC["obs_dim"], ENV_SPEC["action_dim"], ENV_SPEC["episode_length"], cfg, torch.device("cpu"))
     if channel_ratio > 0:
-        groups = model_groups(agent.model, prune_latent=prune_latent)
+        groups = model_groups(agent.model, couplings=prune_latent)
         gen = torch.Generator().manual_seed(0)
         prune(groups, {g.name: torch.rand(g.size, generator=gen) for g in groups}, channel_ratio, scope="global")
         agent.build_optimizers()

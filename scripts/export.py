@@ -20,8 +20,10 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from pruning.export import register_configs, run_export_cli  # noqa: E402
+from tdmpc.cli import one_line_hydra_errors  # noqa: E402
 
 register_configs()
+one_line_hydra_errors()  # bad overrides, unknown keys, wrong types: one line, exit code 2
 
 
 @hydra.main(config_path="../conf", config_name="export", version_base="1.3")

@@ -15,10 +15,3 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a SLURM allocation), not the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1

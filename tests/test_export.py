@@ -43,7 +43,7 @@ def _checkpoint(path: Path, pruned: bool) -> Path:
         for p in agent.model.parameters():
             p.normal_(0.0, 0.3)
     if pruned:
-        groups = model_groups(agent.model, prune_latent=True)
+        groups = model_groups(agent.model, couplings=True)
         gen = torch.Generator().manual_seed(0)
         prune(groups, {g.name: torch.rand(g.size, generator=gen) for g in groups}, 0.5, scope="global")
         agent.build_optimizers()
@@ -174,7 +174,7 @@ def test_policy_check_returns_equal_the_torch_agents(exported):
     assert result["summary"]["max_action_diff"] < TOL
 
 
-def test_missing_checkpoint_is_one_line_exit_2(tmp_path):
+def test_missing_checkpoint_and_unknown_key_are_one_line_exit_2(tmp_path):
     missing = tmp_path / "nope" / "checkpoint.pt"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "export.py"), f"checkpoint={missing}"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path,
@@ -182,6 +182,10 @@ def test_missing_checkpoint_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: checkpoint not found: {missing}"]
     assert not (tmp_path / "nope").exists()
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "export.py"), f"checkpoint={missing}", "bogus=1"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "MUJOCO_GL": "disable"})  # a Hydra-level error: one line too
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "bogus" in proc.stderr
 
 
 @pytest.mark.parametrize("override, line", [
