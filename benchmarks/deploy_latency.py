@@ -6,10 +6,9 @@
 Models: the ``model_size`` preset (default ``cpu``) on cartpole-swingup's shapes (obs 5, action 1, planner
 from the preset), random weights (seed 0), dense and pruned with random scores, ``scope="global"``, latent
 included (``latent=1``, the prune job's default). ``budget=flops`` (default): each ``ratio`` in ``ratios`` is
-the fraction of **planned-action FLOPs** removed (:func:`pruning.measure.plan_flops`), reached by bisecting
-the channel ratio (the smallest channel ratio that removes at least that fraction; the achieved fraction
-is in ``flops_removed_plan``). ``budget=channels``: ``ratio`` is the fraction of channels removed, as in
-the main job.
+the fraction of **planned-action FLOPs** removed (:func:`pruning.measure.plan_flops`), met to within 0.5 %
+by the FLOPs budget of ``pruning.prune`` (``cost_rows``; the achieved fraction is in
+``flops_removed_plan``). ``budget=channels``: ``ratio`` is the fraction of channels removed.
 
 Runtimes (all single-threaded, ``threads=1``): ``torch_eager`` (``MPPIPlanner.plan`` after the encoder,
 the policy mean for the policy action), ``onnxruntime`` (:class:`pruning.deploy.Controller`, exported by
@@ -46,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from pruning import model_groups, prune  # noqa: E402
 from pruning.deploy import Controller  # noqa: E402
 from pruning.export import write_controller  # noqa: E402
-from pruning.measure import count_params, plan_flops, policy_action_flops  # noqa: E402
+from pruning.measure import count_params, plan_flops, plan_rows, policy_action_flops  # noqa: E402
 from tdmpc.agent import TDMPC  # noqa: E402
 from tdmpc.config import TrainConfig, validate  # noqa: E402
 
@@ -60,35 +59,24 @@ ENV_SPEC = {"obs_dim": 5, "action_dim": 1, "action_low": [-1.0], "action_high": 
 COMPILED_RUNTIME: Callable | None = None
 
 
-def build_agent(size: str, channel_ratio: float, prune_latent: bool):
-    """A TDMPC agent of ``size`` (random weights, seed 0), pruned to ``channel_ratio`` with random scores."""
+def build_agent(size: str, ratio: float, prune_latent: bool, budget: str):
+    """A TDMPC agent of ``size`` (random weights, seed 0) pruned by ``ratio`` of its planned-action FLOPs
+    (``budget=flops``, exact: ``pruning.cost``) or of its channels, ranked by random scores; returns the
+    agent, its config and the fraction of channels actually removed."""
     cfg = validate(TrainConfig(task=TASK, model_size=size, device="cpu", compile=False))
     torch.manual_seed(0)
     agent = TDMPC(ENV_SPEC["obs_dim"], ENV_SPEC["action_dim"], ENV_SPEC["episode_length"], cfg, torch.device("cpu"))
-    if channel_ratio > 0:
+    channels = sum(g.size for g in model_groups(agent.model, couplings=prune_latent))
+    if ratio > 0:
         groups = model_groups(agent.model, couplings=prune_latent)
         gen = torch.Generator().manual_seed(0)
-        prune(groups, {g.name: torch.rand(g.size, generator=gen) for g in groups}, channel_ratio, scope="global")
+        rows = plan_rows(agent.model, cfg.planner) if budget == "flops" else None
+        prune(groups, {g.name: torch.rand(g.size, generator=gen) for g in groups}, ratio, scope="global",
+              cost_rows=rows)
         agent.build_optimizers()
     agent.model.eval()
-    return agent, cfg
-
-
-def channel_ratio_for_flops(size: str, removed: float, prune_latent: bool, steps: int = 12) -> float:
-    """Smallest channel ratio (bisection, ``steps`` halvings) removing at least ``removed`` of plan FLOPs."""
-    if removed <= 0:
-        return 0.0
-    dense_agent, cfg = build_agent(size, 0.0, prune_latent)
-    dense = plan_flops(dense_agent.model, cfg.planner)
-    lo, hi = 0.0, 0.95
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        agent, _ = build_agent(size, mid, prune_latent)
-        if 1 - plan_flops(agent.model, cfg.planner) / dense >= removed:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    removed = 1 - sum(g.size for g in model_groups(agent.model, couplings=prune_latent)) / channels
+    return agent, cfg, removed
 
 
 def runtimes(agent, cfg, tmp: Path) -> dict[str, tuple[Callable, Callable]]:
@@ -193,8 +181,7 @@ def main(argv: list[str]) -> None:
     agents, fns = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in ratios:
-            cr = channel_ratio_for_flops(size, r, latent) if budget == "flops" else r
-            agent, cfg = build_agent(size, cr, latent)
+            agent, cfg, cr = build_agent(size, r, latent, budget)
             agents[r] = (agent, cfg, cr)
             for runtime, (plan_fn, policy_fn) in runtimes(agent, cfg, Path(tmp) / f"r{r}").items():
                 fns[(r, runtime, "plan")], fns[(r, runtime, "policy")] = plan_fn, policy_fn
