@@ -51,9 +51,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pruning.config import NORMALIZATIONS, SMOOTHINGS, TrackingConfig  # noqa: E402
-from pruning.metrics import metric_names  # noqa: E402
 from pruning.groups import Coupling, model_groups  # noqa: E402
 from pruning.measure import component_flops, count_params  # noqa: E402
+from pruning.metrics import metric_names  # noqa: E402
 from pruning.prune import SCOPES, prune  # noqa: E402
 from pruning.tracker import ImportanceTracker  # noqa: E402
 

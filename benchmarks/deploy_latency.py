@@ -6,13 +6,13 @@
 Models: the ``model_size`` preset (default ``cpu``) on cartpole-swingup's shapes (obs 5, action 1, planner
 from the preset), random weights (seed 0), dense and pruned with random scores, ``scope="global"``, latent
 included (``latent=1``, the prune job's default). ``budget=flops`` (default): each ``ratio`` in ``ratios`` is
-the fraction of **planned-action FLOPs** removed (:func:`pruning.measure.plan_flops`), met to within 0.5 %
+the fraction of **planned-action FLOPs** removed (:func:`pruning.study.cost_model.plan_flops`), met to within 0.5 %
 by the FLOPs budget of ``pruning.prune`` (``cost_rows``; the achieved fraction is in
 ``flops_removed_plan``). ``budget=channels``: ``ratio`` is the fraction of channels removed.
 
 Runtimes (all single-threaded, ``threads=1``): ``torch_eager`` (``MPPIPlanner.plan`` after the encoder,
 the policy mean for the policy action), ``onnxruntime`` (:class:`pruning.deploy.Controller`, exported by
-:func:`pruning.export.write_controller`; a planned action includes drawing its noise with numpy) and
+:func:`pruning.study.export.write_controller`; a planned action includes drawing its noise with numpy) and
 ``torch_compiled``, which is a TODO hook (:data:`COMPILED_RUNTIME`): compiled PyTorch does not exist yet in
 this suite, no row is written for it.
 
@@ -44,14 +44,15 @@ sys.path.insert(0, str(ROOT))
 
 from pruning import model_groups, prune  # noqa: E402
 from pruning.deploy import Controller  # noqa: E402
-from pruning.export import write_controller  # noqa: E402
-from pruning.measure import count_params, plan_flops, plan_rows, policy_action_flops  # noqa: E402
+from pruning.measure import count_params  # noqa: E402
+from pruning.study.cost_model import plan_flops, plan_rows, policy_action_flops  # noqa: E402
+from pruning.study.export import write_controller  # noqa: E402
 from tdmpc.agent import TDMPC  # noqa: E402
 from tdmpc.config import TrainConfig, validate  # noqa: E402
 
 TASK = "cartpole-swingup"
 ENV_SPEC = {"obs_dim": 5, "action_dim": 1, "action_low": [-1.0], "action_high": [1.0], "episode_length": 125,
-            "action_repeat": 8}  # cartpole-swingup (pruning.export.task_spec), fixed so no env is built here
+            "action_repeat": 8}  # cartpole-swingup (pruning.study.export.task_spec), fixed so no env is built here
 
 #: TODO(speed issue): ``COMPILED_RUNTIME(agent) -> (plan_fn, policy_fn)`` for compiled PyTorch
 #: (``torch.compile`` / ``torch.export`` + AOTInductor) once it exists; rows with ``runtime="torch_compiled"``

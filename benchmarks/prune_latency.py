@@ -10,7 +10,7 @@ with random scores (seed 0). The latent is **not** pruned by default (``latent=0
 about hidden layers, and the latent is a coupling of all five components whose removal also shrinks
 the input / output layers; ``latent=1`` adds rows where the SimNorm latent is in the global ranking too.
 
-Latency (:func:`pruning.measure.tdmpc_latency`): ``Timer.blocked_autorange`` per measurement, batch-1
+Latency (:func:`pruning.study.cost_model.tdmpc_latency`): ``Timer.blocked_autorange`` per measurement, batch-1
 observation, ``threads`` torch threads. All ratios of a size are measured in turn, ``rounds`` times
 (interleaved, so slow phases of a shared machine hit all ratios alike); reported are the median over
 rounds of the per-measurement medians, the median IQR, and the fall vs the dense model computed within
@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pruning import model_groups, prune  # noqa: E402
-from pruning.measure import count_params, plan_flops, policy_action_flops, tdmpc_latency  # noqa: E402
+from pruning.measure import count_params  # noqa: E402
+from pruning.study.cost_model import plan_flops, policy_action_flops, tdmpc_latency  # noqa: E402
 from tdmpc.config import TrainConfig, resolve_presets  # noqa: E402
 from tdmpc.planner import MPPIPlanner  # noqa: E402
 from tdmpc.world_model import WorldModel  # noqa: E402

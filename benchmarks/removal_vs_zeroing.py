@@ -33,9 +33,9 @@ import torch  # noqa: E402
 from pruning.config import tracking_config  # noqa: E402
 from pruning.cost import LinearCost  # noqa: E402
 from pruning.groups import model_groups  # noqa: E402
-from pruning.integration import CHECKPOINT_KEY  # noqa: E402
-from pruning.measure import plan_rows  # noqa: E402
 from pruning.prune import apply_pruning, select_channels  # noqa: E402
+from pruning.study.cost_model import plan_rows  # noqa: E402
+from pruning.study.integration import CHECKPOINT_KEY  # noqa: E402
 from pruning.tracker import ImportanceTracker  # noqa: E402
 from tdmpc.checkpoint import load_checkpoint  # noqa: E402
 from tdmpc.config import TrainConfig, from_dict, validate  # noqa: E402

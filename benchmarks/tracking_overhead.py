@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.train_speed import build  # noqa: E402
-from pruning.config import TrackingConfig
+from pruning.config import TrackingConfig  # noqa: E402
 from pruning.metrics import metric_names  # noqa: E402
 from pruning.tracker import ImportanceTracker  # noqa: E402
 

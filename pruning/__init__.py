@@ -1,7 +1,7 @@
 """Component-aware pruning of neural-network controllers by gradient-based importance estimation.
 
 Works on any ``nn.Module`` that declares ``components`` (a mapping name -> module) and, optionally,
-``couplings()`` and ``shape_tied()``; the TD-MPC world model of ``tdmpc`` is one such model. See
+``couplings()`` and ``shape_tied()``; the TD-MPC world model of this repository is one such model. See
 ``pruning/README.md`` for the package map and ``docs/method.md`` for the formulas.
 
 Where torch is installed every public name is imported here; without torch nothing is, so that a
@@ -45,14 +45,11 @@ _EXPORTS = {
     "mlp_flops": "pruning.measure",
     "model_groups": "pruning.groups",
     "normalize_scores": "pruning.importance",
-    "plan_flops": "pruning.measure",
-    "policy_action_flops": "pruning.measure",
     "prune": "pruning.prune",
     "ratio_at": "pruning.schedule",
     "resize_to_state_dict": "pruning.serialize",
     "schedule_config": "pruning.config",
     "select_channels": "pruning.prune",
-    "tdmpc_latency": "pruning.measure",
     "tracking_config": "pruning.config",
     "validate_schedule": "pruning.config",
     "validate_tracking": "pruning.config",

@@ -2,12 +2,12 @@
 
 :class:`TrackingConfig` holds the keys of the ``pruning`` section of ``conf/train.yaml`` that control
 importance tracking during training (see :mod:`pruning.tracker`); its nested :class:`ScheduleConfig`
-(``pruning.schedule``) controls pruning *during* training (see :mod:`pruning.integration`). Every key
+(``pruning.schedule``) controls pruning *during* training (see :mod:`pruning.study.integration`). Every key
 is described once in :data:`_CHECKS` / :data:`_SCHEDULE_CHECKS` below, so a new key is one field plus
 one check.
 
 Invalid values raise :class:`PruningConfigError` with a one-line message
-``invalid config: pruning.<key>=<value>; allowed: <what>``, the same format as ``tdmpc.config``.
+``invalid config: pruning.<key>=<value>; allowed: <what>``, the same format as the agent's config.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@ r"""The cost of a model as a function of its groups' widths, for cost budgets (`
 
 A model's matrix-multiply FLOPs are :math:`\sum_k r_k \cdot 2 \cdot in_k \cdot out_k` over its
 ``nn.Linear`` s, where :math:`r_k` is the number of rows layer :math:`k` is applied to per unit of work
-(e.g. per planned action: :func:`pruning.measure.plan_rows`). Removing ``w`` channels of a group shrinks
+(e.g. per planned action: :func:`pruning.study.cost_model.plan_rows`). Removing ``w`` channels of a group shrinks
 ``out`` of every ``Linear`` whose rows the group slices and ``in`` of every ``Linear`` whose columns it
 slices, so the cost is exact for hidden groups and for coupled dimensions alike (a latent channel costs in
 every component that reads or writes it). :class:`LinearCost` keeps the current widths and updates the

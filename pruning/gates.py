@@ -25,7 +25,7 @@ that call only (for an input that does not require grad, e.g. a detached latent 
 detached copy that does; values are unchanged) and registers a tensor hook on it; the tensor hook multiplies input and input-gradient, reduces to
 samples and adds the consumer's columns onto the flat channel vector. Nothing happens while gradients
 are not recorded (``no_grad`` acting and planning). A model whose consumers are not called as modules
-must run their pre-hooks itself (``tdmpc.layers.QEnsemble`` does for its stacked members).
+must run their pre-hooks itself (the TD-MPC agent's stacked Q-ensemble does for its members).
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ class GateCapture:
         # A fresh alias read by this call only: a hook on ``x`` itself would see the gradient of every
         # use of ``x`` (e.g. a latent read by two heads). Its value is ``x``'s, so nothing else changes.
         alias = x.view_as(x) if x.requires_grad else x.detach().requires_grad_()
-        alias.register_hook(lambda grad, x=x.detach(), spans=self.consumers[module]: self._add(x, grad, spans))
+        value, spans = x.detach(), self.consumers[module]
+        alias.register_hook(lambda grad: self._add(value, grad, spans))
         return (alias, *args[1:])
 
     def _add(self, x: torch.Tensor, grad: torch.Tensor, spans: list[tuple[int, int, int]]) -> None:

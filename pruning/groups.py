@@ -23,7 +23,7 @@ Two kinds of groups:
   ``couplings()`` as plain data — a :class:`Coupling` or a mapping with its fields (producers whose
   output rows make the dimension, consumers whose input columns at a given offset read it, ``unit``
   channels removed together). The model needs no import of this package for that: the TD-MPC world
-  model (``tdmpc.world_model.WorldModel.couplings``) declares its latent this way.
+  model of this repository declares its latent this way (``WorldModel.couplings``).
 
 Tied modules (``tied=[(online, copy)]``, e.g. the target Q-ensemble) receive the same slices as their
 online twin (matched by qualified module name), so they are pruned with exactly the same indices.

@@ -35,6 +35,7 @@ import torch.nn as nn
 from pruning.config import NORMALIZATIONS
 from pruning.groups import Group, ParamSlice
 
+
 class ChannelLayout:
     """The channels of ``groups`` laid end to end in one flat vector, and the plan that reduces
     per-element statistics of the parameters onto it.

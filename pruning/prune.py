@@ -348,7 +348,7 @@ def prune(
     ``target`` is a list of groups, or a model declaring ``components`` (groups built with
     :func:`pruning.groups.model_groups`, ``prune_latent`` passed on). ``scores`` maps group names to
     per-channel scores. With ``cost_rows`` (``nn.Linear`` -> rows per unit of work, e.g.
-    :func:`pruning.measure.plan_rows`) ``ratio`` is the fraction of those FLOPs to remove. See
+    :func:`pruning.study.cost_model.plan_rows`) ``ratio`` is the fraction of those FLOPs to remove. See
     :func:`select_channels` and :func:`apply_pruning`.
     """
     groups = model_groups(target, prune_latent) if isinstance(target, nn.Module) else list(target)

@@ -3,7 +3,7 @@
     python scripts/experiment.py                         # ~20 min on 2 cores, ends with the summary table
     python scripts/experiment.py experiment=paper        # full protocol on a SLURM GPU cluster
 
-See pruning/experiment.py and conf/experiment.yaml. Outputs go to runs/experiment/<name>/ (train/,
+See pruning/study/experiment.py and conf/experiment.yaml. Outputs go to runs/experiment/<name>/ (train/,
 prune/, report/ with results.csv, summary.md and the plots).
 """
 
@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from pruning.config import PruningConfigError  # noqa: E402
-from pruning.experiment import ExperimentConfig, register_configs, run_experiment, validate_experiment  # noqa: E402
+from pruning.study.experiment import ExperimentConfig, register_configs, run_experiment, validate_experiment  # noqa: E402
 from tdmpc.cli import fail, one_line_hydra_errors  # noqa: E402
 from tdmpc.config import ConfigError, from_dict  # noqa: E402
 

@@ -4,8 +4,8 @@
     python scripts/export.py checkpoint=RUN_DIR/checkpoint.pt check=true episodes=5 [mode=plan|policy]
 
 Writes policy.onnx, planner.onnx and controller.json next to the checkpoint (or into out=DIR), see
-pruning/export.py; check=true runs the exported controller (pruning/deploy.py, onnxruntime) in the task next
-to the PyTorch agent on the same env seeds, prints a table and writes check.json (pruning/deploy_check.py).
+pruning/study/export.py; check=true runs the exported controller (pruning/deploy.py, onnxruntime) in the task next
+to the PyTorch agent on the same env seeds, prints a table and writes check.json (pruning/study/deploy_check.py).
 Every key is in conf/export.yaml; bad settings or a missing checkpoint exit 2 with one line.
 """
 
@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from pruning.export import register_configs, run_export_cli  # noqa: E402
+from pruning.study.export import register_configs, run_export_cli  # noqa: E402
 from tdmpc.cli import one_line_hydra_errors  # noqa: E402
 
 register_configs()

@@ -6,7 +6,7 @@
         ratio=0.25,0.5,0.75 seed=1,2,3
 
 Writes result.json (plus train.csv / eval.csv of the fine-tuning and its checkpoint.pt) into the job's
-run dir; see pruning/prune_job.py. In a multirun a failing job writes error.json and the sweep goes on;
+run dir; see pruning/study/prune_job.py. In a multirun a failing job writes error.json and the sweep goes on;
 the sweep exits with status 1 at the end if any job failed. Bad settings exit 2 with one line.
 """
 
@@ -23,8 +23,8 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from pruning.prune_job import register_configs, run_prune_job_cli  # noqa: E402
-from pruning.sweep import register_resolvers  # noqa: E402
+from pruning.study.prune_job import register_configs, run_prune_job_cli  # noqa: E402
+from pruning.study.sweep import register_resolvers  # noqa: E402
 from tdmpc.cli import one_line_hydra_errors  # noqa: E402
 
 register_configs()

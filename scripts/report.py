@@ -2,7 +2,7 @@
 
     python scripts/report.py multirun/prune/2026... runs/train/... [--out DIR]
 
-Reads every result.json, error.json and importance.parquet below the given folders (see pruning/report.py).
+Reads every result.json, error.json and importance.parquet below the given folders (see pruning/study/report.py).
 Default output: <first folder>/report. Exits 2 with one line when a folder is missing or holds nothing.
 """
 
@@ -17,7 +17,7 @@ os.environ.setdefault("MUJOCO_GL", "disable")  # state-based tasks need no rende
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from pruning.report import ReportError, print_summary, write_report  # noqa: E402
+from pruning.study.report import ReportError, print_summary, write_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(summary):
         print_summary(summary, title="return vs FLOPs vs latency")
     if args.wandb != "disabled":
-        from pruning.experiment import log_report
+        from pruning.study.experiment import log_report
 
         group = args.group or Path(args.dirs[0]).resolve().name
         run_id = log_report(out, args.wandb, group=group, config={"report": {"dirs": [str(d) for d in args.dirs]}})

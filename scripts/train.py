@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from pruning.config import PruningConfigError, tracking_config  # noqa: E402
-from pruning.integration import tracker_callback  # noqa: E402
+from pruning.study.integration import tracker_callback  # noqa: E402
 from tdmpc.cli import one_line_hydra_errors, run_train  # noqa: E402
 from tdmpc.config import ConfigError, register_configs  # noqa: E402
 

@@ -76,7 +76,7 @@ def tracked_checkpoint(tmp_path_factory):
     """``checkpoint.pt`` of a tiny cartpole run (2 episodes, the second with updates) that tracked every
     metric, next to its ``eval.csv`` and ``importance.parquet``; shared by the prune-job and sweep tests."""
     from pruning.config import TrackingConfig
-    from pruning.integration import attach_tracker
+    from pruning.study.integration import attach_tracker
     from tdmpc.trainer import Trainer
 
     torch.manual_seed(0)

@@ -32,10 +32,10 @@ from benchmarks.autoencoder import (  # noqa: E402
     parse_args,
     train_epochs,
 )
-from pruning.config import TrackingConfig
-from pruning.metrics import metric_names  # noqa: E402
+from pruning.config import TrackingConfig  # noqa: E402
 from pruning.groups import model_groups  # noqa: E402
 from pruning.measure import component_flops, count_params  # noqa: E402
+from pruning.metrics import metric_names  # noqa: E402
 from pruning.prune import prune  # noqa: E402
 from pruning.tracker import ImportanceTracker  # noqa: E402
 

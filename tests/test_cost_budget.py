@@ -1,6 +1,6 @@
 """FLOPs budgets (pruning/cost.py, ``prune(..., cost_rows=...)``) against the analytic planned-action FLOPs.
 
-``pruning.measure.plan_flops`` is itself checked against ``torch.utils.flop_counter`` in test_measure.py;
+``pruning.study.cost_model.plan_flops`` is itself checked against ``torch.utils.flop_counter`` in test_measure.py;
 here the budget's incremental cost must equal it exactly after every selection, and every metric's
 selection must land within 1 % of the requested FLOPs.
 """
@@ -12,8 +12,8 @@ import torch
 
 from pruning.cost import LinearCost
 from pruning.groups import model_groups
-from pruning.measure import plan_flops, plan_rows
 from pruning.prune import prune, select_channels
+from pruning.study.cost_model import plan_flops, plan_rows
 from tdmpc.config import TrainConfig, resolve_presets
 from tdmpc.world_model import WorldModel
 
@@ -69,15 +69,15 @@ def test_a_latent_channel_costs_in_every_component_that_reads_or_writes_it():
     model = model_of(cfg)
     groups = model_groups(model)
     cost = LinearCost(groups, plan_rows(model, cfg.planner))
-    H, I = cfg.planner.horizon, cfg.planner.iterations
+    H, iters = cfg.planner.horizon, cfg.planner.iterations
     P, n = cfg.planner.num_pi_trajs, cfg.planner.num_samples + cfg.planner.num_pi_trajs
     h, enc = cfg.model.mlp_dim, cfg.model.enc_dim
     q = min(2, cfg.model.num_q)
     by_hand = 2 * (enc * 1                                   # encoder output row, 1 row
-                   + h * ((H - 1) * P + I * H * n) * 2       # dynamics output row and input column
-                   + h * I * H * n                           # reward input column
-                   + h * (H * P + I * n)                     # policy input column
-                   + h * I * n * q)                          # q evaluated members' input columns
+                   + h * ((H - 1) * P + iters * H * n) * 2       # dynamics output row and input column
+                   + h * iters * H * n                           # reward input column
+                   + h * (H * P + iters * n)                     # policy input column
+                   + h * iters * n * q)                          # q evaluated members' input columns
     assert cost.price(["latent"], 1) == pytest.approx(by_hand, rel=1e-12)
 
 

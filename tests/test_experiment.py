@@ -1,4 +1,4 @@
-"""The main job (pruning/experiment.py, scripts/experiment.py) end to end at a tiny size: train with
+"""The main job (pruning/study/experiment.py, scripts/experiment.py) end to end at a tiny size: train with
 tracking -> a sweep of 2 metrics x 2 ratios (plus the dense reference) -> report, once through Hydra's
 ``basic`` launcher and once through ``submitit_local`` (reusing the trained run: the experiment resumes)."""
 

@@ -1,4 +1,4 @@
-"""Export to ONNX (pruning/export.py), the torch-free runtime (pruning/deploy.py) and the closed-loop check.
+"""Export to ONNX (pruning/study/export.py), the torch-free runtime (pruning/deploy.py) and the closed-loop check.
 
 Tiny agents with random weights (normal, std 0.3: the zero-initialised reward and Q heads of a fresh model
 would make every trajectory's value 0 and the elite choice a tie), dense and pruned (latent included).
@@ -20,7 +20,7 @@ import torch
 from conftest import tiny_cfg
 
 from pruning.deploy import Controller
-from pruning.export import load_agent, run_export_cli, write_controller
+from pruning.study.export import load_agent, run_export_cli, write_controller
 from tdmpc.agent import TDMPC
 from tdmpc.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from tdmpc.planner import PlanNoise
@@ -165,7 +165,7 @@ def test_closed_loop_check_via_the_cli(tmp_path):
 
 
 def test_policy_check_returns_equal_the_torch_agents(exported):
-    from pruning.deploy_check import run_check
+    from pruning.study.deploy_check import run_check
 
     ckpt, out, _ = exported
     result = run_check(ckpt, out, episodes=2, seed=3, mode="policy", max_episode_steps=60)

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pruning.config import TrackingConfig
-from pruning.metrics import metric_names
 from pruning.groups import model_groups
 from pruning.importance import normalize_scores
+from pruning.metrics import metric_names
 from pruning.tracker import ImportanceTracker
 
 BETA = 0.9

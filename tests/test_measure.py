@@ -15,16 +15,9 @@ from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from pruning import model_groups, prune
-from pruning.measure import (
-    component_flops,
-    count_params,
-    measure_latency,
-    mlp_flops,
-    plan_flops,
-    policy_action_flops,
-    tdmpc_latency,
-)
+from pruning.measure import component_flops, count_params, measure_latency, mlp_flops
 from pruning.serialize import resize_to_state_dict
+from pruning.study.cost_model import plan_flops, policy_action_flops, tdmpc_latency
 from tdmpc.config import ModelConfig, PlannerConfig
 from tdmpc.planner import MPPIPlanner
 from tdmpc.world_model import WorldModel

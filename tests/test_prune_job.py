@@ -1,4 +1,4 @@
-"""The prune job (pruning/prune_job.py, scripts/prune.py) on a tiny tracked checkpoint (conftest)."""
+"""The prune job (pruning/study/prune_job.py, scripts/prune.py) on a tiny tracked checkpoint (conftest)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ FAST = {"finetune_steps": 1000, "eval_episodes": 1, "latency_min_run_time": 0.05
 
 
 def _job(ckpt: Path, **kw):
-    from pruning.prune_job import PruneJobConfig
+    from pruning.study.prune_job import PruneJobConfig
 
     job = PruneJobConfig(checkpoint=str(ckpt), **{**FAST, **kw})
     job.logger.wandb.mode = "disabled"
@@ -32,7 +32,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_prune_job_shrinks_finetunes_and_measures(tracked_checkpoint, tmp_path):
-    from pruning.prune_job import run_prune_job
+    from pruning.study.prune_job import run_prune_job
     from tdmpc.checkpoint import load_checkpoint
 
     res = run_prune_job(_job(tracked_checkpoint, metric="fisher", ratio=0.5), tmp_path / "job")
@@ -61,7 +61,7 @@ def test_prune_job_shrinks_finetunes_and_measures(tracked_checkpoint, tmp_path):
 
 
 def test_channel_budget_removes_that_fraction_of_the_channels(tracked_checkpoint, tmp_path):
-    from pruning.prune_job import run_prune_job
+    from pruning.study.prune_job import run_prune_job
 
     res = run_prune_job(_job(tracked_checkpoint, metric="l2", ratio=0.5, budget="channels", finetune_steps=0),
                         tmp_path / "job")
@@ -72,7 +72,7 @@ def test_channel_budget_removes_that_fraction_of_the_channels(tracked_checkpoint
 
 
 def test_ratio_zero_is_dense_reference(tracked_checkpoint, tmp_path):
-    from pruning.prune_job import run_prune_job
+    from pruning.study.prune_job import run_prune_job
 
     res = run_prune_job(_job(tracked_checkpoint, metric="l1", ratio=0.0, finetune_steps=0), tmp_path / "dense")
     assert res["params"] == res["params_dense"]
@@ -80,7 +80,7 @@ def test_ratio_zero_is_dense_reference(tracked_checkpoint, tmp_path):
 
 
 def test_skip_completed_and_resume_from_own_checkpoint(tracked_checkpoint, tmp_path):
-    from pruning.prune_job import run_prune_job
+    from pruning.study.prune_job import run_prune_job
 
     run_dir = tmp_path / "job"
     first = run_prune_job(_job(tracked_checkpoint, metric="bayes", ratio=0.25), run_dir)
@@ -94,7 +94,7 @@ def test_skip_completed_and_resume_from_own_checkpoint(tracked_checkpoint, tmp_p
 
 
 def test_random_metric_depends_on_job_seed(tracked_checkpoint, tmp_path):
-    from pruning.prune_job import run_prune_job
+    from pruning.study.prune_job import run_prune_job
 
     a = run_prune_job(_job(tracked_checkpoint, metric="random", ratio=0.5, finetune_steps=0, seed=1), tmp_path / "a")
     b = run_prune_job(_job(tracked_checkpoint, metric="random", ratio=0.5, finetune_steps=0, seed=2), tmp_path / "b")
@@ -156,7 +156,7 @@ def test_prune_run_logged_to_wandb_offline(tracked_checkpoint, tmp_path):
     job_type=prune, the config flattened (so runs group by task/metric/ratio/seed), the eval curve, every
     result.json field as summary, and the training importance heat-map of its metric as an image."""
     pytest.importorskip("wandb")
-    from pruning.prune_job import run_prune_job
+    from pruning.study.prune_job import run_prune_job
 
     job = _job(tracked_checkpoint, metric="fisher", ratio=0.5, seed=3)
     job.logger.wandb.mode = "offline"

@@ -1,4 +1,4 @@
-"""Sweep report (pruning/report.py, scripts/report.py) from generated fixture files."""
+"""Sweep report (pruning/study/report.py, scripts/report.py) from generated fixture files."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_logger import _items, read_wandb_records, wandb_env  # noqa: F401  (wandb_env is a fixture)
 
-from pruning.report import (
+from pruning.study.report import (
     RESULT_COLUMNS,
     layer_importance,
     pareto_front,
@@ -283,7 +283,7 @@ def test_cli_writes_the_report(sweep, tmp_path):
 def test_report_logged_to_wandb_offline(sweep, tmp_path):
     """The report run holds the results/summary tables and every plot as an image (read from the offline log)."""
     pytest.importorskip("wandb")
-    from pruning.experiment import log_report
+    from pruning.study.experiment import log_report
 
     out = tmp_path / "report"
     write_report([sweep], out)

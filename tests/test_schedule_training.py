@@ -1,4 +1,4 @@
-"""Pruning during training (pruning.integration.attach_schedule): iterative and one-shot schedules in the
+"""Pruning during training (pruning.study.integration.attach_schedule): iterative and one-shot schedules in the
 TD-MPC trainer, exact resume from a checkpoint taken mid-schedule, config validation, CLI errors.
 
 Runs use action_repeat=50 (20 agent steps per 1000-env-step cartpole episode) so that each takes seconds;
@@ -25,7 +25,8 @@ from pruning.config import (
     schedule_config,
     tracking_config,
 )
-from pruning.integration import (
+from pruning.schedule import ratio_at
+from pruning.study.integration import (
     CHECKPOINT_KEY,
     PRUNE_STREAM,
     SCHEDULE_KEY,
@@ -34,7 +35,6 @@ from pruning.integration import (
     resize_for_resume,
     tracker_callback,
 )
-from pruning.schedule import ratio_at
 from pruning.tracker import PARQUET_NAME
 from tdmpc.checkpoint import CheckpointError
 from tdmpc.trainer import Trainer

@@ -1,4 +1,4 @@
-"""Sweep statistics (pruning/stats.py, rliable) against hand computations on a tiny table of results."""
+"""Sweep statistics (pruning/study/stats.py, rliable) against hand computations on a tiny table of results."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pruning import stats
+from pruning.study import stats
 
 DENSE = {(1, 1): 200.0, (1, 2): 180.0, (2, 1): 400.0, (2, 2): 100.0}  # (train_seed, seed) -> dense return
 RET = {  # (metric, ratio) -> returns of the four runs in DENSE order

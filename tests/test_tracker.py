@@ -15,10 +15,10 @@ from conftest import run_train_cli, tiny_cfg, tiny_cli
 from test_logger import _items, read_wandb_records, wandb_env  # noqa: F401  (wandb_env is a fixture)
 
 from pruning.config import PruningConfigError, TrackingConfig, tracking_config, validate_tracking
-from pruning.metrics import metric_names
 from pruning.groups import model_groups
-from pruning.integration import CHECKPOINT_KEY, CheckpointedTracker, attach_tracker
+from pruning.metrics import metric_names
 from pruning.prune import prune
+from pruning.study.integration import CHECKPOINT_KEY, CheckpointedTracker, attach_tracker
 from pruning.tracker import COLUMNS, PARQUET_NAME, ImportanceTracker
 from tdmpc.agent import TDMPC
 from tdmpc.buffer import ReplayBuffer

@@ -14,11 +14,10 @@ Built in (formulas and sources in ``docs/method.md``):
 | ``random`` | :mod:`~pruning.metrics.magnitude` | U(0, 1), fixed per run |
 """
 
+# Built-in metrics register themselves on import (order = default order of the tables).
+from pruning.metrics import bayes, fisher, gradient, magnitude  # noqa: E402,F401,I001
 from pruning.metrics.base import Evidence, ImportanceMetric, SmoothedMetric
 from pruning.metrics.registry import metric_class, metric_names, register, tracked_metrics, unregister
-
-# Built-in metrics register themselves on import (order = default order of the tables).
-from pruning.metrics import gradient, fisher, bayes, magnitude  # noqa: E402,F401,I001
 
 #: Metrics the main job compares by default: the three gradient metrics and the field's baselines.
 MAIN_JOB_METRICS = ("grad_acc", "fisher", "bayes", "taylor", "l1", "l2", "random")

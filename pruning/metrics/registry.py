@@ -9,6 +9,9 @@ from __future__ import annotations
 from pruning.metrics.base import ImportanceMetric
 
 _REGISTRY: dict[str, type[ImportanceMetric]] = {}
+#: Order of the built-in metrics in listings (registration order depends on import order); metrics
+#: registered by users follow, in registration order.
+BUILTIN_ORDER = ("grad_acc", "fisher", "bayes", "taylor", "grad_sq", "l1", "l2", "l1_group", "l2_group", "random")
 
 
 def register(cls: type[ImportanceMetric]) -> type[ImportanceMetric]:
@@ -37,10 +40,11 @@ def metric_class(name: str) -> type[ImportanceMetric]:
 
 
 def metric_names() -> tuple[str, ...]:
-    """Every registered metric, in registration order."""
-    return tuple(_REGISTRY)
+    """Every registered metric: the built-ins in :data:`BUILTIN_ORDER`, then the others as registered."""
+    builtin = [n for n in BUILTIN_ORDER if n in _REGISTRY]
+    return (*builtin, *(n for n in _REGISTRY if n not in BUILTIN_ORDER))
 
 
 def tracked_metrics() -> tuple[str, ...]:
     """Registered metrics that accumulate evidence during training (need the training run's state)."""
-    return tuple(n for n, c in _REGISTRY.items() if c.tracked)
+    return tuple(n for n in metric_names() if _REGISTRY[n].tracked)

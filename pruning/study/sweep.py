@@ -21,7 +21,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pruning.report import ERROR_FILE
+from pruning.study.report import ERROR_FILE
 
 
 def run_tag(path: str) -> str:

@@ -2,7 +2,7 @@
 
     python scripts/report.py SWEEP_DIR... [--out DIR]
 
-Reads every ``result.json`` (prune jobs, :mod:`pruning.prune_job`), the markers of failed jobs and every
+Reads every ``result.json`` (prune jobs, :mod:`pruning.study.prune_job`), the markers of failed jobs and every
 ``importance.parquet`` (training runs, :mod:`pruning.tracker`) below the given folders and writes into
 ``out``:
 
@@ -53,7 +53,7 @@ RESULT_COLUMNS = (
     "git_commit", "budget", "flops_plan_dense", "flops_ratio_achieved", "channel_ratio_achieved",
     "return_post_prune",
 )
-#: Keys a result.json must hold to be reported (``pruning.prune_job`` writes these and more).
+#: Keys a result.json must hold to be reported (``pruning.study.prune_job`` writes these and more).
 REQUIRED_KEYS = (
     "task", "seed", "metric", "ratio", "scope", "finetune_steps", "dense_return", "return_mean", "return_std",
     "params", "params_dense", "flops_policy", "flops_plan", "latency_policy_ms", "latency_plan_ms",
@@ -598,9 +598,9 @@ def write_report(dirs: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
 
 
 def statistics_report(results: pd.DataFrame, out: Path, plots: list[Path]) -> list[str]:
-    """IQM / probability of improvement / AUC (:mod:`pruning.stats`) per budget x scope x fine-tuning
+    """IQM / probability of improvement / AUC (:mod:`pruning.study.stats`) per budget x scope x fine-tuning
     steps over all tasks, as ``summary.md`` lines; performance-profile plots are added to ``plots``."""
-    from pruning import stats
+    from pruning.study import stats
 
     if results.empty or not (results["ratio"] > 0).any():
         return []

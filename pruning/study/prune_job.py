@@ -5,7 +5,7 @@
 One job = one (checkpoint, metric, ratio, scope, seed). Steps:
 
 1. load the training checkpoint (``weights_only``) with its importance-tracker state (``extras.importance``,
-   written by :mod:`pruning.integration` during training);
+   written by :mod:`pruning.study.integration` during training);
 2. score every group with ``metric`` (:meth:`ImportanceTracker.scores`, the tracker's smoothing and
    per-component normalisation unless overridden) and remove ``ratio`` of the channels for real
    (:func:`pruning.prune.prune`, Adam moments sliced), target Q-ensemble included;
@@ -23,7 +23,7 @@ A job killed during fine-tuning resumes from its own ``checkpoint.pt`` (the prun
 it, :func:`pruning.serialize.resize_to_state_dict`); a job whose ``result.json`` exists is skipped, so a
 sweep can be re-launched into the same sweep dir and only runs what is missing.
 
-This module, like :mod:`pruning.integration`, is TD-MPC glue and imports ``tdmpc``; the rest of
+This module, like :mod:`pruning.study.integration`, is TD-MPC glue and imports ``tdmpc``; the rest of
 ``pruning`` does not.
 """
 
@@ -50,17 +50,18 @@ from pruning.config import (
     tracking_config,
 )
 from pruning.groups import model_groups
-from pruning.integration import CHECKPOINT_KEY, log_importance_images
-from pruning.measure import count_params, plan_flops, plan_rows, policy_action_flops, tdmpc_latency
+from pruning.measure import count_params
 from pruning.metrics import metric_names, tracked_metrics
 from pruning.prune import SCOPES, is_ratio, prune
-from pruning.report import ERROR_FILE, RESULT_FILE
 from pruning.serialize import resize_to_state_dict
+from pruning.study.cost_model import plan_flops, plan_rows, policy_action_flops, tdmpc_latency
+from pruning.study.integration import CHECKPOINT_KEY, log_importance_images
+from pruning.study.report import ERROR_FILE, RESULT_FILE
 from pruning.tracker import PARQUET_NAME, ImportanceTracker
 from tdmpc.config import LoggerConfig, TrainConfig, WandbSettings
 from tdmpc.logger import flatten
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 POST_PRUNE_FILE = "post_prune.json"  # the return right after pruning, before fine-tuning (kept on resume)
 
 
@@ -381,7 +382,7 @@ def _channels(model: torch.nn.Module) -> int:
     return sum(g.size for g in model_groups(model))
 
 
-def _post_prune_eval(trainer: Trainer, episodes: int) -> dict[str, float]:
+def _post_prune_eval(trainer: Any, episodes: int) -> dict[str, float]:
     """Evaluate the pruned model before fine-tuning, leaving every RNG as it was (the final evaluation
     then sees the same episodes as without this one)."""
     torch_state, env_state = torch.get_rng_state(), trainer.eval_env.get_rng_state()

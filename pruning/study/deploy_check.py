@@ -127,7 +127,7 @@ def run_check(checkpoint: str | Path, controller_dir: str | Path, episodes: int 
               mode: str = "plan", max_episode_steps: int = 1000, num_threads: int = 1) -> dict:
     """Run the check (module docstring), print the table, write ``check.json``; returns its content."""
     from pruning.deploy import Controller
-    from pruning.export import load_agent, sha256
+    from pruning.study.export import load_agent, sha256
     from tdmpc.envs import make_env
 
     torch.set_num_threads(num_threads)

@@ -21,7 +21,7 @@ resizes the model to the checkpoint's shapes (:func:`resize_for_resume`), then b
 groups depend on the widths), then the schedule; ``Trainer.train()`` loads the weights, optimiser
 states and both extras.
 
-This module, like :mod:`pruning.prune_job`, is TD-MPC glue and imports ``tdmpc`` (lazily).
+This module, like :mod:`pruning.study.prune_job`, is TD-MPC glue and imports ``tdmpc`` (lazily).
 """
 
 from __future__ import annotations
@@ -87,12 +87,12 @@ def attach_tracker(trainer: Any, cfg: TrackingConfig) -> ImportanceTracker | Non
 
 def log_importance_images(logger: Any, parquet: Path | None, out: Path, metrics: list[str] | None = None,
                           key: str = "run") -> list[Path]:
-    """Plot the importance heat-maps of ``parquet`` (:func:`pruning.report.plot_run_importance`) into
+    """Plot the importance heat-maps of ``parquet`` (:func:`pruning.study.report.plot_run_importance`) into
     ``out`` and log them to W&B as ``importance/<name>`` images. Only when the run logs to W&B (plotting
     every tiny run would cost a matplotlib import each); returns the written files."""
     if getattr(logger, "wandb_run", None) is None or parquet is None or not Path(parquet).is_file():
         return []
-    from pruning.report import plot_run_importance
+    from pruning.study.report import plot_run_importance
 
     paths = plot_run_importance(parquet, out, metrics=metrics, key=key)
     for path in paths:

@@ -63,7 +63,7 @@ def score_matrices(df: pd.DataFrame, value: str = "retained") -> tuple[dict[str,
     tasks = sorted(df["task"].unique())
     metrics = list(dict.fromkeys(df["metric"]))
     runs = None
-    for (task, metric), g in df.groupby(["task", "metric"]):
+    for _, g in df.groupby(["task", "metric"]):
         r = set(map(tuple, g[list(RUN_KEYS)].to_numpy().tolist()))
         runs = r if runs is None else runs & r
     runs = sorted(runs or [])

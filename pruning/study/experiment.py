@@ -10,7 +10,7 @@ one after the other in one process, ``submitit_local`` / ``slurm`` hand them to 
 1. ``scripts/train.py -m task=... seed=...`` into ``<out_dir>/train`` (tracking every metric);
 2. ``scripts/prune.py -m checkpoint=... metric=l1 ratio=0`` (the dense reference through the same path)
    and ``scripts/prune.py -m checkpoint=... metric=... ratio=...`` into ``<out_dir>/prune``;
-3. :func:`pruning.report.write_report` over ``<out_dir>`` -> results.csv, summary.md, plots, and the
+3. :func:`pruning.study.report.write_report` over ``<out_dir>`` -> results.csv, summary.md, plots, and the
    summary table printed to the terminal.
 
 Re-running the same ``name`` resumes: finished training runs are not repeated (their checkpoints are
@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pruning.config import require
-from pruning.config import BUDGETS
+from pruning.config import BUDGETS, require
 from pruning.metrics import MAIN_JOB_METRICS, metric_names
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAUNCHERS = ("basic", "submitit_local", "slurm")
 
 
@@ -160,7 +159,7 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
     t_prune = time.time() - t0 - t_train
 
     # 3. Report.
-    from pruning.report import print_summary, write_report
+    from pruning.study.report import print_summary, write_report
 
     report_dir = out / "report"
     summary = write_report([out], report_dir)

@@ -21,7 +21,7 @@
 The graphs are :class:`PolicyGraph` and :class:`PlanGraph`, ``nn.Module`` wrappers of the world model
 that run the planner's arithmetic with the noise as arguments; they are exported with
 ``torch.onnx.export`` and checked with ``onnx.checker``. The runtime that loads them without torch is
-:mod:`pruning.deploy`. Like :mod:`pruning.prune_job`, this module is TD-MPC glue and imports ``tdmpc``.
+:mod:`pruning.deploy`. Like :mod:`pruning.study.prune_job`, this module is TD-MPC glue and imports ``tdmpc``.
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ def controller_spec(agent: Any, cfg: Any, env_spec: dict, checkpoint: Path | Non
     """The content of ``controller.json`` (see the module docstring); ``checkpoint`` may be ``None``."""
     import onnx
 
-    from pruning.prune_job import git_commit
+    from pruning.study.prune_job import git_commit
 
     model, p = agent.model, cfg.planner
     planner = {k: getattr(p, k) for k in ("iterations", "horizon", "num_samples", "num_elites", "num_pi_trajs",
@@ -353,7 +353,7 @@ class ExportConfig:
     format: str = "onnx"  # onnx (the only format so far)
     out: str | None = None  # output folder; None: the checkpoint's folder
     exporter: str = "auto"  # auto (dynamo, TorchScript if dynamo fails) | dynamo | torchscript
-    check: bool = False  # after exporting, run the closed-loop check (pruning/deploy_check.py)
+    check: bool = False  # after exporting, run the closed-loop check (pruning/study/deploy_check.py)
     episodes: int = 3  # episodes of the check, env seeds seed, seed + 1, ...
     seed: int = 1  # first env seed of the check (also seeds the controllers' noise)
     mode: str = "plan"  # what the check runs: plan (planner.onnx vs MPPI) | policy (policy.onnx vs policy prior)
@@ -410,7 +410,7 @@ def run_export_cli(cfg: Any) -> int:
           f"(exporter {spec['exports']['planner']['exporter']}, opset {spec['exports']['planner']['opset']})",
           flush=True)
     if job.check:
-        from pruning.deploy_check import run_check
+        from pruning.study.deploy_check import run_check
 
         run_check(job.checkpoint, out, episodes=job.episodes, seed=job.seed, mode=job.mode,
                   max_episode_steps=job.max_episode_steps, num_threads=job.num_threads)

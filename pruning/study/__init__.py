@@ -1,0 +1,14 @@
+"""The study layer: TD-MPC glue and the comparison study built on the model-agnostic core.
+
+It depends on both ``tdmpc`` and the core of ``pruning``; the core never imports it.
+
+| module | what it holds |
+|---|---|
+| ``integration`` | the tracker and pruning-during-training attached to ``tdmpc.trainer.Trainer`` |
+| ``cost_model`` | the planned-action / policy-action cost of a TD-MPC world model (FLOPs rows, latency) |
+| ``prune_job`` | ``scripts/prune.py``: prune a checkpoint, fine-tune, evaluate, measure, ``result.json`` |
+| ``sweep`` | Hydra helpers of prune sweeps (run-dir naming, failed-job callback) |
+| ``experiment`` | the main job (``scripts/experiment.py``): train -> prune sweeps -> report |
+| ``report`` / ``stats`` | ``scripts/report.py``: tables, plots, rliable statistics |
+| ``export`` / ``deploy_check`` | ``scripts/export.py``: ONNX export and the closed-loop check |
+"""
