@@ -1,11 +1,11 @@
 """Cost of importance tracking: one TD-MPC update with and without ``ImportanceTracker.step``.
 
-    python benchmarks/tracking_overhead.py                   # cpu preset, all 7 metrics, 2 threads
+    python benchmarks/tracking_overhead.py                   # cpu preset, every registered metric, 2 threads
     python benchmarks/tracking_overhead.py threads=1 repeats=30 number=4
 
 Same process, same agent, same replay buffer (cartpole-swingup shapes, as benchmarks/train_speed.py).
-Each repeat times ``number`` updates without the tracker and ``number`` updates followed by
-``tracker.step`` with ``torch.utils.benchmark.Timer.timeit``, in alternating order (interleaved, so
+Each repeat times ``number`` updates without the tracker (its gate hooks removed) and ``number`` updates
+with the gate hooks capturing activations x output-gradients, each followed by ``tracker.step`` with ``torch.utils.benchmark.Timer.timeit``, in alternating order (interleaved, so
 machine noise hits both alike); the result is the median (and IQR) over repeats of the per-update time,
 and ``overhead_pct = 100 * (median_with / median_without - 1)``. Because the difference is small next
 to the noise of a shared machine, ``tracker.step`` alone is also timed (``blocked_autorange``, after an
@@ -75,6 +75,7 @@ def main(argv: list[str]) -> dict:
     for r in range(repeats):
         order = ("without", "with") if r % 2 == 0 else ("with", "without")
         for name in order:
+            tracker.set_capture(name == "with")  # without: no gate hooks either
             times[name].append(timers[name].timeit(number).mean)
         print(f"repeat {r + 1}/{repeats}: without {times['without'][-1] * 1e3:7.1f} ms, "
               f"with {times['with'][-1] * 1e3:7.1f} ms", flush=True)

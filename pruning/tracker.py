@@ -84,13 +84,7 @@ class ImportanceTracker:
     def _set_groups(self, groups: list[Group]) -> None:
         self.groups = groups
         self.layout = ChannelLayout(groups)
-        if self.gates is not None:
-            self.gates.remove()
-            self.gates = None
-        classes = [metric_class(m) for m in self.cfg.metrics]
-        if any(c.needs_gates or c.needs_activations for c in classes):
-            self.gates = GateCapture(groups, self.layout.offsets, self.layout.num_channels, self.samples,
-                                     activations=any(c.needs_activations for c in classes))
+        self.set_capture(True)
 
     @property
     def grad_metrics(self) -> list[str]:
@@ -99,9 +93,18 @@ class ImportanceTracker:
 
     def close(self) -> None:
         """Unregister the gate hooks (the tracker keeps its scores)."""
+        self.set_capture(False)
+
+    def set_capture(self, enabled: bool) -> None:
+        """Register (``True``) or remove (``False``) the gate hooks; while removed, gate metrics get no
+        evidence. Tracking starts with them registered when a tracked metric needs them."""
         if self.gates is not None:
             self.gates.remove()
             self.gates = None
+        classes = [metric_class(m) for m in self.cfg.metrics]
+        if enabled and any(c.needs_gates or c.needs_activations for c in classes):
+            self.gates = GateCapture(self.groups, self.layout.offsets, self.layout.num_channels, self.samples,
+                                     activations=any(c.needs_activations for c in classes))
 
     # ------------------------------------------------------------------------------ tracking
     def step(self, update: int) -> bool:
