@@ -43,7 +43,7 @@ def _stats(x: list[float]) -> dict:
 
 def main(argv: list[str]) -> dict:
     args = {"model_size": "cpu", "threads": "2", "repeats": "20", "number": "3", "min_run_time": "2",
-            "metrics": ",".join(metric_names())}
+            "metrics": ",".join(metric_names()), "gate_interval": "1"}
     for a in argv:
         k, _, v = a.partition("=")
         if k not in args:
@@ -52,7 +52,8 @@ def main(argv: list[str]) -> dict:
     threads, repeats, number = int(args["threads"]), int(args["repeats"]), int(args["number"])
     torch.set_num_threads(threads)
     agent, buf, cfg = build(args["model_size"], torch.device("cpu"))
-    tcfg = TrackingConfig(metrics=args["metrics"].split(","), snapshot_interval=0)
+    tcfg = TrackingConfig(metrics=args["metrics"].split(","), snapshot_interval=0,
+                          gate_interval=int(args["gate_interval"]))
     tracker = ImportanceTracker(agent.model, tcfg, samples=agent.cfg.optim.batch_size)
     rng = np.random.default_rng(0)
     counter = [0]
@@ -75,7 +76,8 @@ def main(argv: list[str]) -> dict:
     for r in range(repeats):
         order = ("without", "with") if r % 2 == 0 else ("with", "without")
         for name in order:
-            tracker.set_capture(name == "with")  # without: no gate hooks either
+            if name == "without" or tcfg.gate_interval == 1:  # without: no gate hooks either
+                tracker.set_capture(name == "with")
             times[name].append(timers[name].timeit(number).mean)
         print(f"repeat {r + 1}/{repeats}: without {times['without'][-1] * 1e3:7.1f} ms, "
               f"with {times['with'][-1] * 1e3:7.1f} ms", flush=True)
@@ -95,7 +97,7 @@ def main(argv: list[str]) -> dict:
         "model_size": args["model_size"], "device": "cpu", "threads": threads, "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "metrics": tcfg.metrics, "groups": len(tracker.groups), "channels": tracker.layout.num_channels,
-        "updates_per_repeat": number,
+        "updates_per_repeat": number, "gate_interval": tcfg.gate_interval,
         "update_without_tracker": without,
         "update_with_tracker": with_,
         "overhead_pct": overhead,

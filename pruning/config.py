@@ -80,6 +80,9 @@ class TrackingConfig:
     - ``enabled``: attach an :class:`~pruning.tracker.ImportanceTracker` to training.
     - ``metrics``: metrics to track, registered names (:func:`pruning.metrics.metric_names`; default: all).
     - ``interval``: read the gradients every ``interval`` updates.
+    - ``gate_interval``: capture per-sample gate derivatives (``fisher``, ``bayes``; activation x
+      output-gradient hooks) on tracked updates that are also multiples of this (1: every tracked update;
+      the hooks cost ~20 % of a CPU-preset update while on, see ``benchmarks/RESULTS.md``).
     - ``snapshot_interval``: store the scores of every metric every ``snapshot_interval`` updates
       (written to ``importance.parquet`` at checkpoints); ``0`` = never.
     - ``smoothing``: ``ema`` or ``cumulative``: what ``scores()`` returns by default (both are kept).
@@ -97,6 +100,7 @@ class TrackingConfig:
     enabled: bool = True
     metrics: list[str] = field(default_factory=lambda: list(_names()))
     interval: int = 1
+    gate_interval: int = 1
     snapshot_interval: int = 500
     smoothing: str = "ema"
     beta: float = 0.99
@@ -156,6 +160,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "enabled": (lambda v: isinstance(v, bool), "true|false"),
     "metrics": (_metric_list, _Registered("a non-empty list without repeats of {}")),
     "interval": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (updates)"),
+    "gate_interval": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (updates)"),
     "snapshot_interval": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (updates; 0 = no snapshots)"),
     "smoothing": _one_of(SMOOTHINGS),
     "beta": (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),

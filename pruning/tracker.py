@@ -102,7 +102,8 @@ class ImportanceTracker:
             self.gates.remove()
             self.gates = None
         classes = [metric_class(m) for m in self.cfg.metrics]
-        if enabled and any(c.needs_gates or c.needs_activations for c in classes):
+        self._gated = any(c.needs_gates or c.needs_activations for c in classes)
+        if enabled and self._gated:
             self.gates = GateCapture(self.groups, self.layout.offsets, self.layout.num_channels, self.samples,
                                      activations=any(c.needs_activations for c in classes))
 
@@ -114,6 +115,8 @@ class ImportanceTracker:
         c = self.cfg
         tracked = update % c.interval == 0
         capture = self.gates.take() if self.gates is not None else None
+        if capture is not None and update % c.gate_interval:
+            capture = None  # hooks were on for an update that is not a gate update (the first one)
         if tracked:
             observers = [m for m in self.metrics.values() if m.tracked]
             stats = set().union(*(m.grad_stats() for m in observers)) if observers else set()
@@ -124,6 +127,11 @@ class ImportanceTracker:
             self.num_steps += 1
         if c.snapshot_interval and update % c.snapshot_interval == 0:
             self.snapshot(update)
+        if self._gated and (c.gate_interval > 1 or c.interval > 1):  # hooks on only for the next gate update
+            nxt = update + 1
+            want = nxt % c.interval == 0 and nxt % c.gate_interval == 0
+            if want != (self.gates is not None):
+                self.set_capture(want)
         return tracked
 
     def _metric(self, metric: str) -> ImportanceMetric:

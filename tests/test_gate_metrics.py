@@ -204,3 +204,15 @@ def test_rows_must_be_a_multiple_of_the_batch():
     ImportanceTracker(model, cfg(), samples=3)
     with pytest.raises(RuntimeError, match="not a multiple of samples=3"):
         model.a(torch.randn(4, 3)).sum().backward()
+
+
+def test_gate_interval_captures_only_every_nth_update_and_removes_the_hooks_between():
+    model = MLP()
+    t = ImportanceTracker(model, cfg(gate_interval=3), samples=4)
+    for update in range(1, 8):
+        x = torch.randn(4, 3)
+        assert (t.gates is not None) == (update % 3 == 0 or update == 1)  # on at start, then only before 3, 6
+        model.a(x).sum().backward()
+        t.step(update)
+    assert t.num_steps == 7 and t.metrics["fisher"].n == 2 and t.metrics["bayes"].n == 2
+    assert (t.gates is None) and not any(m._forward_pre_hooks for m in model.modules())

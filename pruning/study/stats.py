@@ -80,6 +80,9 @@ def _interval(scores: dict, func) -> tuple[dict, dict]:
 
     from rliable import library as rly
 
+    from absl import logging as absl_logging  # rliable logs one INFO line per estimate
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
     with warnings.catch_warnings():  # arch warns that a RandomState (rliable's seeding API) is deprecated
         warnings.simplefilter("ignore", FutureWarning)
         return rly.get_interval_estimates(scores, func, reps=REPS, random_state=np.random.RandomState(SEED))
