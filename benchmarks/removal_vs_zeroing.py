@@ -79,9 +79,11 @@ def main(args: dict) -> dict:
     tracker.load_state_dict(state["extras"][CHECKPOINT_KEY])
     tracker.close()
     dense = evaluate(trainer, args["episodes"])
+    metrics = args["metrics"].split(",")
+    all_scores = {m: tracker.scores(m) for m in metrics}  # weight norms read the dense weights: before pruning
     rows = []
-    for metric in args["metrics"].split(","):
-        scores = tracker.scores(metric)
+    for metric in metrics:
+        scores = all_scores[metric]
         for ratio in map(float, args["ratios"].split(",")):
             model.load_state_dict(dense_state)
             groups = model_groups(model)
