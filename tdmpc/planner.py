@@ -59,6 +59,20 @@ class PlanNoise:
         )
 
 
+def elite_update(actions: torch.Tensor, value: torch.Tensor, cfg: PlannerConfig):
+    """One MPPI refit: the ``num_elites`` best of ``actions (H, n, A)`` by ``value (n,)``, weighted by
+    ``softmax(temperature * value)``; returns ``(mean (H, A), std (H, A), score (E,), elite_actions (H, E, A))``.
+    The one definition, shared by :meth:`MPPIPlanner.plan` and the exported planner graph."""
+    elite_value, elite_idx = torch.topk(value, cfg.num_elites)
+    elite_actions = actions[:, elite_idx]  # (H, E, A)
+    score = torch.exp(cfg.temperature * (elite_value - elite_value.max()))
+    score = score / score.sum()
+    w = score.view(1, -1, 1)
+    mean = (w * elite_actions).sum(1)
+    std = ((w * (elite_actions - mean.unsqueeze(1)).pow(2)).sum(1)).sqrt().clamp(cfg.min_std, cfg.max_std)
+    return mean, std, score, elite_actions
+
+
 class MPPIPlanner:
     """Model-predictive path integral control with a policy prior and warm start."""
 
@@ -135,13 +149,7 @@ class MPPIPlanner:
                 eps, terminal_eps, members = noise.sample_eps[i], noise.terminal_eps[i], noise.q_members[i].tolist()
             actions[:, n_pi:] = (mean.unsqueeze(1) + std.unsqueeze(1) * eps).clamp(-1, 1)
             value = self.estimate_value(z_all, actions, terminal_eps, members).nan_to_num(0.0).squeeze(-1)  # (n,)
-            elite_value, elite_idx = torch.topk(value, cfg.num_elites)
-            elite_actions = actions[:, elite_idx]  # (H, E, A)
-            score = torch.exp(cfg.temperature * (elite_value - elite_value.max()))
-            score = score / score.sum()
-            w = score.view(1, -1, 1)
-            mean = (w * elite_actions).sum(1)
-            std = ((w * (elite_actions - mean.unsqueeze(1)).pow(2)).sum(1)).sqrt().clamp(cfg.min_std, cfg.max_std)
+            mean, std, score, elite_actions = elite_update(actions, value, cfg)
 
         # Pick one elite trajectory in proportion to its score (Gumbel-max sampling).
         u = torch.rand_like(score) if noise is None else noise.gumbel_u

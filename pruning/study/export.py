@@ -39,6 +39,7 @@ import torch
 import torch.nn as nn
 
 from pruning.serialize import resize_to_state_dict
+from tdmpc.planner import elite_update
 
 CONTROLLER_FORMAT = "ca-prune/controller/v1"
 POLICY_FILE, PLANNER_FILE, CONTROLLER_FILE = "policy.onnx", "planner.onnx", "controller.json"
@@ -136,13 +137,7 @@ class PlanGraph(nn.Module):
             sampled = (mean.unsqueeze(1) + std.unsqueeze(1) * sample_eps[i]).clamp(-1, 1)
             actions = torch.cat([pi_actions, sampled], dim=1)  # policy trajectories first, as in plan()
             value = self.value(z_all, actions, terminal_eps[i], q_members[i]).nan_to_num(0.0).squeeze(-1)
-            elite_value, elite_idx = torch.topk(value, cfg.num_elites)
-            elite_actions = actions[:, elite_idx]  # (H, E, A)
-            score = torch.exp(cfg.temperature * (elite_value - elite_value.max()))
-            score = score / score.sum()
-            w = score.view(1, -1, 1)
-            mean = (w * elite_actions).sum(1)
-            std = ((w * (elite_actions - mean.unsqueeze(1)).pow(2)).sum(1)).sqrt().clamp(cfg.min_std, cfg.max_std)
+            mean, std, score, elite_actions = elite_update(actions, value, cfg)
         gumbel = -torch.log(-torch.log(gumbel_u.clamp_min(1e-20)))
         chosen = torch.argmax(score.log() + gumbel)
         action = elite_actions[0].index_select(0, chosen.view(1))[0]
