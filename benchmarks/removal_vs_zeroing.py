@@ -21,6 +21,7 @@ import copy
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def main(args: dict) -> dict:
     cfg = dict(state["config"])
     cfg.pop("pruning", None)
     cfg.update(run_dir=None, logger={"wandb": {"mode": "disabled"}, "progress": False}, num_threads=1)
-    run_dir = Path(args["out"]).with_suffix(".run")
+    run_dir = Path(tempfile.mkdtemp(prefix="removal_vs_zeroing."))  # the trainer's scratch dir (nothing kept)
     trainer = Trainer(validate(from_dict(TrainConfig, cfg)), run_dir)
     trainer.load_state(state)
     model = trainer.agent.model
