@@ -66,8 +66,8 @@ def _load_all() -> None:
 
 
 # OpenMP workers spin briefly (not 300 000 polls) before sleeping: on a shared CPU, spinning workers
-# that get descheduled stall every parallel region (measured 20x slower updates beside one busy process,
-# ~5 % cost on a quiet machine; the table is in the agent package's threads module). Must precede
+# that get descheduled stall every parallel region (measured: updates 2x faster than OpenMP's default beside
+# one busy process, ~20 % slower on a quiet machine; table in benchmarks/RESULTS.md). Must precede
 # torch's start; a value already in the environment wins.
 os.environ.setdefault("GOMP_SPINCOUNT", "3000")
 
