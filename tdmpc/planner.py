@@ -59,6 +59,20 @@ class PlanNoise:
         )
 
 
+def model_return(model: WorldModel, z: torch.Tensor, actions: torch.Tensor, gamma: float):
+    """Discounted model reward of ``actions (H, n, A)`` from latents ``z (n, Z)``: ``(G (n, 1), terminal
+    latent, gamma**H)``. The one rollout, shared by :meth:`MPPIPlanner.estimate_value` and the exported
+    planner graph."""
+    G = torch.zeros(z.shape[0], 1, device=z.device)
+    discount = 1.0
+    for t in range(actions.shape[0]):
+        reward = model.two_hot.decode(model.reward_logits(z, actions[t]))
+        z = model.next(z, actions[t])
+        G = G + discount * reward
+        discount *= gamma
+    return G, z, discount
+
+
 def elite_update(actions: torch.Tensor, value: torch.Tensor, cfg: PlannerConfig):
     """One MPPI refit: the ``num_elites`` best of ``actions (H, n, A)`` by ``value (n,)``, weighted by
     ``softmax(temperature * value)``; returns ``(mean (H, A), std (H, A), score (E,), elite_actions (H, E, A))``.
@@ -96,13 +110,7 @@ class MPPIPlanner:
         ``terminal_eps`` and ``q_members`` replace the random draws of the terminal action and of the two
         Q-members (see :class:`PlanNoise`); ``None`` draws them.
         """
-        G = torch.zeros(z.shape[0], 1, device=z.device)
-        discount = 1.0
-        for t in range(actions.shape[0]):
-            reward = self.model.two_hot.decode(self.model.reward_logits(z, actions[t]))
-            z = self.model.next(z, actions[t])
-            G = G + discount * reward
-            discount *= self.discount
+        G, z, discount = model_return(self.model, z, actions, self.discount)
         terminal_action = self._pi_action(z, terminal_eps)
         if q_members is None:
             return G + discount * self.model.Q(z, terminal_action, return_type="avg")

@@ -60,6 +60,7 @@ def test_cli_bad_value_exits_nonzero_with_one_line(tmp_path):
     assert res.returncode != 0 and "steps" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_cli_trains_end_to_end_and_writes_run_files(tmp_path):
     run_dir = tmp_path / "run"
     args = tiny_cli(steps=2000, eval_freq=2000, checkpoint_freq=2000) + [f"hydra.run.dir={run_dir}", "logger=disabled"]

@@ -249,6 +249,7 @@ def test_unknown_task_lists_every_provider():
     assert "Pendulum-v1" in TASKS and "cartpole-swingup" in TASKS
 
 
+@pytest.mark.slow
 def test_gymnasium_provider_trains_end_to_end(tmp_path):
     """Pendulum-v1 (gymnasium's own task) through scripts/train.py: seeding, pretraining, evaluation."""
     import csv

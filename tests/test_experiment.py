@@ -58,6 +58,7 @@ def basic_run(tmp_path_factory):
     return out, _experiment(out, "basic")
 
 
+@pytest.mark.slow
 def test_experiment_basic_launcher_end_to_end(basic_run):
     out, res = basic_run
     results = _check_report(out, res)
@@ -68,6 +69,7 @@ def test_experiment_basic_launcher_end_to_end(basic_run):
     assert dense["params"] == dense["params_dense"]
 
 
+@pytest.mark.slow
 def test_experiment_submitit_local_launcher_reuses_the_trained_run(basic_run, tmp_path):
     src, first = basic_run
     assert first.returncode == 0

@@ -149,6 +149,7 @@ def test_runtime_imports_and_acts_without_torch(exported, tmp_path):
     assert result["hidden"] is True and np.allclose(result["acts"], expected, atol=0, rtol=0)
 
 
+@pytest.mark.slow
 def test_closed_loop_check_via_the_cli(tmp_path):
     ckpt = _checkpoint(tmp_path / "checkpoint.pt", pruned=True)
     args = [sys.executable, str(ROOT / "scripts" / "export.py"), f"checkpoint={ckpt}", "format=onnx",

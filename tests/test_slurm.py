@@ -174,6 +174,7 @@ def preempted_sweep(slurm_cluster, tmp_path_factory):  # noqa: F811
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_sweep_runs_every_job_to_completion_on_slurm(preempted_sweep):
     s = preempted_sweep
     assert s.returncode == 0, s.diagnostics()
@@ -196,6 +197,7 @@ def test_sweep_runs_every_job_to_completion_on_slurm(preempted_sweep):
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_preempted_job_is_requeued_and_resumes_from_its_run_dir(preempted_sweep):
     s = preempted_sweep
     assert s.returncode == 0, s.diagnostics()
@@ -230,6 +232,7 @@ def _run_multirun(cluster, cmd: list[str], sweep: Path, cwd: Path, timeout_s: fl
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_prune_sweep_on_slurm_writes_results_records_failures_and_skips_completed(
         slurm_cluster, tracked_checkpoint, tmp_path):  # noqa: F811
     cluster = slurm_cluster

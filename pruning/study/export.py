@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 
 from pruning.serialize import resize_to_state_dict
-from tdmpc.planner import elite_update
+from tdmpc.planner import elite_update, model_return
 
 CONTROLLER_FORMAT = "ca-prune/controller/v1"
 POLICY_FILE, PLANNER_FILE, CONTROLLER_FILE = "policy.onnx", "planner.onnx", "controller.json"
@@ -104,13 +104,7 @@ class PlanGraph(nn.Module):
     def value(self, z: torch.Tensor, actions: torch.Tensor, terminal_eps: torch.Tensor,
               members: torch.Tensor) -> torch.Tensor:
         """``MPPIPlanner.estimate_value`` of ``actions (H, n, A)`` from ``z (n, Z)``: ``(n, 1)``."""
-        G = torch.zeros(z.shape[0], 1)
-        discount = 1.0
-        for t in range(actions.shape[0]):
-            reward = self.model.two_hot.decode(self.model.reward_logits(z, actions[t]))
-            z = self.model.next(z, actions[t])
-            G = G + discount * reward
-            discount *= self.discount
+        G, z, discount = model_return(self.model, z, actions, self.discount)
         terminal_action = self.model.pi(z, eps=terminal_eps)[1]
         return G + discount * self.q_avg(z, terminal_action, members)
 
