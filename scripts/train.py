@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "disable")  # state-based tasks need no rendering (and no GLFW/X11 noise)
@@ -28,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from pruning.config import PruningConfigError, tracking_config  # noqa: E402
+from pruning.config import PruningConfigError, TrackingConfig, tracking_config  # noqa: E402
 from pruning.study.integration import tracker_callback  # noqa: E402
 from tdmpc.cli import one_line_hydra_errors, run_train  # noqa: E402
 from tdmpc.config import ConfigError, register_configs  # noqa: E402
@@ -49,7 +50,8 @@ def main(cfg: DictConfig) -> float | None:
             raise ConfigError(str(err)) from None
         return tracker_callback(tracking)
 
-    return run_train(cfg, make_on_trainer=make_on_trainer)
+    # a setting added to the pruning section after a run was recorded resumes it at its default
+    return run_train(cfg, make_on_trainer=make_on_trainer, section_defaults={"pruning": asdict(TrackingConfig())})
 
 
 if __name__ == "__main__":

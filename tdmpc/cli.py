@@ -50,7 +50,8 @@ def in_multirun() -> bool:
 
 
 def run_train(cfg: DictConfig, on_trainer: OnTrainer | None = None,
-              make_on_trainer: Callable[[], OnTrainer | None] | None = None) -> float | None:
+              make_on_trainer: Callable[[], OnTrainer | None] | None = None,
+              section_defaults: dict | None = None) -> float | None:
     """Validate ``cfg``, claim the run dir, write ``config.yaml``, train; returns the final eval return.
 
     ``on_trainer(trainer, train_cfg)`` is called once the :class:`~tdmpc.trainer.Trainer` is built and
@@ -71,7 +72,7 @@ def run_train(cfg: DictConfig, on_trainer: OnTrainer | None = None,
         run_dir = Path(tcfg.run_dir) if tcfg.run_dir else hydra_run_dir()
         if make_on_trainer is not None:
             on_trainer = make_on_trainer()
-        return _train(cfg, tcfg, run_dir, on_trainer)
+        return _train(cfg, tcfg, run_dir, on_trainer, section_defaults)
     except TrainingInterrupted as err:
         print(str(err), file=sys.stderr, flush=True)
         sys.exit(err.exit_code)
@@ -89,13 +90,14 @@ def run_train(cfg: DictConfig, on_trainer: OnTrainer | None = None,
         return None
 
 
-def _train(cfg: DictConfig, tcfg: TrainConfig, run_dir: Path, on_trainer: OnTrainer | None) -> float | None:
+def _train(cfg: DictConfig, tcfg: TrainConfig, run_dir: Path, on_trainer: OnTrainer | None,
+           section_defaults: dict | None = None) -> float | None:
     from tdmpc.trainer import Trainer
 
     resolved = OmegaConf.structured(tcfg)
     config_dict = OmegaConf.to_container(resolved)
     settings = fixed_settings(config_dict)
-    with claim_train_dir(run_dir, tcfg, settings) as owned:
+    with claim_train_dir(run_dir, tcfg, settings, section_defaults) as owned:
         if owned.moved_to is not None:
             _reopen_log_files(run_dir)
             print(f"[run] moved the old run aside to {owned.moved_to} (overwrite=true)", flush=True)
@@ -114,14 +116,18 @@ def _train(cfg: DictConfig, tcfg: TrainConfig, run_dir: Path, on_trainer: OnTrai
     return summary.get("eval/return_mean")
 
 
-def claim_train_dir(run_dir: Path, tcfg: TrainConfig, settings: dict):
-    """:func:`tdmpc.run_dir.claim` for a training run (see :func:`run_train`)."""
+def claim_train_dir(run_dir: Path, tcfg: TrainConfig, settings: dict, section_defaults: dict | None = None):
+    """:func:`tdmpc.run_dir.claim` for a training run (see :func:`run_train`). A setting the run's record
+    lacks compares as its default: :class:`TrainConfig`'s, or ``section_defaults[section]`` for a section
+    another package fills (e.g. ``pruning``)."""
     if tcfg.resume:
         hint = "use another run dir (hydra.run.dir=...), or add overwrite=true to move the old run aside"
     else:
         hint = "re-run with resume=true to continue it, or add overwrite=true to move it aside and start anew"
+    defaults = {**fixed_settings(OmegaConf.to_container(OmegaConf.structured(TrainConfig()))),
+                **(section_defaults or {})}
     return claim(run_dir, "train", identity(settings), settings=settings, fresh=not tcfg.resume,
-                 overwrite=tcfg.overwrite, hint=hint,
+                 overwrite=tcfg.overwrite, hint=hint, defaults=defaults,
                  check_unowned=lambda d: _check_unowned(d, settings) if tcfg.resume else None)
 
 

@@ -167,29 +167,43 @@ def move_aside(run_dir: Path) -> Path:
     return target
 
 
-def settings_diff(old: Mapping, new: Mapping) -> list[str]:
-    """``key=old (this command: new)`` for every differing entry, nested keys '.'-joined."""
+def settings_diff(old: Mapping, new: Mapping, defaults: Mapping | None = None) -> list[str]:
+    """``key=old (this command: new)`` for every differing entry, nested keys '.'-joined.
+
+    A key missing from ``old`` (a setting added to the code after that run was recorded) compares as
+    its value in ``defaults`` (the job's default settings), so adding a config key does not make every
+    older run refuse to resume while it keeps its default; with ``defaults`` given, a key ``new`` lacks
+    (a setting the code no longer has) is not compared.
+    """
     from tdmpc.logger import flatten
 
     a, b = flatten(old), flatten(new)
+    d = flatten(defaults) if defaults else {}
+    if defaults is not None:  # keys the code no longer has are not compared
+        a = {k: v for k, v in a.items() if k in b}
+        a.update({k: d[k] for k in d if k not in a and k in b})
     return [f"{k}={a.get(k)!r} (this command: {b.get(k)!r})" for k in sorted(set(a) | set(b))
             if canonical_json(a.get(k)) != canonical_json(b.get(k))]
 
 
 def conflict(manifest: dict | None, kind: str, ident: str, settings: Mapping | None,
-             source_sha256: str | None) -> str | None:
-    """Why a dir with ``manifest`` is not this job's (one line), or ``None`` if it is."""
+             source_sha256: str | None, defaults: Mapping | None = None) -> str | None:
+    """Why a dir with ``manifest`` is not this job's (one line), or ``None`` if it is.
+
+    Another identity is this job's when the recorded settings equal this job's once the keys the record
+    lacks take their ``defaults`` (:func:`settings_diff`): the record is older than a new config key.
+    """
     if manifest is None:
         return None
     if manifest["kind"] != kind:
         return f"it belongs to a {manifest['kind']} job, this is a {kind} job"
     if manifest.get("identity") != ident:
         old = manifest.get("settings")
-        if isinstance(old, Mapping) and settings is not None:
-            diff = settings_diff(old, settings)
-            if diff:
-                return "settings that cannot change differ: " + ", ".join(diff)
-        return f"it holds another {kind} job (identity {str(manifest.get('identity'))[:12]}, this one {ident[:12]})"
+        if not (isinstance(old, Mapping) and settings is not None):
+            return f"it holds another {kind} job (identity {str(manifest.get('identity'))[:12]}, this one {ident[:12]})"
+        diff = settings_diff(old, settings, defaults)
+        if diff:
+            return "settings that cannot change differ: " + ", ".join(diff)
     if source_sha256 is not None and manifest.get("source_sha256") not in (None, source_sha256):
         return f"it was started from another source file (sha256 {str(manifest['source_sha256'])[:12]})"
     return None
@@ -197,8 +211,12 @@ def conflict(manifest: dict | None, kind: str, ident: str, settings: Mapping | N
 
 def claim(run_dir: str | Path, kind: str, ident: str, *, settings: Mapping | None = None,
           source_sha256: str | None = None, fresh: bool = False, overwrite: bool = False,
-          check_unowned: Callable[[Path], str | None] | None = None, hint: str = "use another run dir") -> Claim:
+          check_unowned: Callable[[Path], str | None] | None = None, hint: str = "use another run dir",
+          defaults: Mapping | None = None) -> Claim:
     """Claim ``run_dir`` for a ``kind`` job of identity ``ident`` (see the module docstring).
+
+    ``defaults``: the job's default settings, for records written before a setting existed
+    (:func:`conflict`).
 
     ``hint`` ends a refusal message (what the user can do), e.g. ``"use another run dir or add
     overwrite=true to move the old run aside"``.
@@ -209,7 +227,7 @@ def claim(run_dir: str | Path, kind: str, ident: str, *, settings: Mapping | Non
     _prepare(run_dir)
     fd = _lock(run_dir)
     try:
-        reason = _refusal(run_dir, kind, ident, settings, source_sha256, fresh, check_unowned)
+        reason = _refusal(run_dir, kind, ident, settings, source_sha256, fresh, check_unowned, defaults)
         moved_to = None
         if reason is not None:
             if not overwrite:
@@ -236,13 +254,14 @@ def claim(run_dir: str | Path, kind: str, ident: str, *, settings: Mapping | Non
 
 
 def _refusal(run_dir: Path, kind: str, ident: str, settings: Mapping | None, source_sha256: str | None,
-             fresh: bool, check_unowned: Callable[[Path], str | None] | None) -> str | None:
+             fresh: bool, check_unowned: Callable[[Path], str | None] | None,
+             defaults: Mapping | None = None) -> str | None:
     """The reason this job may not use ``run_dir`` as it is (``None``: it may)."""
     manifest = read_manifest(run_dir)
     if fresh and holds_run(run_dir):
         return "it already holds a run and this job starts anew"
     if manifest is not None:
-        return conflict(manifest, kind, ident, settings, source_sha256)
+        return conflict(manifest, kind, ident, settings, source_sha256, defaults)
     if holds_run(run_dir) and check_unowned is not None:
         return check_unowned(run_dir)
     return None

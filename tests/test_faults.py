@@ -170,6 +170,32 @@ def test_a_run_without_manifest_is_checked_against_its_checkpoint(run_copy):
     assert "[resume]" in res.stdout and read_manifest(run_copy)["kind"] == "train"
 
 
+def _age_manifest(run: Path, drop: str) -> dict:
+    """Rewrite ``run``'s manifest as a run recorded before the setting ``drop`` ("section.key") existed."""
+    manifest = json.loads((run / MANIFEST).read_text())
+    section, key = drop.split(".")
+    assert key in manifest["settings"][section]
+    del manifest["settings"][section][key]
+    manifest["identity"] = identity(manifest["settings"])
+    (run / MANIFEST).write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_a_setting_added_after_a_run_was_recorded_compares_as_its_default(run_copy):
+    _age_manifest(run_copy, "pruning.gate_interval")
+    before = hashes(run_copy)
+    res = run_train_cli(train_args(run_copy, steps=3000, seed=2), run_copy.parent)  # still refused: seed
+    assert res.returncode == 2 and "seed=1 (this command: 2)" in one_line(res)
+    assert "gate_interval" not in res.stderr
+    assert_unchanged(run_copy, before)
+    res = run_train_cli(train_args(run_copy, steps=3000, **{"pruning.gate_interval": 5}), run_copy.parent)
+    assert res.returncode == 2 and "pruning.gate_interval=1 (this command: 5)" in one_line(res)
+    res = run_train_cli(train_args(run_copy, steps=3000), run_copy.parent)  # the default: resumed
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "[resume]" in res.stdout
+    assert pd.read_csv(run_copy / "train.csv")["env_step"].iloc[-1] == 3000
+
+
 @pytest.mark.slow
 def test_overwrite_moves_the_old_run_aside_and_starts_anew(run_copy):
     before = hashes(run_copy)

@@ -202,7 +202,8 @@ def claim_prune_dir(job: PruneJobConfig, run_dir: Path) -> Any:
     settings = job_identity_settings(job)
     return claim(run_dir, "prune", identity(settings), settings=settings, source_sha256=file_sha256(ckpt_path),
                  check_unowned=lambda d: _check_unowned_prune_dir(d, settings),
-                 hint="use another run dir (run_dir=... or hydra.run.dir=...)")
+                 hint="use another run dir (run_dir=... or hydra.run.dir=...)",
+                 defaults=job_identity_settings(PruneJobConfig()))
 
 
 def _check_unowned_prune_dir(run_dir: Path, settings: dict) -> str | None:
