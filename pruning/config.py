@@ -3,8 +3,8 @@
 :class:`TrackingConfig` holds the keys of the ``pruning`` section of ``conf/train.yaml`` that control
 importance tracking during training (see :mod:`pruning.tracker`); its nested :class:`ScheduleConfig`
 (``pruning.schedule``) controls pruning *during* training (see :mod:`pruning.study.integration`). Every key
-is described once in :data:`_CHECKS` / :data:`_SCHEDULE_CHECKS` below, so a new key is one field plus
-one check.
+is checked by one :func:`require` call in :func:`validate_tracking` / :func:`validate_schedule`, so a new key
+is one field plus one line.
 
 Invalid values raise :class:`PruningConfigError` with a one-line message
 ``invalid config: pruning.<key>=<value>; allowed: <what>``, the same format as the agent's config.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,16 +117,22 @@ class TrackingConfig:
 # ---------------------------------------------------------------------------------------- checks
 
 
+def require(cond: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise a one-line :class:`PruningConfigError` naming ``key``, ``value`` and what is allowed unless ``cond``.
+
+    The one validator of the configs of this package and its study layer (the agent's configs use
+    :func:`tdmpc.config.require`, the same function for :class:`tdmpc.config.ConfigError`).
+    """
+    if not cond:
+        raise PruningConfigError(f"invalid config: {key}={value!r}; allowed: {allowed}")
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def _is_real(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
-
-
-def _one_of(options: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: isinstance(v, str) and v in options), "|".join(options)
 
 
 def _names() -> tuple[str, ...]:
@@ -136,71 +142,22 @@ def _names() -> tuple[str, ...]:
     return metric_names()
 
 
-def _metric_list(v: Any) -> bool:
-    return (isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(m, str) and m in _names() for m in v)
-            and len(set(v)) == len(v))
+def _require_one_of(cfg: Any, key: str, options: tuple[str, ...], prefix: str, nullable: bool = False) -> None:
+    value = getattr(cfg, key)
+    ok = (nullable and value is None) or (isinstance(value, str) and value in options)
+    require(ok, f"{prefix}{key}", value, ("null|" if nullable else "") + "|".join(options))
 
 
-class _Registered:
-    """``allowed`` text of a metric-name check, read from the registry when the error is written."""
-
-    def __init__(self, template: str):
-        self.template = template
-
-    def __str__(self) -> str:
-        return self.template.format("|".join(_names()))
+def _require_int(cfg: Any, key: str, prefix: str, minimum: int, allowed: str) -> None:
+    value = getattr(cfg, key)
+    require(_is_int(value) and value >= minimum, f"{prefix}{key}", value, allowed)
 
 
-def _registered_metric() -> tuple[Callable[[Any], bool], Any]:
-    return (lambda v: isinstance(v, str) and v in _names()), _Registered("{}")
-
-
-#: key -> (predicate, what is allowed). One entry per field of TrackingConfig.
-_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "enabled": (lambda v: isinstance(v, bool), "true|false"),
-    "metrics": (_metric_list, _Registered("a non-empty list without repeats of {}")),
-    "interval": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (updates)"),
-    "gate_interval": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (updates)"),
-    "snapshot_interval": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (updates; 0 = no snapshots)"),
-    "smoothing": _one_of(SMOOTHINGS),
-    "beta": (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "normalize": _one_of(NORMALIZATIONS),
-    "normalize_by": _one_of(NORMALIZE_BY),
-    "bayes_kappa": (lambda v: _is_real(v) and v >= 0, "a finite number >= 0"),
-    "grad_acc_variant": _one_of(GRAD_ACC_VARIANTS),
-    "grad_sq_variant": _one_of(GRAD_SQ_VARIANTS),
-    "prune_latent": (lambda v: isinstance(v, bool), "true|false"),
-    "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "schedule": (lambda v: isinstance(v, (ScheduleConfig, Mapping)), "a mapping of pruning.schedule keys"),
-}
-
-#: key -> (predicate, what is allowed). One entry per field of ScheduleConfig (prefix ``schedule.``).
-_SCHEDULE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "enabled": (lambda v: isinstance(v, bool), "true|false"),
-    "kind": _one_of(SCHEDULE_KINDS),
-    "target": (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1) (fraction of the original channels)"),
-    "start_step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (env steps)"),
-    "end_step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (env steps)"),
-    "every": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (env steps)"),
-    "metric": _registered_metric(),
-    "scope": _one_of(SCHEDULE_SCOPES),
-    "min_channels": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "smoothing": (lambda v: v is None or (isinstance(v, str) and v in SMOOTHINGS), "null|" + "|".join(SMOOTHINGS)),
-    "normalize": (lambda v: v is None or (isinstance(v, str) and v in NORMALIZATIONS),
-                  "null|" + "|".join(NORMALIZATIONS)),
-    "normalize_by": (lambda v: v is None or (isinstance(v, str) and v in NORMALIZE_BY),
-                     "null|" + "|".join(NORMALIZE_BY)),
-}
-
-
-def require(cond: bool, key: str, value: Any, allowed: str) -> None:
-    """Raise a one-line :class:`PruningConfigError` naming ``key``, ``value`` and what is allowed unless ``cond``."""
-    if not cond:
-        raise PruningConfigError(f"invalid config: {key}={value!r}; allowed: {allowed}")
-
-
-def _fail(key: str, value: Any, allowed: str) -> None:
-    require(False, f"pruning.{key}", value, allowed)
+def _reject_unknown(data: Mapping[str, Any], cls: type, prefix: str) -> None:
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise PruningConfigError(f"invalid config: unknown key {prefix}{key}; allowed: {', '.join(names)}")
 
 
 def schedule_config(data: Mapping[str, Any] | ScheduleConfig | None) -> ScheduleConfig:
@@ -212,27 +169,30 @@ def schedule_config(data: Mapping[str, Any] | ScheduleConfig | None) -> Schedule
         return validate_schedule(ScheduleConfig())
     if isinstance(data, ScheduleConfig):
         return validate_schedule(dataclasses.replace(data))
-    if not isinstance(data, Mapping):
-        _fail("schedule", data, _CHECKS["schedule"][1])
-    names = [f.name for f in dataclasses.fields(ScheduleConfig)]
-    for key in data:
-        if key not in names:
-            raise PruningConfigError(
-                f"invalid config: unknown key pruning.schedule.{key}; allowed: {', '.join(names)}"
-            )
+    require(isinstance(data, Mapping), "pruning.schedule", data, "a mapping of pruning.schedule keys")
+    _reject_unknown(data, ScheduleConfig, "pruning.schedule.")
     return validate_schedule(ScheduleConfig(**data))
 
 
 def validate_schedule(cfg: ScheduleConfig) -> ScheduleConfig:
     """Check every key of a :class:`ScheduleConfig` on its own (see :func:`check_schedule_against` for
     the checks against the tracking keys); raises :class:`PruningConfigError` on the first bad value."""
-    for f in dataclasses.fields(cfg):
-        ok, allowed = _SCHEDULE_CHECKS[f.name]
-        value = getattr(cfg, f.name)
-        if not ok(value):
-            _fail(f"schedule.{f.name}", value, allowed)
-    if cfg.end_step < cfg.start_step:
-        _fail("schedule.end_step", cfg.end_step, f"an integer >= pruning.schedule.start_step={cfg.start_step}")
+    p = "pruning.schedule."
+    require(isinstance(cfg.enabled, bool), p + "enabled", cfg.enabled, "true|false")
+    _require_one_of(cfg, "kind", SCHEDULE_KINDS, p)
+    require(_is_real(cfg.target) and 0 <= cfg.target < 1, p + "target", cfg.target,
+            "a number in [0, 1) (fraction of the original channels)")
+    _require_int(cfg, "start_step", p, 0, "an integer >= 0 (env steps)")
+    _require_int(cfg, "end_step", p, 0, "an integer >= 0 (env steps)")
+    _require_int(cfg, "every", p, 1, "an integer >= 1 (env steps)")
+    require(isinstance(cfg.metric, str) and cfg.metric in _names(), p + "metric", cfg.metric, "|".join(_names()))
+    _require_one_of(cfg, "scope", SCHEDULE_SCOPES, p)
+    _require_int(cfg, "min_channels", p, 1, "an integer >= 1")
+    _require_one_of(cfg, "smoothing", SMOOTHINGS, p, nullable=True)
+    _require_one_of(cfg, "normalize", NORMALIZATIONS, p, nullable=True)
+    _require_one_of(cfg, "normalize_by", NORMALIZE_BY, p, nullable=True)
+    require(cfg.end_step >= cfg.start_step, p + "end_step", cfg.end_step,
+            f"an integer >= pruning.schedule.start_step={cfg.start_step}")
     cfg.target = float(cfg.target)
     return cfg
 
@@ -246,10 +206,10 @@ def check_schedule_against(cfg: TrackingConfig) -> TrackingConfig:
     s = cfg.schedule
     if not s.enabled:
         return cfg
-    if not cfg.enabled:
-        _fail("enabled", cfg.enabled, "true (pruning.schedule.enabled=true scores channels with the tracker)")
-    if s.metric not in cfg.metrics:
-        _fail("schedule.metric", s.metric, f"a tracked metric (pruning.metrics): {'|'.join(cfg.metrics)}")
+    require(cfg.enabled, "pruning.enabled", cfg.enabled,
+            "true (pruning.schedule.enabled=true scores channels with the tracker)")
+    require(s.metric in cfg.metrics, "pruning.schedule.metric", s.metric,
+            f"a tracked metric (pruning.metrics): {'|'.join(cfg.metrics)}")
     return cfg
 
 
@@ -260,11 +220,28 @@ def validate_tracking(cfg: TrackingConfig) -> TrackingConfig:
     Also normalises ``metrics`` to a list (Hydra gives a ListConfig / tuple), turns a ``schedule``
     mapping into a :class:`ScheduleConfig` and returns ``cfg``.
     """
-    for f in dataclasses.fields(cfg):
-        ok, allowed = _CHECKS[f.name]
-        value = getattr(cfg, f.name)
-        if not ok(value):
-            _fail(f.name, list(value) if isinstance(value, tuple) else value, allowed)
+    p = "pruning."
+    require(isinstance(cfg.enabled, bool), p + "enabled", cfg.enabled, "true|false")
+    metrics = cfg.metrics
+    ok = (isinstance(metrics, (list, tuple)) and len(metrics) > 0
+          and all(isinstance(m, str) and m in _names() for m in metrics) and len(set(metrics)) == len(metrics))
+    require(ok, p + "metrics", list(metrics) if isinstance(metrics, tuple) else metrics,
+            f"a non-empty list without repeats of {'|'.join(_names())}")
+    _require_int(cfg, "interval", p, 1, "an integer >= 1 (updates)")
+    _require_int(cfg, "gate_interval", p, 1, "an integer >= 1 (updates)")
+    _require_int(cfg, "snapshot_interval", p, 0, "an integer >= 0 (updates; 0 = no snapshots)")
+    _require_one_of(cfg, "smoothing", SMOOTHINGS, p)
+    require(_is_real(cfg.beta) and 0 <= cfg.beta < 1, p + "beta", cfg.beta, "a number in [0, 1)")
+    _require_one_of(cfg, "normalize", NORMALIZATIONS, p)
+    _require_one_of(cfg, "normalize_by", NORMALIZE_BY, p)
+    require(_is_real(cfg.bayes_kappa) and cfg.bayes_kappa >= 0, p + "bayes_kappa", cfg.bayes_kappa,
+            "a finite number >= 0")
+    _require_one_of(cfg, "grad_acc_variant", GRAD_ACC_VARIANTS, p)
+    _require_one_of(cfg, "grad_sq_variant", GRAD_SQ_VARIANTS, p)
+    require(isinstance(cfg.prune_latent, bool), p + "prune_latent", cfg.prune_latent, "true|false")
+    _require_int(cfg, "seed", p, 0, "an integer >= 0")
+    require(isinstance(cfg.schedule, (ScheduleConfig, Mapping)), p + "schedule", cfg.schedule,
+            "a mapping of pruning.schedule keys")
     cfg.metrics = list(cfg.metrics)
     cfg.beta, cfg.bayes_kappa = float(cfg.beta), float(cfg.bayes_kappa)
     cfg.schedule = schedule_config(cfg.schedule)
@@ -281,11 +258,7 @@ def tracking_config(data: Mapping[str, Any] | TrackingConfig | None) -> Tracking
         return check_schedule_against(validate_tracking(dataclasses.replace(data)))
     if data is None:
         return validate_tracking(TrackingConfig())
-    if not isinstance(data, Mapping):
-        raise PruningConfigError(f"invalid config: pruning={data!r}; allowed: a mapping of pruning keys")
-    names = [f.name for f in dataclasses.fields(TrackingConfig)]
-    for key in data:
-        if key not in names:
-            raise PruningConfigError(f"invalid config: unknown key pruning.{key}; allowed: {', '.join(names)}")
+    require(isinstance(data, Mapping), "pruning", data, "a mapping of pruning keys")
+    _reject_unknown(data, TrackingConfig, "pruning.")
     values = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in data.items()}
     return check_schedule_against(validate_tracking(TrackingConfig(**values)))

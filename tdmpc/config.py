@@ -145,7 +145,12 @@ class TrainConfig:
     pruning: Any = None  # filled by the pruning package's config when enabled
 
 
-def _require(cond: bool, key: str, value: Any, allowed: str) -> None:
+def require(cond: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise a one-line :class:`ConfigError` naming ``key``, ``value`` and what is allowed unless ``cond``.
+
+    The one validator of the agent's configs (the pruning package's configs use the same function,
+    :func:`pruning.config.require`, which raises its own error type: neither package imports the other).
+    """
     if not cond:
         raise ConfigError(f"invalid config: {key}={value!r}; allowed: {allowed}")
 
@@ -153,7 +158,7 @@ def _require(cond: bool, key: str, value: Any, allowed: str) -> None:
 def resolve_presets(cfg: TrainConfig) -> TrainConfig:
     """Fill ``None`` model/planner fields from the ``model_size`` preset (in place) and return ``cfg``."""
     size = str(cfg.model_size)
-    _require(size in MODEL_SIZES, "model_size", cfg.model_size, "|".join(MODEL_SIZES))
+    require(size in MODEL_SIZES, "model_size", cfg.model_size, "|".join(MODEL_SIZES))
     cfg.model_size = size
     for key, value in MODEL_SIZES[size].items():
         if getattr(cfg.model, key) is None:
@@ -177,73 +182,73 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"invalid config: task={cfg.task!r}{hint}; allowed: {', '.join(TASKS)}")
     resolve_presets(cfg)
-    _require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
-    _require(cfg.steps > 0, "steps", cfg.steps, "an integer > 0")
+    require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
+    require(cfg.steps > 0, "steps", cfg.steps, "an integer > 0")
     dev = str(cfg.device)
-    _require(
+    require(
         dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
         "device", cfg.device, "auto|cpu|cuda|cuda:N",
     )
     if dev.startswith("cuda"):
         import torch
 
-        _require(torch.cuda.is_available(), "device", cfg.device, "cpu or auto (CUDA is not available here)")
-    _require(cfg.buffer_device in ("auto", "cpu", "cuda"), "buffer_device", cfg.buffer_device, "auto|cpu|cuda")
-    _require(cfg.num_threads >= 0, "num_threads", cfg.num_threads, "an integer >= 0 (0 = torch default)")
-    _require(cfg.action_repeat is None or cfg.action_repeat >= 1, "action_repeat", cfg.action_repeat, "null or >= 1")
-    _require(cfg.seed_steps is None or cfg.seed_steps >= 0, "seed_steps", cfg.seed_steps, "null or >= 0")
-    _require(cfg.updates_per_step > 0, "updates_per_step", cfg.updates_per_step, "a number > 0")
-    _require(cfg.buffer_size >= 1000, "buffer_size", cfg.buffer_size, "an integer >= 1000")
-    _require(cfg.eval_freq > 0, "eval_freq", cfg.eval_freq, "an integer > 0 (env steps)")
-    _require(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "an integer >= 1")
-    _require(cfg.checkpoint_freq > 0, "checkpoint_freq", cfg.checkpoint_freq, "an integer > 0 (env steps)")
+        require(torch.cuda.is_available(), "device", cfg.device, "cpu or auto (CUDA is not available here)")
+    require(cfg.buffer_device in ("auto", "cpu", "cuda"), "buffer_device", cfg.buffer_device, "auto|cpu|cuda")
+    require(cfg.num_threads >= 0, "num_threads", cfg.num_threads, "an integer >= 0 (0 = torch default)")
+    require(cfg.action_repeat is None or cfg.action_repeat >= 1, "action_repeat", cfg.action_repeat, "null or >= 1")
+    require(cfg.seed_steps is None or cfg.seed_steps >= 0, "seed_steps", cfg.seed_steps, "null or >= 0")
+    require(cfg.updates_per_step > 0, "updates_per_step", cfg.updates_per_step, "a number > 0")
+    require(cfg.buffer_size >= 1000, "buffer_size", cfg.buffer_size, "an integer >= 1000")
+    require(cfg.eval_freq > 0, "eval_freq", cfg.eval_freq, "an integer > 0 (env steps)")
+    require(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "an integer >= 1")
+    require(cfg.checkpoint_freq > 0, "checkpoint_freq", cfg.checkpoint_freq, "an integer > 0 (env steps)")
 
     m = cfg.model
     for key in ("enc_dim", "mlp_dim", "latent_dim", "num_enc_layers", "num_q", "simnorm_dim"):
-        _require(getattr(m, key) >= 1, f"model.{key}", getattr(m, key), "an integer >= 1")
-    _require(m.num_q >= 2, "model.num_q", m.num_q, "an integer >= 2 (the TD target takes the min of two)")
-    _require(
+        require(getattr(m, key) >= 1, f"model.{key}", getattr(m, key), "an integer >= 1")
+    require(m.num_q >= 2, "model.num_q", m.num_q, "an integer >= 2 (the TD target takes the min of two)")
+    require(
         m.latent_dim % m.simnorm_dim == 0, "model.latent_dim", m.latent_dim,
         f"a multiple of model.simnorm_dim={m.simnorm_dim}",
     )
-    _require(m.num_bins >= 2, "model.num_bins", m.num_bins, "an integer >= 2")
-    _require(m.vmin < m.vmax, "model.vmin", m.vmin, f"a number < model.vmax={m.vmax}")
-    _require(0 <= m.dropout < 1, "model.dropout", m.dropout, "0 <= dropout < 1")
-    _require(m.log_std_min < m.log_std_max, "model.log_std_min", m.log_std_min, "< model.log_std_max")
+    require(m.num_bins >= 2, "model.num_bins", m.num_bins, "an integer >= 2")
+    require(m.vmin < m.vmax, "model.vmin", m.vmin, f"a number < model.vmax={m.vmax}")
+    require(0 <= m.dropout < 1, "model.dropout", m.dropout, "0 <= dropout < 1")
+    require(m.log_std_min < m.log_std_max, "model.log_std_min", m.log_std_min, "< model.log_std_max")
 
     p = cfg.planner
-    _require(p.iterations >= 1, "planner.iterations", p.iterations, "an integer >= 1")
-    _require(p.horizon >= 1, "planner.horizon", p.horizon, "an integer >= 1")
-    _require(p.num_samples >= 2, "planner.num_samples", p.num_samples, "an integer >= 2")
-    _require(p.num_pi_trajs >= 0, "planner.num_pi_trajs", p.num_pi_trajs, "an integer >= 0")
-    _require(
+    require(p.iterations >= 1, "planner.iterations", p.iterations, "an integer >= 1")
+    require(p.horizon >= 1, "planner.horizon", p.horizon, "an integer >= 1")
+    require(p.num_samples >= 2, "planner.num_samples", p.num_samples, "an integer >= 2")
+    require(p.num_pi_trajs >= 0, "planner.num_pi_trajs", p.num_pi_trajs, "an integer >= 0")
+    require(
         1 <= p.num_elites <= p.num_samples + p.num_pi_trajs, "planner.num_elites", p.num_elites,
         f"1 .. num_samples + num_pi_trajs = {p.num_samples + p.num_pi_trajs}",
     )
-    _require(0 < p.min_std <= p.max_std, "planner.min_std", p.min_std, f"0 < min_std <= max_std={p.max_std}")
-    _require(p.temperature > 0, "planner.temperature", p.temperature, "a number > 0")
+    require(0 < p.min_std <= p.max_std, "planner.min_std", p.min_std, f"0 < min_std <= max_std={p.max_std}")
+    require(p.temperature > 0, "planner.temperature", p.temperature, "a number > 0")
 
     o = cfg.optim
-    _require(o.batch_size >= 1, "optim.batch_size", o.batch_size, "an integer >= 1")
+    require(o.batch_size >= 1, "optim.batch_size", o.batch_size, "an integer >= 1")
     for key in ("lr", "enc_lr_scale", "grad_clip_norm", "consistency_coef", "discount_denom"):
-        _require(getattr(o, key) > 0, f"optim.{key}", getattr(o, key), "a number > 0")
+        require(getattr(o, key) > 0, f"optim.{key}", getattr(o, key), "a number > 0")
     for key in ("reward_coef", "value_coef", "entropy_coef"):
-        _require(getattr(o, key) >= 0, f"optim.{key}", getattr(o, key), "a number >= 0")
-    _require(0 < o.rho <= 1, "optim.rho", o.rho, "0 < rho <= 1")
-    _require(0 < o.tau <= 1, "optim.tau", o.tau, "0 < tau <= 1")
-    _require(
+        require(getattr(o, key) >= 0, f"optim.{key}", getattr(o, key), "a number >= 0")
+    require(0 < o.rho <= 1, "optim.rho", o.rho, "0 < rho <= 1")
+    require(0 < o.tau <= 1, "optim.tau", o.tau, "0 < tau <= 1")
+    require(
         0 < o.discount_min <= o.discount_max < 1, "optim.discount_min", o.discount_min,
         f"0 < discount_min <= discount_max={o.discount_max} < 1",
     )
     from tdmpc.logger import WANDB_MODES
 
-    _require(cfg.logger.wandb.mode in WANDB_MODES, "logger.wandb.mode", cfg.logger.wandb.mode, "|".join(WANDB_MODES))
+    require(cfg.logger.wandb.mode in WANDB_MODES, "logger.wandb.mode", cfg.logger.wandb.mode, "|".join(WANDB_MODES))
     if cfg.logger.wandb.mode == "online":  # fail now, not after the run dir is written
         from tdmpc.logger import wandb_api_key_configured, wandb_installed
 
-        _require(wandb_installed() and wandb_api_key_configured(), "logger.wandb.mode", "online",
+        require(wandb_installed() and wandb_api_key_configured(), "logger.wandb.mode", "online",
                  "offline|disabled|auto (online needs wandb installed and an API key: WANDB_API_KEY or `wandb login`)")
-    _require(cfg.logger.console_every >= 1, "logger.console_every", cfg.logger.console_every, "an integer >= 1")
+    require(cfg.logger.console_every >= 1, "logger.console_every", cfg.logger.console_every, "an integer >= 1")
     return cfg
 
 
@@ -259,21 +264,30 @@ def to_dataclass(cfg: Any) -> TrainConfig:
 
 
 def from_dict(cls: type, data: dict) -> Any:
-    """Build a (nested) dataclass from a plain dict, rejecting unknown keys with a clear message."""
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            raise ConfigError(f"invalid config: unknown key {key!r}; allowed: {', '.join(names)}")
-        ftype = names[key].type
-        sub = _DATACLASSES.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
-        kwargs[key] = from_dict(sub, value) if sub is not None and isinstance(value, dict) else value
-    return cls(**kwargs)
+    """Build a (nested) dataclass from a plain dict through its OmegaConf structured config (values are
+    converted to the field types, as Hydra does); an unknown key or a value of the wrong type raises a
+    one-line :class:`ConfigError`."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError, ValidationError
+
+    schema = OmegaConf.structured(cls)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(schema, data))
+    except ConfigKeyError as err:
+        parent = str(err.full_key).rpartition(".")[0]
+        node = OmegaConf.select(schema, parent) if parent else schema
+        raise ConfigError(f"invalid config: unknown key {err.full_key!r}; allowed: {', '.join(node)}") from None
+    except ValidationError as err:
+        path = str(err.full_key).split(".")
+        value, owner = data, cls
+        for name in path:
+            value = value.get(name) if isinstance(value, dict) else None
+            field_type = {f.name: f.type for f in dataclasses.fields(owner)}.get(name, "?")
+            owner = _DATACLASSES.get(str(field_type), owner)
+        raise ConfigError(f"invalid config: {err.full_key}={value!r}; allowed: a value of type {field_type}") from None
 
 
-_DATACLASSES = {
-    c.__name__: c for c in (ModelConfig, PlannerConfig, OptimConfig, WandbSettings, LoggerConfig, TrainConfig)
-}
+_DATACLASSES = {c.__name__: c for c in (ModelConfig, PlannerConfig, OptimConfig, WandbSettings, LoggerConfig)}
 
 
 MAX_DIRNAME = 100  # longest sweep sub-directory name kept verbatim (file systems allow 255 bytes)
