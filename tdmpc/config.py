@@ -100,18 +100,21 @@ class OptimConfig:
 
 
 @dataclass
-class WandbSettings:
-    mode: str = "auto"  # auto | online | offline | disabled
+class WandbConfig:
+    """W&B settings (``logger.wandb``; :class:`tdmpc.logger.Logger` takes them)."""
+
+    mode: str = "auto"  # auto | online | offline | disabled; auto -> tdmpc.logger.resolve_wandb_mode()
     project: str = "ca-prune"
     entity: str | None = None
-    group: str | None = None
-    job_type: str = "train"
+    group: str | None = None  # run grouping, e.g. the sweep name
+    job_type: str = "train"  # train | prune | report
     tags: list[str] = field(default_factory=list)
+    dir: str | None = None  # parent of the wandb/ folder; None: the run dir
 
 
 @dataclass
 class LoggerConfig:
-    wandb: WandbSettings = field(default_factory=WandbSettings)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
     console_every: int = 1  # print a console line every N episodes
     progress: bool = True  # tqdm progress bar (off when not a TTY)
 
@@ -287,7 +290,7 @@ def from_dict(cls: type, data: dict) -> Any:
         raise ConfigError(f"invalid config: {err.full_key}={value!r}; allowed: a value of type {field_type}") from None
 
 
-_DATACLASSES = {c.__name__: c for c in (ModelConfig, PlannerConfig, OptimConfig, WandbSettings, LoggerConfig)}
+_DATACLASSES = {c.__name__: c for c in (ModelConfig, PlannerConfig, OptimConfig, WandbConfig, LoggerConfig)}
 
 
 MAX_DIRNAME = 100  # longest sweep sub-directory name kept verbatim (file systems allow 255 bytes)

@@ -28,10 +28,11 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from tdmpc.config import WandbConfig  # the W&B settings (logger.wandb); re-exported here
 
 TRAIN_COLUMNS = ["step", "env_step", "episode", "episode_return", "consistency_loss", "reward_loss", "value_loss",
                  "pi_loss", "total_loss", "grad_norm", "pi_scale", "steps_per_s", "elapsed_s"]
@@ -43,19 +44,6 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 WANDB_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com")
 TAG_KEYS = ("task", "seed", "model_size")  # top-level config keys that also become W&B tags
 MAX_TAG_LEN = 64  # W&B rejects longer tags
-
-
-@dataclass
-class WandbConfig:
-    """W&B settings (``logger.wandb`` in the Hydra config)."""
-
-    mode: str = "auto"  # auto | online | offline | disabled; auto -> resolve_wandb_mode()
-    project: str = "ca-prune"
-    entity: str | None = None
-    group: str | None = None  # run grouping, e.g. the sweep name
-    job_type: str = "train"  # train | prune
-    tags: list[str] = field(default_factory=list)
-    dir: str | None = None  # parent of the wandb/ folder; default: the run dir
 
 
 # --------------------------------------------------------------------------------------------- W&B mode

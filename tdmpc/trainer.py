@@ -37,7 +37,7 @@ from tdmpc.checkpoint import (
 )
 from tdmpc.config import TrainConfig
 from tdmpc.envs import make_env
-from tdmpc.logger import Logger, WandbConfig
+from tdmpc.logger import Logger
 
 EVAL_SEED_OFFSET = 10_000  # the evaluation env is seeded with seed + this
 PRETRAIN_REPORTS = 10  # progress lines printed during pretraining
@@ -322,8 +322,7 @@ class Trainer:
         exit_code: int | None = 1
         with self._stop_signals():
             resumed = self.restore()
-            wandb_cfg = WandbConfig(**{k: v for k, v in dataclasses.asdict(self.cfg.logger.wandb).items()})
-            self.logger = Logger(self.run_dir, self.config_dict, wandb_cfg, resume=resumed)
+            self.logger = Logger(self.run_dir, self.config_dict, self.cfg.logger.wandb, resume=resumed)
             try:
                 if resumed:
                     # Rows logged after the checkpoint by a killed run are dropped: the resumed run re-logs them.

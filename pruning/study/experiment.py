@@ -191,7 +191,8 @@ def log_report(report_dir: Path, mode: str, group: str, config: dict, project: s
     """
     import pandas as pd
 
-    from tdmpc.logger import Logger, WandbConfig
+    from tdmpc.config import WandbConfig
+    from tdmpc.logger import Logger
 
     wcfg = WandbConfig(mode=mode, project=project, group=group, job_type="report")
     with Logger(report_dir, config, wcfg, run_name=f"{group}-report", csv_files={}) as logger:

@@ -34,6 +34,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ from pruning.study.cost_model import plan_flops, plan_rows, policy_action_flops,
 from pruning.study.integration import CHECKPOINT_KEY, log_importance_images
 from pruning.study.report import ERROR_FILE, RESULT_FILE
 from pruning.tracker import PARQUET_NAME, ImportanceTracker
-from tdmpc.config import LoggerConfig, TrainConfig, WandbSettings
+from tdmpc.config import LoggerConfig, TrainConfig, WandbConfig
 from tdmpc.logger import flatten
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +67,7 @@ POST_PRUNE_FILE = "post_prune.json"  # the return right after pruning, before fi
 
 
 def _prune_logger() -> LoggerConfig:
-    return LoggerConfig(wandb=WandbSettings(job_type="prune"))
+    return LoggerConfig(wandb=WandbConfig(job_type="prune"))
 
 
 @dataclass
@@ -200,10 +201,13 @@ def claim_prune_dir(job: PruneJobConfig, run_dir: Path) -> Any:
     if not ckpt_path.is_file():
         raise CheckpointError(f"checkpoint not found: {ckpt_path}")
     settings = job_identity_settings(job)
+    # A dir named by Hydra from the job's settings (run_dir unset) that holds another prune job - e.g. a
+    # sweep re-launched after its training run went on, so the checkpoint changed - is superseded: the
+    # old job is moved aside (reports leave it out) and this one runs anew. A dir the user named is refused.
     return claim(run_dir, "prune", identity(settings), settings=settings, source_sha256=file_sha256(ckpt_path),
                  check_unowned=lambda d: _check_unowned_prune_dir(d, settings),
                  hint="use another run dir (run_dir=... or hydra.run.dir=...)",
-                 defaults=job_identity_settings(PruneJobConfig()))
+                 defaults=job_identity_settings(PruneJobConfig()), supersede=not job.run_dir)
 
 
 def _check_unowned_prune_dir(run_dir: Path, settings: dict) -> str | None:
@@ -229,11 +233,14 @@ def _check_unowned_prune_dir(run_dir: Path, settings: dict) -> str | None:
     return None if canonical_json(old) == canonical_json(settings) else "it holds another prune job (other settings)"
 
 
-def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
+def run_prune_job(job: PruneJobConfig, run_dir: str | Path,
+                  on_claimed: Callable[[Path], None] | None = None) -> dict:
     """Run one prune job into ``run_dir`` and return its result (see the module docstring).
 
     The run dir is claimed first (:func:`claim_prune_dir`; ``tdmpc.run_dir.RunDirError`` when it belongs
-    to another job) and locked while the job runs. Raises :class:`PruningConfigError` for bad settings and
+    to another job) and locked while the job runs; ``on_claimed(run_dir)`` then runs (the CLI writes
+    Hydra's ``.hydra/`` record there: only into a dir that is this job's). Raises
+    :class:`PruningConfigError` for bad settings (a budget that cannot be reached included) and
     ``tdmpc.checkpoint.CheckpointError`` for a missing, corrupt or foreign checkpoint, before anything
     but the run dir's manifest is written.
     """
@@ -242,7 +249,12 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path) -> dict:
     validate_prune_job(job)
     run_dir = Path(run_dir)
     with claim_prune_dir(job, run_dir) as owned:
+        if owned.moved_to is not None:
+            print(f"[prune] {run_dir} held another prune job ({owned.moved_because}): moved it aside to "
+                  f"{owned.moved_to}; running this job anew", flush=True)
         try:
+            if on_claimed is not None:
+                on_claimed(run_dir)
             return _run_claimed_job(job, run_dir)
         except (PruningConfigError, CheckpointError):
             owned.withdraw()  # refused before writing: no manifest naming a checkpoint that gets replaced
@@ -324,6 +336,8 @@ def _run_claimed_job(job: PruneJobConfig, run_dir: Path) -> dict:
         prune(model, scores, job.ratio, scope=job.scope, per_component_ratios=job.per_component_ratios or None,
               min_channels=job.min_channels, optimizers=[agent.optim, agent.pi_optim], prune_latent=job.prune_latent,
               cost_rows=rows)
+        _check_budget_reached(job, flops_dense, plan_flops(model, train_cfg.planner), channels_dense,
+                              _channels(model))
         print(f"[prune] metric={job.metric} ratio={job.ratio} budget={job.budget} scope={job.scope}: params "
               f"{params_dense} -> {count_params(model)['total']}, planned-action FLOPs {flops_dense:.4g} -> "
               f"{plan_flops(model, train_cfg.planner):.4g}", flush=True)
@@ -376,6 +390,27 @@ def _run_claimed_job(job: PruneJobConfig, run_dir: Path) -> dict:
           f"{result['dense_return']}), flops_plan {result['flops_plan']:.3g}, latency_plan "
           f"{result['latency_plan_ms']:.2f} ms -> {result_path}", flush=True)
     return result
+
+
+#: Largest shortfall (fraction of the budget, absolute) of what pruning removed against ``ratio`` that a
+#: job accepts; beyond it the result would be labelled with a budget it does not have (e.g. min_channels
+#: larger than the layers), so the job is refused before fine-tuning. FLOPs budgets land within 1 %;
+#: channel budgets round each group's count down, at most one channel per group.
+BUDGET_TOLERANCE = 0.05
+
+
+def _check_budget_reached(job: PruneJobConfig, flops_dense: float, flops: float, channels_dense: int,
+                          channels: int) -> None:
+    """Refuse (:class:`PruningConfigError`, one line) when pruning removed far less than ``job.ratio``."""
+    if job.per_component_ratios:  # the request is per component, not one ratio
+        return
+    achieved = 1 - (flops / flops_dense if job.budget == "flops" else channels / channels_dense)
+    if job.ratio - achieved > BUDGET_TOLERANCE:
+        what = "planned-action FLOPs" if job.budget == "flops" else "channels"
+        raise PruningConfigError(
+            f"invalid config: ratio={job.ratio}; allowed: at most {achieved:.3f} here (pruning removed only "
+            f"{100 * achieved:.1f} % of the {what}: min_channels={job.min_channels} and scope={job.scope} "
+            f"leave no more removable; lower ratio or min_channels)")
 
 
 def _channels(model: torch.nn.Module) -> int:
@@ -433,7 +468,7 @@ def run_prune_job_cli(cfg: Any) -> float | None:
     from hydra.types import RunMode
 
     from tdmpc.checkpoint import CheckpointError
-    from tdmpc.cli import fail
+    from tdmpc.cli import fail, save_hydra_config
     from tdmpc.config import ConfigError
     from tdmpc.run_dir import RunDirError
 
@@ -445,7 +480,7 @@ def run_prune_job_cli(cfg: Any) -> float | None:
         run_dir = Path(job.run_dir) if job.run_dir else Path(hydra_cfg.runtime.output_dir)
         if multirun and job.logger.wandb.group is None:
             job.logger.wandb.group = Path(hydra_cfg.sweep.dir).name  # group = sweep name
-        return run_prune_job(job, run_dir)["return_mean"]
+        return run_prune_job(job, run_dir, on_claimed=lambda d: save_hydra_config(cfg, d))["return_mean"]
     except (PruningConfigError, ConfigError, CheckpointError, RunDirError) as err:
         if not multirun:
             fail(str(err))
