@@ -1,6 +1,6 @@
 """The main job (pruning/study/experiment.py, scripts/experiment.py) end to end at a tiny size: train with
 tracking -> a sweep of 2 metrics x 2 ratios (plus the dense reference) -> report, once through Hydra's
-``basic`` launcher and once through ``submitit_local`` (reusing the trained run: the experiment resumes)."""
+``basic`` launcher and once through the ``local`` launcher (reusing the trained run: the experiment resumes)."""
 
 from __future__ import annotations
 
@@ -70,14 +70,14 @@ def test_experiment_basic_launcher_end_to_end(basic_run):
 
 
 @pytest.mark.slow
-def test_experiment_submitit_local_launcher_reuses_the_trained_run(basic_run, tmp_path):
+def test_experiment_local_launcher_reuses_the_trained_run(basic_run, tmp_path):
     src, first = basic_run
     assert first.returncode == 0
     out = tmp_path / "local"
     shutil.copytree(src / "train", out / "train")
     train_csv = next((out / "train").rglob("train.csv"))
     rows_before = len(pd.read_csv(train_csv))
-    res = _experiment(out, "submitit_local")
+    res = _experiment(out, "local")
     results = _check_report(out, res)
     assert len(pd.read_csv(train_csv)) == rows_before  # training resumed at its end: nothing retrained
     jobs = sorted((out / "prune" / ".submitit").glob("*/*_result.pkl"))

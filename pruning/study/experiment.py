@@ -5,7 +5,7 @@
 
 Each stage is the project's own command line, run as a Hydra multirun in a subprocess, so that what the
 main job does is exactly what a user's sweep does and every launcher works (``launcher=basic`` runs jobs
-one after the other in one process, ``submitit_local`` / ``slurm`` hand them to submitit):
+one after the other in one process, ``local`` / ``slurm`` hand them to submitit):
 
 1. ``scripts/train.py -m task=... seed=...`` into ``<out_dir>/train`` (tracking every metric);
 2. ``scripts/prune.py -m checkpoint=... metric=l1 ratio=0`` (the dense reference through the same path)
@@ -33,7 +33,7 @@ from pruning.config import BUDGETS, require
 from pruning.metrics import MAIN_JOB_METRICS, metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
-LAUNCHERS = ("basic", "submitit_local", "slurm")
+LAUNCHERS = ("basic", "local", "slurm")  # presets in conf/hydra/launcher/ (basic: Hydra's own)
 
 
 @dataclass
@@ -54,7 +54,7 @@ class ExperimentConfig:
     prune_seeds: list[int] = field(default_factory=lambda: [1])  # fine-tuning / evaluation seeds
     finetune_steps: int = 500
     eval_episodes: int = 3
-    launcher: str = "basic"  # basic | submitit_local | slurm (conf/hydra/launcher/slurm.yaml)
+    launcher: str = "basic"  # basic | local | slurm (conf/hydra/launcher/{local,slurm}.yaml)
     workers: int = 2  # basic launcher: prune sweeps run side by side in this many processes
     train_threads: int = 2  # torch threads of a training job
     num_threads: int = 1  # torch threads of a prune job (workers run side by side)
@@ -152,7 +152,7 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
         for cmd in sweeps:
             _run(cmd, log)
     else:
-        # Hand-rolled because Hydra's basic launcher is sequential and submitit_local starts every job at
+        # Hand-rolled because Hydra's basic launcher is sequential and the local launcher starts every job at
         # once (18+ processes on 2 cores); N concurrent basic sweeps into one sweep dir never collide, as
         # their run dirs differ by their overrides.
         _run_parallel(sweeps, log, n)
