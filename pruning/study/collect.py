@@ -1,0 +1,180 @@
+"""Reading a sweep's outputs: every ``result.json``, failed-job marker and ``importance.parquet`` below some folders.
+
+Failed jobs are a run dir with ``error.json``, a prune-job run dir (Hydra's ``.hydra/config.yaml`` with
+``checkpoint``, ``metric``, ``ratio``) without ``result.json``, a ``result.json`` that cannot be read or lacks
+keys of :data:`REQUIRED_KEYS`, and a submitit job whose result pickle holds an error (an unreadable
+``importance.parquet`` is added by :mod:`pruning.study.importance_report`). None is fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+RESULT_FILE = "result.json"
+ERROR_FILE = "error.json"
+IMPORTANCE_FILE = "importance.parquet"
+#: Columns of results.csv (then run_dir); ``widths`` is written as JSON.
+RESULT_COLUMNS = (
+    "task", "seed", "train_seed", "model_size", "metric", "ratio", "scope", "finetune_steps", "dense_return",
+    "return_mean", "return_std", "eval_episodes", "params", "params_dense", "flops_policy", "flops_plan",
+    "latency_policy_ms", "latency_policy_iqr_ms", "latency_plan_ms", "latency_plan_iqr_ms", "widths",
+    "git_commit", "budget", "flops_plan_dense", "flops_ratio_achieved", "channel_ratio_achieved",
+    "return_post_prune", "latency_threads", "latency_clock",
+)
+#: Keys a result.json must hold to be reported (``pruning.study.prune_job`` writes these and more).
+REQUIRED_KEYS = (
+    "task", "seed", "metric", "ratio", "scope", "finetune_steps", "dense_return", "return_mean", "return_std",
+    "params", "params_dense", "flops_policy", "flops_plan", "latency_policy_ms", "latency_plan_ms",
+    "latency_policy_iqr_ms", "latency_plan_iqr_ms", "widths", "git_commit", "config",
+)
+IMPORTANCE_COLUMNS = ("step", "component", "layer", "channel", "metric", "score")
+FAILURE_COLUMNS = ("run_dir", "error", "message")
+
+
+class ReportError(ValueError):
+    """Nothing to report (no folder, no result); the message is one line for the user."""
+
+
+# ------------------------------------------------------------------------------------------ collect
+
+
+def failure(run_dir: Path | str, error: str, message: str) -> dict:
+    return {"run_dir": str(run_dir), "error": error, "message": message}
+
+
+def _yaml(path: Path) -> dict | None:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _is_prune_job(run_dir: Path) -> bool:
+    cfg = _yaml(run_dir / ".hydra" / "config.yaml")
+    return cfg is not None and {"checkpoint", "metric", "ratio"} <= set(cfg)
+
+
+class _NoGlobals(pickle.Unpickler):
+    """Loads plain data only: a submitit error pickle is ``("error", traceback string)``; anything that
+    needs a class (a successful job's return value) is refused, so no code of the pickle runs."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing {module}.{name}")
+
+
+def submitit_error(path: Path) -> str | None:
+    """The last line of the traceback in a submitit ``*_result.pkl`` of a failed job, else ``None``."""
+    try:
+        with open(path, "rb") as f:
+            status, payload = _NoGlobals(f).load()
+    except Exception:  # a success pickle (holds classes), a truncated file, ...
+        return None
+    if status != "error" or not isinstance(payload, str):
+        return None
+    lines = [ln.strip() for ln in payload.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "error (no traceback)"
+
+
+def collect_results(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(results, failures)`` below ``dirs`` (see the module docstring for what counts as failed).
+
+    A run dir holding both ``result.json`` and ``error.json`` (failed once, then completed) counts as
+    completed. Raises :class:`ReportError` for a folder that does not exist.
+    """
+    rows, failures = [], []
+    for d in dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise ReportError(f"not a folder: {d}")
+        seen: set[Path] = set()
+        for path in sorted(d.rglob(RESULT_FILE)):
+            seen.add(path.parent)
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError) as err:
+                failures.append(failure(path.parent, "UnreadableResult", str(err)))
+                continue
+            missing = [k for k in REQUIRED_KEYS if not isinstance(data, dict) or k not in data]
+            if missing:
+                failures.append(failure(path.parent, "IncompleteResult", f"result.json lacks {', '.join(missing)}"))
+                continue
+            row = {c: data.get(c) for c in RESULT_COLUMNS}
+            row["widths"] = json.dumps(row["widths"])
+            row["run_dir"] = str(path.parent)
+            rows.append(row)
+        for path in sorted(d.rglob(ERROR_FILE)):
+            if path.parent in seen:
+                continue
+            seen.add(path.parent)
+            try:
+                info = json.loads(path.read_text())
+                failures.append(failure(path.parent, str(info.get("error")), str(info.get("message"))))
+            except (OSError, ValueError, AttributeError):
+                failures.append(failure(path.parent, "UnreadableError", f"unreadable {path.name}"))
+        for path in sorted(d.rglob(".hydra/config.yaml")):
+            run = path.parent.parent
+            if run not in seen and _is_prune_job(run):
+                failures.append(failure(run, "NoResult", "no result.json or error.json (killed, timed out, "
+                                                          "or still running)"))
+        for path in sorted(d.rglob(".submitit/*/*_result.pkl")):
+            message = submitit_error(path)
+            if message is not None:
+                failures.append(failure(path.parent, "SubmititError", message))
+    results = pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "run_dir"])
+    return results, pd.DataFrame(failures, columns=FAILURE_COLUMNS)
+
+
+@dataclass
+class ImportanceRun:
+    """A training run's importance file; ``key`` groups runs in the report (the task, else the run).
+
+    ``env_steps_per_update``: the run's final ``env_step / updates`` (its ``summary.json``), used to put the
+    snapshots' update counts on an env-step axis; ``None`` when the run has no summary (unfinished)."""
+
+    path: Path
+    name: str
+    task: str | None
+    env_steps_per_update: float | None = None
+
+    @property
+    def key(self) -> str:
+        return self.task or self.name
+
+
+def find_importance(dirs: Iterable[str | Path]) -> list[ImportanceRun]:
+    """Every ``importance.parquet`` below ``dirs`` with its run's task (from the run's ``config.yaml``)."""
+    runs = []
+    for d in dirs:
+        for path in sorted(Path(d).rglob(IMPORTANCE_FILE)):
+            cfg = _yaml(path.parent / "config.yaml") or _yaml(path.parent / ".hydra" / "config.yaml") or {}
+            runs.append(ImportanceRun(path=path, name="_".join(path.parent.parts[-2:]), task=cfg.get("task"),
+                                      env_steps_per_update=_env_steps_per_update(path.parent)))
+    return runs
+
+
+def _env_steps_per_update(run_dir: Path) -> float | None:
+    """``env_step / updates`` of a finished training run (``summary.json``), else ``None``."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        env_step, updates = float(summary["env_step"]), float(summary["updates"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return env_step / updates if updates > 0 and env_step > 0 else None
+
+
+def read_importance(path: Path) -> pd.DataFrame:
+    """An importance table (:data:`IMPORTANCE_COLUMNS`); ``ValueError`` if unreadable or incomplete."""
+    try:
+        table = pd.read_parquet(path, columns=list(IMPORTANCE_COLUMNS))
+    except Exception as err:  # pyarrow raises several types for bad files / missing columns
+        raise ValueError(f"unreadable {path.name}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    return table
