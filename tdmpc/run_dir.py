@@ -25,7 +25,8 @@ Any job that writes into a run dir (a training run, a prune job, the main experi
 :func:`claim` refuses with :class:`RunDirError` (one line) when the path is a file, when another live
 process holds the lock, or when the dir is owned by a job of another kind or with another identity or
 source (unless ``overwrite=True``: the old run is then moved aside to ``<run dir>.old-<UTC time>``, never
-deleted). ``fresh=True`` (a job that starts anew, e.g. training with ``resume=false``) also refuses a dir
+deleted; ``supersede=True`` does the same for a dir of the same kind only: a sweep re-launched after its
+source changed re-runs the job and keeps the old result aside, :data:`OLD_MARK`). ``fresh=True`` (a job that starts anew, e.g. training with ``resume=false``) also refuses a dir
 that holds any run at all. A dir without a manifest that holds files of a job (not only
 :data:`IGNORED` entries, e.g. a run from before manifests existed) is handed to ``check_unowned(run_dir)``,
 which returns ``None`` to adopt it or a refusal message. Before refusing, nothing of the dir is changed
@@ -51,6 +52,8 @@ KINDS = ("train", "prune", "experiment")
 #: Entries of a run dir that do not make it "hold a run": the lock, Hydra's own folder and job logs.
 IGNORED = (LOCK, ".hydra")
 IGNORED_SUFFIXES = (".log",)
+#: Part of the name of a run dir moved aside (:func:`move_aside`); reports leave such dirs out.
+OLD_MARK = ".old-"
 
 
 class RunDirError(RuntimeError):
@@ -103,8 +106,10 @@ def holds_run(run_dir: str | Path, also_ignore: tuple[str, ...] = ()) -> bool:
 class Claim:
     """A claimed run dir: holds the lock until :meth:`release` (also a context manager)."""
 
-    def __init__(self, run_dir: Path, manifest: dict, created: bool, fd: int, moved_to: Path | None):
+    def __init__(self, run_dir: Path, manifest: dict, created: bool, fd: int, moved_to: Path | None,
+                 moved_because: str | None = None):
         self.run_dir, self.manifest, self.created, self.moved_to = run_dir, manifest, created, moved_to
+        self.moved_because = moved_because  # why the old run was moved aside (overwrite or supersede)
         self._fd: int | None = fd
 
     def withdraw(self) -> None:
@@ -158,10 +163,10 @@ def _prepare(run_dir: Path) -> None:
 def move_aside(run_dir: Path) -> Path:
     """Rename ``run_dir`` to ``<run_dir>.old-<UTC time>`` (with a counter if taken); returns the new path."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    target = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
+    target = run_dir.with_name(f"{run_dir.name}{OLD_MARK}{stamp}")
     n = 1
     while target.exists():
-        target = run_dir.with_name(f"{run_dir.name}.old-{stamp}-{n}")
+        target = run_dir.with_name(f"{run_dir.name}{OLD_MARK}{stamp}-{n}")
         n += 1
     os.rename(run_dir, target)
     return target
@@ -212,8 +217,12 @@ def conflict(manifest: dict | None, kind: str, ident: str, settings: Mapping | N
 def claim(run_dir: str | Path, kind: str, ident: str, *, settings: Mapping | None = None,
           source_sha256: str | None = None, fresh: bool = False, overwrite: bool = False,
           check_unowned: Callable[[Path], str | None] | None = None, hint: str = "use another run dir",
-          defaults: Mapping | None = None) -> Claim:
+          defaults: Mapping | None = None, supersede: bool = False) -> Claim:
     """Claim ``run_dir`` for a ``kind`` job of identity ``ident`` (see the module docstring).
+
+    ``supersede=True`` (a job whose dir name is derived, e.g. a sweep's): a dir owned by a job of the
+    same kind with another identity or source is moved aside as with ``overwrite`` (never deleted) and
+    this job starts anew there; dirs of another kind are still refused.
 
     ``defaults``: the job's default settings, for records written before a setting existed
     (:func:`conflict`).
@@ -230,7 +239,9 @@ def claim(run_dir: str | Path, kind: str, ident: str, *, settings: Mapping | Non
         reason = _refusal(run_dir, kind, ident, settings, source_sha256, fresh, check_unowned, defaults)
         moved_to = None
         if reason is not None:
-            if not overwrite:
+            old = read_manifest(run_dir)
+            superseded = supersede and not fresh and old is not None and old["kind"] == kind
+            if not (overwrite or superseded):
                 raise RunDirError(f"run dir {run_dir} cannot be used: {reason}; {hint}")
             moved_to = move_aside(run_dir)
             _prepare(run_dir)
@@ -247,7 +258,7 @@ def claim(run_dir: str | Path, kind: str, ident: str, *, settings: Mapping | Non
 
             atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
         _write_holder(fd)
-        return Claim(run_dir, manifest, created, fd, moved_to)
+        return Claim(run_dir, manifest, created, fd, moved_to, reason if moved_to else None)
     except BaseException:
         os.close(fd)
         raise

@@ -318,6 +318,50 @@ def test_a_prune_dir_is_reused_only_by_the_same_job(finished_run, tmp_path):
     assert_unchanged(job, {k: v for k, v in before.items() if k != LOCK})  # the lock names its last holder
 
 
+def test_a_prune_job_in_a_training_runs_hydra_dir_changes_nothing(finished_run):
+    before = hashes(finished_run)  # .hydra/ of the training run included
+    res = _prune_cli(f"checkpoint={finished_run / 'checkpoint.pt'}", f"hydra.run.dir={finished_run}",
+                     "metric=l1", "ratio=0.5", cwd=finished_run.parent)
+    assert res.returncode == 2 and "belongs to a train job, this is a prune job" in one_line(res)
+    assert_unchanged(finished_run, before)
+
+
+def test_a_prune_job_that_cannot_reach_its_budget_is_refused(finished_run, tmp_path):
+    job = tmp_path / "job"
+    res = _prune_cli(f"checkpoint={finished_run / 'checkpoint.pt'}", f"run_dir={job}", "metric=l1",
+                     "ratio=0.5", "min_channels=1000", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr[-3000:]
+    line = one_line(res)
+    assert "ratio=0.5" in line and "pruning removed only 0.0 % of the planned-action FLOPs" in line
+    assert "min_channels=1000" in line
+    assert not (job / "result.json").exists() and not (job / "checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_job_whose_checkpoint_changed_runs_anew_and_keeps_the_old_result_aside(finished_run, tmp_path):
+    src = tmp_path / "train" / "R"
+    shutil.copytree(finished_run, src)
+    args = (f"checkpoint={src / 'checkpoint.pt'}", "metric=l1", "ratio=0.5")
+    first = _prune_cli(*args, cwd=tmp_path)  # into Hydra's run dir, named from the settings
+    assert first.returncode == 0, first.stderr[-3000:]
+    [result] = (tmp_path / "runs" / "prune").rglob("result.json")
+    job = result.parent
+    assert job.parent.name == "l1_ratio0.5_global_seed1" and (job / ".hydra" / "overrides.yaml").is_file()
+    assert "finetune_steps=0" in job.name  # every other setting is in the name (override_dirname)
+    again = _prune_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "skipped" in again.stdout
+    before = hashes(job)
+    state = torch.load(src / "checkpoint.pt", weights_only=True)  # the training run went on: a new checkpoint
+    state["counters"]["episode"] = state["counters"].get("episode", 0) + 1
+    torch.save(state, src / "checkpoint.pt")
+    third = _prune_cli(*args, cwd=tmp_path)
+    assert third.returncode == 0, third.stderr[-3000:]
+    [old] = job.parent.glob(job.name + ".old-*")
+    assert f"moved it aside to {old}" in third.stdout and "skipped" not in third.stdout
+    assert_unchanged(old, {k: v for k, v in before.items() if k != LOCK})
+    assert read_manifest(job)["source_sha256"] != read_manifest(old)["source_sha256"]
+
+
 def test_a_refused_prune_job_leaves_no_manifest(tmp_path):
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"not a checkpoint")
