@@ -50,6 +50,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.argv import ArgvError, split_args  # noqa: E402
 from pruning.config import NORMALIZATIONS, SMOOTHINGS, TrackingConfig  # noqa: E402
 from pruning.groups import Coupling, model_groups  # noqa: E402
 from pruning.measure import component_flops, count_params  # noqa: E402
@@ -200,11 +201,12 @@ def validate(cfg: AutoencoderConfig) -> AutoencoderConfig:
 
 def parse_args(argv: list[str]) -> AutoencoderConfig:
     """``key=value`` arguments -> validated config; unknown keys and bad values raise :class:`ConfigError`."""
+    try:
+        raw = split_args(argv, _KEYS)  # the benchmarks' one argv parser; the values are converted here
+    except ArgvError as err:
+        raise ConfigError(str(err)) from None
     values: dict[str, Any] = {}
-    for a in argv:
-        k, eq, v = a.partition("=")
-        if k not in _KEYS or not eq:
-            raise ConfigError(f"unknown argument {a!r}; allowed keys: {', '.join(_KEYS)}")
+    for k, v in raw.items():
         try:
             values[k] = _KEYS[k][0](v)
         except ValueError:

@@ -42,6 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.argv import fail, parse_args  # noqa: E402
 from pruning import model_groups, prune  # noqa: E402
 from pruning.deploy import Controller  # noqa: E402
 from pruning.measure import count_params  # noqa: E402
@@ -160,16 +161,14 @@ def bar(rows: list[dict]) -> dict | None:
     return out
 
 
+DEFAULTS = {"size": "cpu", "ratios": "0,0.25,0.5,0.75", "budget": "flops", "latent": True, "repeats": 50,
+            "rounds": 5, "out": str(ROOT / "benchmarks" / "results" / "deploy_latency.json")}
+
+
 def parse(argv: list[str]) -> dict:
-    args = {"size": "cpu", "ratios": "0,0.25,0.5,0.75", "budget": "flops", "latent": "1", "repeats": "50",
-            "rounds": "5", "out": str(ROOT / "benchmarks" / "results" / "deploy_latency.json")}
-    for a in argv:
-        k, _, v = a.partition("=")
-        if k not in args:
-            raise SystemExit(f"error: unknown argument {k!r}; allowed: {', '.join(args)}")
-        args[k] = v
+    args = parse_args(argv, DEFAULTS)
     if args["budget"] not in ("flops", "channels"):
-        raise SystemExit(f"error: invalid argument budget={args['budget']!r}; allowed: flops|channels")
+        fail(f"invalid argument budget={args['budget']!r}; allowed: flops|channels")
     return args
 
 
@@ -177,7 +176,7 @@ def main(argv: list[str]) -> None:
     args = parse(argv)
     torch.set_num_threads(1)
     ratios = sorted({0.0, *(float(x) for x in args["ratios"].split(","))})
-    latent, size, budget = args["latent"] == "1", args["size"], args["budget"]
+    latent, size, budget = args["latent"], args["size"], args["budget"]
     load_before, started = list(os.getloadavg()), time.time()
     agents, fns = {}, {}
     with tempfile.TemporaryDirectory() as tmp:

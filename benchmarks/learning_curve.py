@@ -21,15 +21,16 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.argv import parse_args  # noqa: E402
+
 DEFAULTS = {"task": "cartpole-swingup", "model_size": "cpu", "steps": "100000", "seed": "1",
             "eval_freq": "10000", "eval_episodes": "5", "num_threads": "2", "logger": "disabled"}
 
 
 def main(argv: list[str]) -> None:
-    overrides = dict(DEFAULTS)
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        overrides[key] = value
+    overrides = parse_args(argv, DEFAULTS, passthrough=True)  # every key=value goes on to scripts/train.py
     tag = f"{overrides['task']}_{overrides['model_size']}_seed{overrides['seed']}"
     run_dir = ROOT / "runs" / "benchmarks" / f"learning_curve_{tag}"
     overrides.setdefault("run_dir", str(run_dir))

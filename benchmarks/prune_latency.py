@@ -40,6 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.argv import parse_args  # noqa: E402
 from pruning import model_groups, prune  # noqa: E402
 from pruning.measure import count_params  # noqa: E402
 from pruning.study.cost_model import plan_flops, policy_action_flops, tdmpc_latency  # noqa: E402
@@ -131,20 +132,19 @@ def bench_size(size: str, ratios: list[float], prune_latent: bool, args: dict) -
         diag["floor_ms"] = tdmpc_latency(fm, fp, num_threads=threads, min_run_time=mrt, clock=clock)["plan"]["median_ms"]
         diag["floor_clock"] = clock
         diag["floor_flops_plan"] = plan_flops(fm, fp.cfg)
-        if args["profile"] == "1":
+        if args["profile"]:
             torch.set_num_threads(threads)
             diag["profile"] = {str(r): matmul_share(*built[r][:2]) for r in ratios if r in (0.0, 0.5)}
     return entries, diag
 
 
+#: ``latent`` is a comma-separated list of 0|1 (prune the latent width too); ``profile``: matmul shares.
+DEFAULTS = {"sizes": "cpu,5", "ratios": "0,0.25,0.5,0.75", "threads": 1, "min_run_time": 1.0, "rounds": 5,
+            "latent": "0", "profile": True}
+
+
 def main(argv: list[str]) -> None:
-    args = {"sizes": "cpu,5", "ratios": "0,0.25,0.5,0.75", "threads": "1", "min_run_time": "1", "rounds": "5",
-            "latent": "0", "profile": "1"}
-    for a in argv:
-        k, _, v = a.partition("=")
-        if k not in args:
-            raise SystemExit(f"error: unknown argument {k!r}; allowed: {', '.join(args)}")
-        args[k] = v
+    args = parse_args(argv, DEFAULTS)
     ratios = [float(x) for x in args["ratios"].split(",")]
     if 0.0 not in ratios:
         ratios = [0.0, *ratios]

@@ -24,6 +24,7 @@ from torch.utils.benchmark import Timer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.argv import parse_args  # noqa: E402
 from tdmpc.agent import TDMPC  # noqa: E402
 from tdmpc.buffer import ReplayBuffer  # noqa: E402
 from tdmpc.config import TrainConfig, resolve_presets  # noqa: E402
@@ -71,15 +72,13 @@ def bench(model_size: str, device: torch.device, threads: int, min_run_time: flo
     }
 
 
+DEFAULTS = {"sizes": "cpu,5", "threads": 2, "min_run_time": 3.0, "device": "cpu", "ensemble": "1,2,3,4,5"}
+
+
 def main(argv: list[str]) -> None:
-    args = {"sizes": "cpu,5", "threads": "2", "min_run_time": "3", "device": "cpu", "ensemble": "1,2,3,4,5"}
-    for a in argv:
-        k, _, v = a.partition("=")
-        if k not in args:
-            raise SystemExit(f"error: unknown argument {k!r}; allowed: {', '.join(args)}")
-        args[k] = v
+    args = parse_args(argv, DEFAULTS)
     device = torch.device(args["device"])
-    threads, mrt = int(args["threads"]), float(args["min_run_time"])
+    threads, mrt = args["threads"], args["min_run_time"]
     torch.set_num_threads(threads)
     out = {"command": " ".join(["python benchmarks/train_speed.py", *argv]), "device": str(device),
            "threads": threads, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),

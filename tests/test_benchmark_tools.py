@@ -9,20 +9,54 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.argv import parse_args  # noqa: E402
+from benchmarks.argv import ArgvError, parse_args, split_args  # noqa: E402
 
 
 def test_parse_args_converts_to_the_defaults_types(capsys):
     d = {"repeats": 30, "min_run_time": 1.0, "latent": True, "out": "x.json"}
     assert parse_args(["repeats=5", "latent=false", "min_run_time=0.5"], d) == {
         "repeats": 5, "min_run_time": 0.5, "latent": False, "out": "x.json"}
-    for bad, text in ((["repeat=5"], "unknown argument 'repeat=5'; allowed: repeats=..., min_run_time=..., latent=..., out=..."),
+    for bad, text in ((["repeat=5"], "unknown argument 'repeat=5'; allowed keys: repeats, min_run_time, latent, out"),
+                      (["repeats"], "unknown argument 'repeats'; allowed keys: repeats, min_run_time, latent, out"),
                       (["repeats=five"], "invalid argument repeats='five'; allowed: an integer"),
                       (["latent=maybe"], "invalid argument latent='maybe'; allowed: true|false")):
         with pytest.raises(SystemExit) as err:
             parse_args(bad, d)
         assert err.value.code == 2
         assert capsys.readouterr().err.strip() == f"error: {text}"
+
+
+def test_passthrough_keeps_unknown_keys_as_strings_and_split_args_raises():
+    d = {"task": "cartpole-swingup", "steps": "100000"}
+    assert parse_args(["steps=5", "model.mlp_dim=64"], d, passthrough=True) == {
+        "task": "cartpole-swingup", "steps": "5", "model.mlp_dim": "64"}
+    assert split_args(["a=1", "b=x=y", "a=2"], ["a", "b"]) == {"a": "2", "b": "x=y"}
+    with pytest.raises(ArgvError, match=r"^unknown argument 'c=1'; allowed keys: a, b$"):
+        split_args(["c=1"], ["a", "b"])
+
+
+@pytest.mark.parametrize(("module", "defaults", "argv", "expected"), [
+    ("train_speed", "DEFAULTS", ["threads=1", "min_run_time=0.5"], {"threads": 1, "min_run_time": 0.5, "sizes": "cpu,5"}),
+    ("prune_latency", "DEFAULTS", ["latent=0,1", "profile=0", "rounds=3"],
+     {"latent": "0,1", "profile": False, "rounds": 3, "threads": 1}),
+    ("deploy_latency", "DEFAULTS", ["latent=0", "repeats=7", "budget=channels"],
+     {"latent": False, "repeats": 7, "budget": "channels", "rounds": 5}),
+])
+def test_each_benchmark_parses_its_documented_keys(module, defaults, argv, expected):
+    import importlib
+
+    mod = importlib.import_module(f"benchmarks.{module}")
+    args = parse_args(argv, getattr(mod, defaults))
+    assert {k: args[k] for k in expected} == expected
+
+
+def test_deploy_latency_refuses_a_bad_budget_with_exit_2(capsys):
+    from benchmarks.deploy_latency import parse
+
+    with pytest.raises(SystemExit) as err:
+        parse(["budget=params"])
+    assert err.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: invalid argument budget='params'; allowed: flops|channels"
 
 
 def test_removal_vs_zeroing_on_a_tiny_checkpoint(tracked_checkpoint, tmp_path):
