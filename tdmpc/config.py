@@ -103,7 +103,7 @@ class OptimConfig:
 class WandbConfig:
     """W&B settings (``logger.wandb``; :class:`tdmpc.logger.Logger` takes them)."""
 
-    mode: str = "auto"  # auto | online | offline | disabled; auto -> tdmpc.logger.resolve_wandb_mode()
+    mode: str = "auto"  # auto | online | offline | disabled; auto -> tdmpc.wandb_mode.resolve_wandb_mode()
     project: str = "ca-prune"
     entity: str | None = None
     group: str | None = None  # run grouping, e.g. the sweep name
@@ -243,11 +243,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         0 < o.discount_min <= o.discount_max < 1, "optim.discount_min", o.discount_min,
         f"0 < discount_min <= discount_max={o.discount_max} < 1",
     )
-    from tdmpc.logger import WANDB_MODES
+    from tdmpc.wandb_mode import WANDB_MODES
 
     require(cfg.logger.wandb.mode in WANDB_MODES, "logger.wandb.mode", cfg.logger.wandb.mode, "|".join(WANDB_MODES))
     if cfg.logger.wandb.mode == "online":  # fail now, not after the run dir is written
-        from tdmpc.logger import wandb_api_key_configured, wandb_installed
+        from tdmpc.wandb_mode import wandb_api_key_configured, wandb_installed
 
         require(wandb_installed() and wandb_api_key_configured(), "logger.wandb.mode", "online",
                  "offline|disabled|auto (online needs wandb installed and an API key: WANDB_API_KEY or `wandb login`)")

@@ -10,106 +10,41 @@ offline runs land in ``<dir>/wandb/offline-run-*`` and can be uploaded later wit
 run config is sent flattened (``optim.lr``, ``pruning.metric``) so the W&B UI can group and filter runs by any
 key; ``task``, ``seed`` and ``model_size`` also become tags.
 
-wandb is imported lazily: with mode ``disabled`` it is never imported.
+wandb is imported lazily: with mode ``disabled`` it is never imported. The mode is resolved in
+:mod:`tdmpc.wandb_mode`, the CSV files' atomic writes and crash repairs are in :mod:`tdmpc.csv_files` (both
+re-exported here).
 """
 
 from __future__ import annotations
 
 import csv
-import importlib.util
-import io
 import json
-import math
-import netrc
-import os
 import secrets
 import string
-import sys
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from tdmpc.config import WandbConfig  # the W&B settings (logger.wandb); re-exported here
+from tdmpc.csv_files import atomic_write_text, drop_partial_last_line, drop_rows_after, read_header
+from tdmpc.wandb_mode import (
+    WANDB_HOSTS,
+    WANDB_MODES,
+    resolve_wandb_mode,
+    wandb_api_key_configured,
+    wandb_installed,
+)
+
+__all__ = ["EVAL_COLUMNS", "TRAIN_COLUMNS", "WANDB_HOSTS", "WANDB_MODES", "Logger", "WandbConfig", "atomic_write_text",
+           "flatten", "resolve_wandb_mode", "wandb_api_key_configured", "wandb_installed"]
 
 TRAIN_COLUMNS = ["step", "env_step", "episode", "episode_return", "consistency_loss", "reward_loss", "value_loss",
                  "pi_loss", "total_loss", "grad_norm", "pi_scale", "steps_per_s", "elapsed_s"]
 EVAL_COLUMNS = ["env_step", "step", "return_mean", "return_std", "episodes", "elapsed_s"]
 
-WANDB_MODES = ("auto", "online", "offline", "disabled")
-# Hosts whose .netrc entry counts as "an API key is configured" (wandb >= 0.31 defaults to the forge host
-# and falls back to api.wandb.ai; WANDB_BASE_URL adds a self-hosted server).
-WANDB_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com")
 TAG_KEYS = ("task", "seed", "model_size")  # top-level config keys that also become W&B tags
 MAX_TAG_LEN = 64  # W&B rejects longer tags
-
-
-# --------------------------------------------------------------------------------------------- W&B mode
-
-
-def wandb_installed() -> bool:
-    """True if the ``wandb`` package can be imported (without importing it)."""
-    if "wandb" in sys.modules:
-        return sys.modules["wandb"] is not None
-    try:
-        return importlib.util.find_spec("wandb") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _netrc_paths() -> list[Path]:
-    """The .netrc files wandb reads: ``$NETRC`` if set, else ``~/.netrc`` and ``~/_netrc``."""
-    if os.environ.get("NETRC"):
-        return [Path(os.environ["NETRC"]).expanduser()]
-    home = Path.home()
-    return [home / ".netrc", home / "_netrc"]
-
-
-def wandb_api_key_configured() -> bool:
-    """True if ``WANDB_API_KEY`` is set or a .netrc file holds a password for a W&B host."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    hosts = set(WANDB_HOSTS)
-    if os.environ.get("WANDB_BASE_URL"):
-        hosts.add(urlsplit(os.environ["WANDB_BASE_URL"]).netloc)
-    for path in _netrc_paths():
-        if not path.is_file():
-            continue
-        try:
-            entries = netrc.netrc(str(path))
-        except (netrc.NetrcParseError, OSError):
-            continue
-        for host in hosts:
-            creds = entries.authenticators(host)
-            if creds and creds[2]:
-                return True
-    return False
-
-
-def resolve_wandb_mode(mode: str) -> str:
-    """Turn ``logger.wandb.mode`` into the mode actually used: ``online``, ``offline`` or ``disabled``.
-
-    ``auto`` -> ``disabled`` if wandb is not installed; else the ``WANDB_MODE`` environment variable if it
-    names one of online/offline/disabled; else ``online`` if an API key is configured (``WANDB_API_KEY`` or
-    ``~/.netrc``), else ``offline``. Any other value is returned as is after validation.
-
-    Raises:
-        ValueError: ``mode`` is not one of auto/online/offline/disabled.
-    """
-    if mode not in WANDB_MODES:
-        raise ValueError(f"invalid config: logger.wandb.mode={mode!r}; allowed values: {'|'.join(WANDB_MODES)}")
-    if mode != "auto":
-        return mode
-    if not wandb_installed():
-        return "disabled"
-    env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
-    if env_mode in ("online", "offline", "disabled"):
-        return env_mode
-    if env_mode == "dryrun":
-        return "offline"
-    return "online" if wandb_api_key_configured() else "offline"
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -125,18 +60,6 @@ def flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _scalar(value: Any) -> Any:
@@ -158,52 +81,6 @@ def _new_run_id() -> str:
     """An 8-character W&B-style run id (lowercase letters and digits)."""
     alphabet = string.ascii_lowercase + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(8))
-
-
-def _drop_partial_last_line(path: Path) -> None:
-    """Cut a last row that a crash left without its newline (every complete row ends with '\\n')."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-
-
-def _read_header(path: Path) -> list[str] | None:
-    with open(path, newline="") as f:
-        return next(csv.reader(f), None)
-
-
-def _drop_rows_after(path: Path, columns: list[str], after_env_step: float) -> None:
-    """Rewrite a CSV file (atomically) without its rows past ``after_env_step`` (see ``_env_step_at_most``).
-
-    A file without an env_step column is left as it is.
-    """
-    if "env_step" not in columns:
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f, fieldnames=columns))[1:]  # [0] is the header
-    kept = [r for r in rows if _env_step_at_most(r, after_env_step)]
-    if len(kept) == len(rows):
-        return
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(kept)
-    atomic_write_text(path, out.getvalue())
-
-
-def _env_step_at_most(row: dict[str, str | None], after_env_step: float) -> bool:
-    """Whether a CSV row survives ``truncate``: env_step <= after_env_step, or no env_step value."""
-    if any(v is None for v in row.values()) or None in row:
-        return False  # short or over-long row: written by a crash, drop it
-    value = row.get("env_step")
-    if value is None or value == "":
-        return True
-    try:
-        env_step = float(value)
-    except ValueError:
-        return False
-    return not math.isnan(env_step) and env_step <= after_env_step
 
 
 # --------------------------------------------------------------------------------------------- Logger
@@ -276,8 +153,8 @@ class Logger:
         if append is None:
             append = self.resume and path.is_file() and path.stat().st_size > 0
         if append:
-            _drop_partial_last_line(path)
-            header = _read_header(path)
+            drop_partial_last_line(path)
+            header = read_header(path)
             if not header:
                 append = False
             elif header != columns:
@@ -285,7 +162,7 @@ class Logger:
                               f"appending with the existing header", RuntimeWarning, stacklevel=3)
                 columns = header
         if append and self._truncated_after is not None:
-            _drop_rows_after(path, columns, self._truncated_after)
+            drop_rows_after(path, columns, self._truncated_after)
         f = open(path, "a" if append else "w", newline="")
         writer = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="ignore", lineterminator="\n")
         if not append:

@@ -1,0 +1,74 @@
+"""The run's CSV files: atomic writes, and repairs after a crash or before a resume.
+
+Every row of a stream file (``train.csv``, ``eval.csv``, ...) ends with ``\\n`` and is flushed when logged
+(:class:`tdmpc.logger.Logger`), so a crash can leave at most a partial last line
+(:func:`drop_partial_last_line`); a resumed run drops the rows logged after its checkpoint
+(:func:`drop_rows_after`). Whole files are replaced atomically (:func:`atomic_write_text`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def drop_partial_last_line(path: Path) -> None:
+    """Cut a last row that a crash left without its newline (every complete row ends with '\\n')."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def read_header(path: Path) -> list[str] | None:
+    with open(path, newline="") as f:
+        return next(csv.reader(f), None)
+
+
+def drop_rows_after(path: Path, columns: list[str], after_env_step: float) -> None:
+    """Rewrite a CSV file (atomically) without its rows past ``after_env_step`` (see ``_env_step_at_most``).
+
+    A file without an env_step column is left as it is.
+    """
+    if "env_step" not in columns:
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, fieldnames=columns))[1:]  # [0] is the header
+    kept = [r for r in rows if _env_step_at_most(r, after_env_step)]
+    if len(kept) == len(rows):
+        return
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(kept)
+    atomic_write_text(path, out.getvalue())
+
+
+def _env_step_at_most(row: dict[str, str | None], after_env_step: float) -> bool:
+    """Whether a CSV row survives ``truncate``: env_step <= after_env_step, or no env_step value."""
+    if any(v is None for v in row.values()) or None in row:
+        return False  # short or over-long row: written by a crash, drop it
+    value = row.get("env_step")
+    if value is None or value == "":
+        return True
+    try:
+        env_step = float(value)
+    except ValueError:
+        return False
+    return not math.isnan(env_step) and env_step <= after_env_step
