@@ -57,6 +57,7 @@ class TDMPC:
         self.cfg, self.device = cfg, device
         self.obs_dim, self.action_dim = obs_dim, action_dim
         # Eval mode (no dropout) except inside update(): acting must not depend on where training resumed.
+        self._check_model_fits(obs_dim, action_dim, cfg, device)
         self.model = WorldModel(obs_dim, action_dim, cfg.model).to(device).eval()
         self.discount = heuristic_discount(episode_length, cfg.optim)
         self.planner = MPPIPlanner(self.model, cfg.planner, action_dim, self.discount)
@@ -65,6 +66,17 @@ class TDMPC:
         self._update_fn = self._update
         if cfg.compile:
             self._update_fn = torch.compile(self._update)
+
+    @staticmethod
+    def _check_model_fits(obs_dim: int, action_dim: int, cfg: TrainConfig, device: torch.device) -> None:
+        """Refuse widths whose training state does not fit in memory (counted on the meta device)."""
+        from tdmpc.memory import TRAIN_BYTES_PER_PARAM, require_fits
+
+        with torch.device("meta"):
+            n = sum(p.numel() for p in WorldModel(obs_dim, action_dim, cfg.model).parameters())
+        m = cfg.model
+        widths = f"enc_dim={m.enc_dim}, mlp_dim={m.mlp_dim}, latent_dim={m.latent_dim}, num_q={m.num_q}"
+        require_fits(n * TRAIN_BYTES_PER_PARAM, "model", widths, f"training {n / 1e6:.0f} M parameters", device)
 
     def build_optimizers(self) -> None:
         """(Re)create the optimisers over the current parameters (pruning replaces parameters)."""

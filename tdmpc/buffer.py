@@ -16,8 +16,14 @@ import torch
 
 class ReplayBuffer:
     def __init__(self, capacity: int, obs_dim: int, action_dim: int, horizon: int, device: str | torch.device = "cpu"):
+        from tdmpc.memory import require_fits
+
         self.capacity, self.horizon = int(capacity), int(horizon)
         self.device = torch.device(device)
+        # obs, action, reward, terminated (float32) on the device; episode ids (int64) in host memory
+        require_fits(self.capacity * (obs_dim + action_dim + 2) * 4, "buffer_size", self.capacity, "the replay buffer",
+                     self.device)
+        require_fits(self.capacity * 8, "buffer_size", self.capacity, "the replay buffer's episode ids")
         self.obs = torch.zeros(self.capacity, obs_dim, dtype=torch.float32, device=self.device)
         self.action = torch.zeros(self.capacity, action_dim, dtype=torch.float32, device=self.device)
         self.reward = torch.zeros(self.capacity, dtype=torch.float32, device=self.device)

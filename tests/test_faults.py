@@ -196,6 +196,17 @@ def test_a_setting_added_after_a_run_was_recorded_compares_as_its_default(run_co
     assert pd.read_csv(run_copy / "train.csv")["env_step"].iloc[-1] == 3000
 
 
+@pytest.mark.parametrize("override, key", [({"buffer_size": 10**12}, "buffer_size=1000000000000"),
+                                           ({"model.mlp_dim": 300_000}, "model='enc_dim=32, mlp_dim=300000")])
+def test_allocations_too_large_for_the_machine_are_refused_in_one_line(tmp_path, override, key):
+    run = tmp_path / "big"
+    res = run_train_cli(train_args(run, **override), tmp_path)
+    assert res.returncode == 2, res.stderr[-3000:]
+    line = one_line(res)
+    assert key in line and "allowed: a value that fits in memory" in line and "GiB available" in line
+    assert not (run / "train.csv").exists() and not (run / MANIFEST).exists()
+
+
 @pytest.mark.slow
 def test_overwrite_moves_the_old_run_aside_and_starts_anew(run_copy):
     before = hashes(run_copy)
