@@ -47,16 +47,15 @@ def control_rate_points(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def _setting(results: pd.DataFrame) -> str:
-    """How the latency was measured, from the results (``latency_threads`` / ``latency_clock``)."""
+    """How the latency was measured (``latency_threads`` / ``latency_clock`` of the results), e.g.
+    ``batch 1, 1 thread, thread clock``."""
     parts = ["batch 1"]
-    for col, unit in (("latency_threads", "thread"), ("latency_clock", "clock")):
-        values = sorted({str(v) for v in results.get(col, pd.Series(dtype=object)).dropna()})
-        if values:
-            if col == "latency_threads":
-                values = [f"{float(v):g}" for v in values]
-                parts.append(f"{' / '.join(values)} {unit}{'' if values == ['1'] else 's'}")
-            else:
-                parts.append(f"{' / '.join(values)} {unit}")
+    threads = sorted({int(v) for v in pd.to_numeric(results.get("latency_threads", pd.Series(dtype=float))).dropna()})
+    if threads:
+        parts.append(f"{' / '.join(map(str, threads))} thread{'' if threads == [1] else 's'}")
+    clocks = sorted({str(v) for v in results.get("latency_clock", pd.Series(dtype=object)).dropna()})
+    if clocks:
+        parts.append(f"{' / '.join(clocks)} clock")
     return ", ".join(parts)
 
 
@@ -67,24 +66,26 @@ def control_rate_figure(points: pd.DataFrame, task: str, setting: str):
     pruned = points[points["metric"] != DENSE]
     for k, (metric, m) in enumerate(pruned.groupby("metric", sort=True)):
         m = m.sort_values("hz")
-        color = f"C{k % 10}"
-        ax.errorbar(m["hz"], m["retained"], xerr=[m["hz"] - m["hz_low"], m["hz_high"] - m["hz"]],
-                    yerr=[m["retained"] - m["retained_q25"], m["retained_q75"] - m["retained"]], fmt="o-", ms=4,
-                    color=color, capsize=2, lw=1.2, label=f"{metric} ({n_label(m['n'])})")
+        hz, ret = m["hz"].to_numpy(float), m["retained"].to_numpy(float)
+        xerr = [hz - m["hz_low"].to_numpy(float), m["hz_high"].to_numpy(float) - hz]
+        yerr = [ret - m["retained_q25"].to_numpy(float), m["retained_q75"].to_numpy(float) - ret]
+        ax.errorbar(hz, ret, xerr=xerr, yerr=yerr, fmt="o-", ms=4, color=f"C{k % 10}", capsize=2, lw=1.2,
+                    label=f"{metric} ({n_label(m['n'])})")
     dense = points[points["metric"] == DENSE]
     if len(dense):
-        ax.scatter(dense["hz"], dense["retained"], marker="*", s=160, color="black", zorder=5,
-                   label=f"{DENSE} ({n_label(dense['n'])})")
+        ax.scatter(dense["hz"].to_numpy(float), dense["retained"].to_numpy(float), marker="*", s=160, color="black",
+                   zorder=5, label=f"{DENSE} ({n_label(dense['n'])})")
     lo = min(float(points["hz_low"].min()), min(REFERENCE_HZ)) / 1.25
     hi = max(float(points["hz_high"].max()), max(REFERENCE_HZ)) * 1.25
     for hz in REFERENCE_HZ:
-        ax.axvline(hz, color="0.4", ls="--", lw=0.8, zorder=0)
+        ax.axvline(hz, color="0.4", ls="--", lw=0.8, zorder=0, gid=f"reference {hz} Hz")
         ax.text(hz, 1.0, f" {hz} Hz", transform=ax.get_xaxis_transform(), fontsize=7, va="bottom", ha="center")
     ax.set_xlim(lo, hi)
     cost_axis(ax, "x", lo, hi)
-    ax.set_xlabel(f"planned-action control rate (Hz = 1000 / latency_plan_ms; {setting})")
+    ax.set_xlabel("planned-action control rate (Hz = 1000 / latency_plan_ms)")
     ax.set_ylabel("retained return (% of dense; median, IQR over runs)")
-    ax.set_title(f"{task}: retained return vs control rate", fontsize=9, pad=14)
+    ax.set_title(f"{task}: retained return vs control rate\nlatency of one planned action: {setting}", fontsize=9,
+                 pad=14)
     ax.grid(alpha=0.3, which="major")
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()

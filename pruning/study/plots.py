@@ -63,7 +63,9 @@ def cost_axis(ax, which: str, lo: float, hi: float) -> str:
         axis.set_minor_formatter(ticker.NullFormatter())
         return "log"
     axis.set_major_locator(ticker.MaxNLocator(nbins=6))
-    axis.set_major_formatter(ticker.FuncFormatter(_plain))
+    plain = ticker.ScalarFormatter(useOffset=False)  # decimals follow the tick spacing: 11.1, 11.2, ...
+    plain.set_scientific(False)
+    axis.set_major_formatter(plain)
     return "linear"
 
 
@@ -103,19 +105,21 @@ def pareto_figure(t: pd.DataFrame, task: str, col: str, scale: float, label: str
         color = f"C{k % 10}"
         cost = m[col].to_numpy(float) * scale
         if iqr_col is not None and iqr_col in m and m[iqr_col].notna().any():
-            ax.errorbar(cost, m["return_mean"], xerr=m[iqr_col].to_numpy(float) * scale / 2, fmt="none",
+            ax.errorbar(cost, m["return_mean"].to_numpy(float), xerr=m[iqr_col].to_numpy(float) * scale / 2, fmt="none",
                         ecolor=color, alpha=0.35, lw=0.8)
-        ax.scatter(cost, m["return_mean"], color=color, alpha=0.25, s=10, linewidths=0)
+        ax.scatter(cost, m["return_mean"].to_numpy(float), color=color, alpha=0.25, s=10, linewidths=0)
         means = m.groupby("ratio").agg(cost=(col, "mean"), ret=("return_mean", "mean"),
                                        std=("return_mean", sample_std), n=("return_mean", "size")).reset_index()
         means["cost"] *= scale
-        ax.errorbar(means["cost"], means["ret"], yerr=means["std"], fmt="o", ms=4, color=color, capsize=2, lw=0.8)
+        ax.errorbar(means["cost"].to_numpy(float), means["ret"].to_numpy(float), yerr=means["std"].to_numpy(float),
+                    fmt="o", ms=4, color=color, capsize=2, lw=0.8)
         label_n = n_label(means["n"])
         if len(dense):  # the dense model is the ratio-0 point of every metric
             means = pd.concat([means, pd.DataFrame({"ratio": [0.0], "cost": [d_cost], "ret": [d_ret],
                                                     "std": [0.0], "n": [len(dense)]})], ignore_index=True)
         front = means.iloc[pareto_front(means["cost"], means["ret"])]
-        ax.step(front["cost"], front["ret"], where="post", color=color, label=f"{metric} ({label_n})", lw=1.5)
+        ax.step(front["cost"].to_numpy(float), front["ret"].to_numpy(float), where="post", color=color,
+                label=f"{metric} ({label_n})", lw=1.5)
     if len(dense):
         ax.scatter([d_cost], [d_ret], marker="*", s=160, color="black", label=f"{DENSE} (n = {len(dense)})", zorder=5)
     values = t[col].to_numpy(float) * scale
