@@ -93,31 +93,47 @@ def layer_labels(layers: Sequence[str]) -> list[str]:
     return labels
 
 
+def shared_norm(shares: np.ndarray):
+    """One logarithmic colour scale for every panel: from the smallest positive share (at least 1/1000 of
+    the largest) to the largest share of any metric. Logarithmic, because one layer (often the shared
+    latent) can hold most of a metric's importance and a linear scale would hide every other layer."""
+    from matplotlib.colors import LogNorm
+
+    positive = shares[np.isfinite(shares) & (shares > 0)]
+    vmax = float(positive.max()) if positive.size else 1.0
+    vmin = max(float(positive.min()), vmax / 1000) if positive.size else vmax / 1000
+    return LogNorm(vmin=min(vmin, vmax / 2), vmax=vmax)
+
+
 def importance_figure(key: str, layers: pd.DataFrame, step_unit: str = UPDATES):
-    """Heat-maps layer x step of the importance share, one panel per metric, one colour scale; returns
-    ``(figure, images)`` (``None`` when ``layers`` is empty)."""
+    """Heat-maps layer x step of the importance share, one panel per metric, one colour scale
+    (:func:`shared_norm`); returns ``(figure, images)`` (``None`` when ``layers`` is empty)."""
+    import matplotlib
+
     metrics = list(dict.fromkeys(layers["metric"]))
     if not metrics:
         return None, []
     order = list(dict.fromkeys(layers["layer"]))
-    vmax = float(np.nanmax(layers["share"].to_numpy(float))) if layers["share"].notna().any() else 1.0
+    norm = shared_norm(layers["share"].to_numpy(float))
     fig, axes = figure(8.0, 1.4 + (0.9 + 0.16 * len(order)) * len(metrics), rows=len(metrics))
     images = []
     labels = layer_labels(order)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
     for ax, metric in zip(axes[:, 0], metrics):
         pivot = layers[layers["metric"] == metric].pivot(index="layer", columns="step", values="share").reindex(order)
-        images.append(ax.imshow(pivot.to_numpy(), aspect="auto", cmap="viridis", interpolation="nearest",
-                                vmin=0.0, vmax=vmax))
+        values = np.ma.masked_less_equal(pivot.to_numpy(float), 0.0)  # a zero share has no log colour: grey
+        images.append(ax.imshow(values, aspect="auto", cmap=cmap, interpolation="nearest", norm=norm))
         ax.set_yticks(range(len(order)), labels, fontsize=6)
         steps = pivot.columns.to_list()
         ticks = np.linspace(0, len(steps) - 1, min(6, len(steps))).astype(int)
         ax.set_xticks(ticks, [f"{steps[i]:,}" for i in ticks], fontsize=7)
         ax.set_title(f"{metric}: share of importance per layer (mean channel score / sum over layers)", fontsize=8)
     axes[-1, 0].set_xlabel(f"{step_unit} (snapshot)")
-    fig.colorbar(images[0], ax=list(axes[:, 0]), fraction=0.03, label="share (one scale for every panel)")
+    fig.colorbar(images[0], ax=list(axes[:, 0]), fraction=0.03,
+                 label="share of importance (log colour scale, the same for every panel; grey: 0)")
     fig.text(0.01, 0.005, LAYER_NOTE.replace("`", ""), fontsize=5.5, ha="left", va="bottom", wrap=True)
-    fig.subplots_adjust(left=0.3, right=0.86, top=1 - 0.35 / fig.get_figheight(), bottom=0.6 / fig.get_figheight(),
-                        hspace=0.55)
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.3, right=0.86, top=1 - 0.35 / height, bottom=1.0 / height, hspace=0.55)
     return fig, images
 
 
@@ -175,6 +191,14 @@ def _std_or_zero(x: pd.Series) -> float:
     return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
 
 
+def _step_unit(runs: Sequence[ImportanceRun]) -> str:
+    """The axis label of a key's steps: env steps (with the runs' env steps per update) or updates."""
+    factors = sorted({round(r.env_steps_per_update, 3) for r in runs if r.env_steps_per_update})
+    if not factors or any(not r.env_steps_per_update for r in runs):
+        return UPDATES
+    return f"{ENV_STEPS} (updates × {' / '.join(f'{f:g}' for f in factors)})"
+
+
 def _in_env_steps(table: pd.DataFrame, run: ImportanceRun) -> pd.DataFrame:
     if not run.env_steps_per_update:
         return table
@@ -208,7 +232,7 @@ def importance_report(runs: Sequence[ImportanceRun], out: Path) -> tuple[dict[st
             corrs.setdefault(key, []).append(rank_correlations(table).assign(run=run.name))
     correlations = {}
     for key in layers:
-        unit = ENV_STEPS if all(r.env_steps_per_update for r in runs_by_key[key]) else UPDATES
+        unit = _step_unit(runs_by_key[key])
         lay = pd.concat(layers[key]).groupby(["metric", "component", "layer", "step"], sort=False)[["score", "share"]]
         lay = lay.mean().reset_index()
         lay.to_csv(out / f"importance_{slug(key)}.csv", index=False)
