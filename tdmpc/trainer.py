@@ -5,20 +5,17 @@ end of the seeding phase and at the end of the episode that pretrained the agent
 minutes). SIGINT/SIGTERM (when their handlers are Python's defaults, i.e. not taken over by e.g. submitit)
 stop the run at the next safe point: the end of the current episode, which is then checkpointed; a signal
 during pretraining stops it at once, and the run resumes from the checkpoint written after seeding.
-:meth:`Trainer.train` then raises :class:`TrainingInterrupted`.
+:meth:`Trainer.train` then raises :class:`TrainingInterrupted` (the signal flag: :mod:`tdmpc.stop_signals`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,24 +35,13 @@ from tdmpc.checkpoint import (
 from tdmpc.config import TrainConfig
 from tdmpc.envs import make_env
 from tdmpc.logger import Logger
+from tdmpc.stop_signals import EXIT_CODES, PretrainingStopped, StopSignals, TrainingInterrupted
+
+__all__ = ["EVAL_SEED_OFFSET", "EXIT_CODES", "Trainer", "TrainingInterrupted", "log_to_files", "rate",
+           "resolve_device"]
 
 EVAL_SEED_OFFSET = 10_000  # the evaluation env is seeded with seed + this
 PRETRAIN_REPORTS = 10  # progress lines printed during pretraining
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, as a shell reports it
-
-
-class TrainingInterrupted(Exception):
-    """Training stopped on SIGINT/SIGTERM; ``env_step`` is that of the checkpoint to resume from."""
-
-    def __init__(self, signum: int, env_step: int):
-        super().__init__(f"interrupted at env step {env_step}; re-run the same command to resume")
-        self.signum, self.env_step, self.exit_code = signum, env_step, EXIT_CODES.get(signum, 1)
-
-
-class _PretrainingStopped(Exception):
-    """A stop signal arrived during pretraining (the state is not checkpointable until the episode ends)."""
-
-
 def rate(x: float) -> str:
     """A speed with three significant digits below 100 and none above (``0.234``, ``12.3``, ``1234``)."""
     if not math.isfinite(x) or x <= 0:
@@ -124,10 +110,8 @@ class Trainer:
         self._resume_state: dict | None = None  # the checkpoint read by resume_state(), until train() loads it
         self.resumed: bool | None = None  # set by restore()
         self._bar = None
-        self._stop_signal: int | None = None  # set by the SIGINT/SIGTERM handler
-        self._stop_announced = False
-        self._pretraining = False
         self.checkpoint_env_step: int | None = None  # env step of the last checkpoint written or loaded
+        self.stops = StopSignals(self._print, lambda: self.checkpoint_env_step)  # SIGINT/SIGTERM
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
@@ -224,24 +208,24 @@ class Trainer:
     def _pretrain(self) -> dict[str, float]:
         """One update per transition of the seed data (TD-MPC2), with progress lines every ~10 %.
 
-        Raises :class:`_PretrainingStopped` after the update during which a stop signal arrived."""
+        Raises :class:`~tdmpc.stop_signals.PretrainingStopped` after the update during which a stop signal arrived."""
         n = len(self.buffer)
         every = max(1, math.ceil(n / PRETRAIN_REPORTS))
         self._print(f"[pretrain] {n} updates on the seed data (one per seed transition)")
         losses: dict[str, float] = {}
         t0 = time.perf_counter()
-        self._pretraining = True
+        self.stops.pretraining = True
         try:
             for i in range(1, n + 1):
                 losses = self._run_updates(1)
-                if self._stop_requested():
-                    raise _PretrainingStopped()
+                if self.stops.requested():
+                    raise PretrainingStopped()
                 if i % every == 0 or i == n:
                     dt = time.perf_counter() - t0
                     self._print(f"[pretrain] {i:>6d}/{n} updates ({100 * i / n:3.0f} %)  {rate(i / dt)} updates/s"
                                 f"  loss {losses['total_loss']:.3f}")
         finally:
-            self._pretraining = False
+            self.stops.pretraining = False
         return losses
 
     def _log_eval(self) -> None:
@@ -263,42 +247,11 @@ class Trainer:
         log_to_files(line)
 
     # ------------------------------------------------------------------ interruption
-    @contextlib.contextmanager
-    def _stop_signals(self) -> Iterator[None]:
-        """Handle SIGINT/SIGTERM (while their handlers are Python's defaults) by :meth:`_on_stop_signal`."""
-        installed = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
-                if signal.getsignal(sig) is default:
-                    installed[sig] = signal.signal(sig, self._on_stop_signal)
-        try:
-            yield
-        finally:
-            for sig, old in installed.items():
-                signal.signal(sig, old)
-
-    def _on_stop_signal(self, signum: int, frame: Any) -> None:
-        """Only sets a flag (printing from a signal handler is not safe): the loops check it."""
-        if self._stop_signal is not None:  # the second signal stops at once, from the last checkpoint
-            raise TrainingInterrupted(signum, self.checkpoint_env_step or 0)
-        self._stop_signal = signum
-
-    def _stop_requested(self) -> bool:
-        """Whether a stop signal arrived; says once on the console what happens next."""
-        if self._stop_signal is None:
-            return False
-        if not self._stop_announced:
-            self._stop_announced = True
-            when = "now" if self._pretraining else "at the end of this episode, after a checkpoint"
-            self._print(f"[interrupt] {signal.Signals(self._stop_signal).name}: stopping {when} "
-                        f"(send it again to stop at once)")
-        return True
-
     def _stop(self, save: bool = True) -> None:
         """Checkpoint (``save`` and not saved at this env step yet) and raise :class:`TrainingInterrupted`."""
         if save and self.env_step > 0 and self.checkpoint_env_step != self.env_step:
             self.save_checkpoint()
-        raise TrainingInterrupted(self._stop_signal, self.checkpoint_env_step or 0)
+        raise TrainingInterrupted(self.stops.signum, self.checkpoint_env_step or 0)
 
     # ------------------------------------------------------------------ training
     def restore(self) -> bool:
@@ -320,7 +273,7 @@ class Trainer:
         Raises :class:`TrainingInterrupted` on SIGINT/SIGTERM (see the module docstring); the W&B run is
         then finished with the signal's exit code (failed), as after any other exception (exit code 1)."""
         exit_code: int | None = 1
-        with self._stop_signals():
+        with self.stops.installed():
             resumed = self.restore()
             self.logger = Logger(self.run_dir, self.config_dict, self.cfg.logger.wandb, resume=resumed)
             try:
@@ -362,12 +315,12 @@ class Trainer:
         next_ckpt = (self.env_step // cfg.checkpoint_freq + 1) * cfg.checkpoint_freq
         pretrained = self.updates > 0
         while self.env_step < cfg.steps:
-            if self._stop_requested():
+            if self.stops.requested():
                 self._stop()
             t0, env_step0 = time.perf_counter(), self.env_step
             try:
                 ep_return, ep_steps, losses = self._run_episode(pretrained)
-            except _PretrainingStopped:
+            except PretrainingStopped:
                 self._stop(save=False)  # mid-episode: resume from the checkpoint written after seeding
             first_updates = not pretrained and self.updates > 0
             pretrained = pretrained or self.updates > 0
@@ -421,7 +374,7 @@ class Trainer:
             terms.append(float(terminated))
             ep_return += float(reward)
             done = terminated or truncated
-            self._stop_requested()  # announce a stop signal; the episode is finished first
+            self.stops.requested()  # announce a stop signal; the episode is finished first
             if not seeding and len(self.buffer) > 0:
                 if not pretrained:
                     # First update after seeding: pretrain on the seed data (TD-MPC2), one update per seed step.

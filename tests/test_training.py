@@ -131,7 +131,7 @@ def test_an_interrupted_run_checkpoints_and_its_wandb_run_is_marked_failed(tmp_p
 
     pytest.importorskip("wandb")
     t = Trainer(tiny_cfg(steps=4000, eval_freq=2000, logger__wandb__mode="offline"), tmp_path / "w")
-    t.update_hooks.append(lambda tr, losses: setattr(tr, "_stop_signal", signal.SIGINT) if tr.updates == 130 else None)
+    t.update_hooks.append(lambda tr, losses: setattr(tr.stops, "signum", signal.SIGINT) if tr.updates == 130 else None)
     with pytest.raises(TrainingInterrupted, match="interrupted at env step 2000") as err:
         t.train()
     assert err.value.exit_code == 130
