@@ -16,6 +16,9 @@ only the rows with ``step <= written_through`` (the last snapshot already flushe
 tracker was restored from), so rows that a killed run wrote after its last checkpoint are dropped and
 a resumed run produces the same file as an uninterrupted one. (Rewriting costs one read of the file
 per flush; flushes happen at checkpoints, and a 100k-step run holds ~10^6 rows: well under a second.)
+A damaged file never stops a run: it is moved aside to ``importance.parquet.corrupt-<UTC time>`` with a
+one-line warning and written anew from the snapshots held since the checkpoint
+(:mod:`pruning.snapshot_file`).
 
 State (:meth:`~ImportanceTracker.state_dict`) holds only tensors, numbers, strings, lists and dicts,
 so it loads with ``torch.load(..., weights_only=True)``.
@@ -24,8 +27,6 @@ so it loads with ``torch.load(..., weights_only=True)``.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,6 +39,8 @@ from pruning.gates import GateCapture
 from pruning.groups import Group, model_groups
 from pruning.importance import ChannelLayout, normalize_scores
 from pruning.metrics import Evidence, ImportanceMetric, metric_class
+from pruning.snapshot_file import read_or_quarantine, write_atomic
+from pruning.snapshot_file import schema as snapshot_schema
 
 STATE_FORMAT = "ca-prune/importance-tracker/v2"
 PARQUET_NAME = "importance.parquet"
@@ -45,13 +48,6 @@ PARQUET_NAME = "importance.parquet"
 COLUMNS = ("step", "component", "layer", "channel", "metric", "score")
 #: Config keys that must match for a state to be loaded (they define what the state means).
 _STATE_KEYS = ("metrics", "beta", "grad_acc_variant", "grad_sq_variant")
-
-
-def _schema():
-    import pyarrow as pa
-
-    return pa.schema([("step", pa.int64()), ("component", pa.string()), ("layer", pa.string()),
-                      ("channel", pa.int64()), ("metric", pa.string()), ("score", pa.float64())])
 
 
 class ImportanceTracker:
@@ -74,22 +70,19 @@ class ImportanceTracker:
         self.device = param.device if param is not None else torch.device("cpu")
         self.gates: GateCapture | None = None
         self._explicit = groups is not None  # after_pruning rebuilds only the tracked groups
-        self._set_groups(list(groups) if groups is not None else model_groups(model, self.cfg.prune_latent))
+        self._set_groups(list(groups) if groups is not None else model_groups(model, self.cfg.prune_latent),
+                         capture=True)
         self.metrics: dict[str, ImportanceMetric] = {
             m: metric_class(m)(self.layout, self.cfg, self.device) for m in self.cfg.metrics}
         self.num_steps = 0  # tracked steps (gradient reads)
         self.pending: list[dict] = []  # snapshots not yet written
         self.written_through = -1  # last snapshot step contained in importance.parquet
 
-    def _set_groups(self, groups: list[Group]) -> None:
+    def _set_groups(self, groups: list[Group], capture: bool) -> None:
+        """Adopt ``groups``; the gate hooks are registered for them if ``capture`` (else left removed)."""
         self.groups = groups
         self.layout = ChannelLayout(groups)
-        self.set_capture(True)
-
-    @property
-    def grad_metrics(self) -> list[str]:
-        """Tracked metrics that accumulate evidence during training, in ``cfg.metrics`` order."""
-        return [m for m, obj in self.metrics.items() if obj.tracked]
+        self.set_capture(capture)
 
     def close(self) -> None:
         """Unregister the gate hooks (the tracker keeps its scores)."""
@@ -105,7 +98,7 @@ class ImportanceTracker:
         self._gated = any(c.needs_gates or c.needs_activations for c in classes)
         if enabled and self._gated:
             self.gates = GateCapture(self.groups, self.layout.offsets, self.layout.num_channels, self.samples,
-                                     activations=any(c.needs_activations for c in classes))
+                                     activations=any(c.needs_activations for c in classes), model=self.model)
 
     # ------------------------------------------------------------------------------ tracking
     def step(self, update: int) -> bool:
@@ -120,8 +113,7 @@ class ImportanceTracker:
         if tracked:
             observers = [m for m in self.metrics.values() if m.tracked]
             stats = set().union(*(m.grad_stats() for m in observers)) if observers else set()
-            evidence = Evidence(self.layout, capture.gates if capture else None, stats,
-                                capture.activation_sq if capture else None)
+            evidence = Evidence(self.layout, capture, stats)
             for m in observers:
                 m.observe(evidence)
             self.num_steps += 1
@@ -206,7 +198,7 @@ class ImportanceTracker:
             cols["channel"].append(np.tile(channel, M))
             cols["metric"].append(np.repeat(np.asarray(s["metrics"], dtype=object), C))
             cols["score"].append(s["scores"].numpy().reshape(-1))
-        schema = _schema()
+        schema = snapshot_schema()
         arrays = [pa.array(np.concatenate(cols[k]) if cols[k] else [], type=schema.field(k).type) for k in COLUMNS]
         return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -217,32 +209,24 @@ class ImportanceTracker:
     def flush(self) -> Path | None:
         """Write pending snapshots to ``run_dir/importance.parquet`` (see module doc); returns its path.
 
-        Without a ``run_dir`` snapshots stay pending and ``None`` is returned.
+        Without a ``run_dir`` snapshots stay pending and ``None`` is returned. A damaged file is moved
+        aside with a one-line warning (:func:`pruning.snapshot_file.read_or_quarantine`) and the file is
+        written anew from the pending snapshots.
         """
         path = self.parquet_path
         if path is None:
             return None
         import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
-        old = pq.read_table(path) if path.exists() else None
+        old = read_or_quarantine(path)
         kept = old
         if old is not None and old.num_rows:
             kept = old.filter(pc.less_equal(old["step"], self.written_through))
         if old is not None and not self.pending and kept.num_rows == old.num_rows:
             return path  # nothing to add, nothing to drop
         parts = [t for t in (kept, self._table(self.pending)) if t is not None]
-        table = pa.concat_tables([t.cast(_schema()) for t in parts]).combine_chunks()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(pa.concat_tables(parts).combine_chunks(), path)
         if self.pending:
             self.written_through = max(self.written_through, max(p["step"] for p in self.pending))
         self.pending = []
@@ -250,16 +234,15 @@ class ImportanceTracker:
 
     def snapshot_table(self):
         """All snapshot rows (file + pending) as a ``pyarrow.Table`` (file rows after ``written_through``
-        excluded)."""
+        excluded; a damaged file is moved aside and contributes nothing)."""
         import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         parts = []
         path = self.parquet_path
-        if path is not None and path.exists():
-            t = pq.read_table(path)
-            parts.append(t.filter(pc.less_equal(t["step"], self.written_through)).cast(_schema()))
+        t = read_or_quarantine(path, "its rows are left out") if path is not None else None
+        if t is not None:
+            parts.append(t.filter(pc.less_equal(t["step"], self.written_through)))
         parts.append(self._table(self.pending))
         return pa.concat_tables(parts)
 
@@ -328,6 +311,6 @@ class ImportanceTracker:
                 raise ValueError(f"after_pruning: group {g.name!r} keeps {idx.numel()} channels but now has {g.size}")
             index.append(idx + off)
         flat = (torch.cat(index) if index else torch.zeros(0, dtype=torch.long)).to(self.device)
-        self._set_groups(new)
+        self._set_groups(new, capture=self.gates is not None)  # hooks stay off until the next gate update
         for m in self.metrics.values():
             m.select(flat, self.layout)

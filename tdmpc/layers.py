@@ -9,9 +9,13 @@ remove channels for real.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.hooks import RemovableHandle
 
 from tdmpc.math import SimNorm
 
@@ -124,9 +128,32 @@ class QEnsemble(nn.Module):
         if not members:
             raise ValueError("QEnsemble needs at least one member")
         self.members = nn.ModuleList(members)
+        # handle id -> (stacked layer index, hook); see register_stacked_input_hook
+        self._stacked_input_hooks: OrderedDict[int, tuple[int, Callable]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.members)
+
+    def stacked_linears(self) -> list[tuple[nn.Linear, ...]]:
+        """The members' ``nn.Linear`` s per layer position, each tuple evaluated as one stacked call."""
+        return [layers for layers in zip(*self.members) if isinstance(layers[0], nn.Linear)]
+
+    def register_stacked_input_hook(self, index: int, hook: Callable) -> RemovableHandle:
+        """Call ``hook(h, members)`` before the ``index``-th stacked ``nn.Linear`` (:meth:`stacked_linears`)
+        while gradients are recorded: ``h`` is the stacked input ``(len(members), N, in)``, row ``j`` that of
+        member ``members[j]``; a returned tensor replaces ``h`` (it must have its values). One hook serves
+        every member (e.g. ``pruning.gates`` captures activation x gradient on the stacked tensor)."""
+        handle = RemovableHandle(self._stacked_input_hooks)
+        self._stacked_input_hooks[handle.id] = (int(index), hook)
+        return handle
+
+    def _run_stacked_hooks(self, index: int, h: torch.Tensor, members: list[int]) -> torch.Tensor:
+        for k, hook in list(self._stacked_input_hooks.values()):
+            if k == index:
+                out = hook(h, members)
+                if out is not None:
+                    h = out
+        return h
 
     def forward(self, x: torch.Tensor, detach: bool = False, members: list[int] | None = None) -> torch.Tensor:
         """``x`` of shape ``(..., in)`` -> ``(num_members, ..., out)``.
@@ -134,12 +161,18 @@ class QEnsemble(nn.Module):
         ``members`` selects a subset of members (in that order; default all). ``detach=True`` evaluates
         with detached parameters (gradients flow to ``x`` only), as used by the policy loss.
         """
-        nets = list(self.members) if members is None else [self.members[i] for i in members]
+        idx = list(range(len(self.members))) if members is None else list(members)
+        nets = [self.members[i] for i in idx]
         lead = x.shape[:-1]
         h = x.reshape(1, -1, x.shape[-1]).expand(len(nets), -1, -1)
+        hooked = bool(self._stacked_input_hooks) and torch.is_grad_enabled()
+        k = 0  # index of the stacked Linear
         for layers in zip(*nets):
             first = layers[0]
             if isinstance(first, nn.Linear):
+                if hooked:
+                    h = self._run_stacked_hooks(k, h, idx)
+                k += 1
                 h = _member_pre_hooks(layers, h)
                 w = torch.stack([m.weight for m in layers])  # (E, out, in)
                 b = torch.stack([m.bias for m in layers]).unsqueeze(1)  # (E, 1, out)

@@ -216,3 +216,64 @@ def test_gate_interval_captures_only_every_nth_update_and_removes_the_hooks_betw
         t.step(update)
     assert t.num_steps == 7 and t.metrics["fisher"].n == 2 and t.metrics["bayes"].n == 2
     assert (t.gates is None) and not any(m._forward_pre_hooks for m in model.modules())
+
+
+def test_stacked_ensemble_is_captured_once_per_layer_including_member_subsets():
+    """One hook per stacked layer (none on the members); a call on a subset of members (``members=[1]``,
+    as ``Q(..., return_type="avg")``) adds to those members only."""
+    model = Ens()
+    t = ImportanceTracker(model, cfg(), samples=7)
+    assert not any(m._forward_pre_hooks for m in model.qs.members.modules())
+    assert len(model.qs._stacked_input_hooks) == 1  # the second Linear reads the groups qs/e/0
+    x = torch.randn(4, 7, 3)
+    (model.qs(x).square().sum((0, 1, 3)).mean() + model.qs(x, members=[1]).square().sum((0, 1, 3)).mean()).backward()
+    t.step(1)
+    for e, member in enumerate(model.qs.members):
+        def loss(g, xi, m=member, k=1 + e):  # member 1 is read by both calls
+            h = F.mish(F.layer_norm(F.linear(xi, m[0].weight, m[0].bias), (5,), m[1].weight, m[1].bias)) * g
+            return k * F.linear(h, m[3].weight, m[3].bias).square().sum()
+        d = vmap(grad(loss), in_dims=(None, 1))(torch.ones(5), x).detach().double()
+        np.testing.assert_allclose(t.scores("fisher")[f"qs/{e}/0"].numpy(), d.square().mean(0).numpy(), rtol=1e-5)
+    t.close()
+    assert not model.qs._stacked_input_hooks
+
+
+def test_fused_reductions_equal_the_per_sample_matrix_and_expire_with_the_next_update():
+    model = Coupled()
+    t = ImportanceTracker(model, cfg(), samples=6)
+    model.loss(torch.randn(6, 3), torch.randn(2, 6, 1), torch.randn(6, 2)).backward()
+    cap = t.gates.take()
+    d = cap.gates  # (S, C): the latent is read by dyn (twice) and head (twice)
+    assert d.shape == (6, t.layout.num_channels)
+    torch.testing.assert_close(cap.mean, d.mean(0), rtol=1e-12, atol=0)
+    torch.testing.assert_close(cap.sq_mean, d.square().mean(0), rtol=1e-12, atol=0)
+    assert bool((cap.sq_mean > cap.mean.square() * 1.01).all())
+    model.loss(torch.randn(6, 3), torch.randn(2, 6, 1), torch.randn(6, 2)).backward()
+    late = t.gates.take()  # not read before the next update's backward pass overwrites the buffer
+    model.loss(torch.randn(6, 3), torch.randn(2, 6, 1), torch.randn(6, 2)).backward()
+    with pytest.raises(RuntimeError, match="overwritten"):
+        late.mean
+    assert t.gates.take().mean is not None
+
+
+def test_pruning_keeps_the_gate_hooks_off_between_gate_updates():
+    """after_pruning rebuilds the hooks for the new groups only when they are on (gate_interval > 1
+    removes them until the update before the next gate update)."""
+    from pruning.prune import prune
+
+    model = MLP()
+    t = ImportanceTracker(model, cfg(gate_interval=3), samples=4)
+    model.a(torch.randn(4, 3)).sum().backward()
+    t.step(1)  # the next gate update is 3: hooks off
+    assert t.gates is None
+    keep = prune(t.groups, t.scores("fisher"), 0.25, scope="per_group")
+    t.after_pruning(keep)
+    assert t.layout.sizes == [4, 3]
+    assert t.gates is None and not any(m._forward_pre_hooks for m in model.modules())
+    for update in (2, 3):
+        model.zero_grad()
+        model.a(torch.randn(4, 3)).sum().backward()
+        t.step(update)
+    assert t.metrics["fisher"].n == 1  # update 3 only (update 1 is not a gate update), with the pruned groups
+    t.step(4)
+    assert t.gates is None

@@ -31,16 +31,16 @@ from pruning.importance import ChannelLayout, bias_correction, gradient_sums
 
 if TYPE_CHECKING:
     from pruning.config import TrackingConfig
+    from pruning.gates import Capture
 
 
 class Evidence:
-    """What one tracked update offers the metrics; every quantity is computed on first request only."""
+    """What one tracked update offers the metrics; every quantity is computed on first request only
+    (and is valid while the tracker's ``step`` runs: the gate buffers are reused by the next update)."""
 
-    def __init__(self, layout: ChannelLayout, gate_samples: torch.Tensor | None, grad_stats: set[str],
-                 activation_sq: torch.Tensor | None = None):
+    def __init__(self, layout: ChannelLayout, capture: Capture | None, grad_stats: set[str]):
         self.layout = layout
-        self._gates = gate_samples
-        self._act = activation_sq
+        self._capture = capture if capture is not None and not capture.empty else None
         self._wanted = sorted(grad_stats)
         self._sums: dict[str, torch.Tensor] | None = None
 
@@ -54,16 +54,27 @@ class Evidence:
 
     @property
     def gate_samples(self) -> torch.Tensor | None:
-        """``(S, C)`` float64 per-sample gate derivatives :math:`\\partial\\ell_i/\\partial m_c` of this
-        update (:mod:`pruning.gates`), or ``None`` if no backward pass reached a consumer since the last
-        tracked step."""
-        return self._gates
+        """``(S, C)`` float64 per-sample gate derivatives :math:`d_{i,c} = \\partial\\ell_i/\\partial m_c`
+        of this update (:mod:`pruning.gates`), or ``None`` if no backward pass reached a consumer since the
+        last tracked step. Metrics that need only the mean or mean square over samples read
+        :attr:`gate_mean` / :attr:`gate_sq_mean` (no ``(S, C)`` matrix is formed for them)."""
+        return None if self._capture is None else self._capture.gates
+
+    @property
+    def gate_mean(self) -> torch.Tensor | None:
+        """``(C,)`` float64 :math:`\\frac1S\\sum_i d_{i,c}` (the mini-batch gate derivative), or ``None``."""
+        return None if self._capture is None else self._capture.mean
+
+    @property
+    def gate_sq_mean(self) -> torch.Tensor | None:
+        """``(C,)`` float64 :math:`\\frac1S\\sum_i d_{i,c}^2`, or ``None``."""
+        return None if self._capture is None else self._capture.sq_mean
 
     @property
     def activation_sq(self) -> torch.Tensor | None:
         """``(C,)`` float64 mean squared activation of every channel over all positions where it was read
         in this update (only for metrics with ``needs_activations``), or ``None``."""
-        return self._act
+        return None if self._capture is None else self._capture.activation_sq
 
 
 class ImportanceMetric:

@@ -43,8 +43,8 @@ class Bayes(SmoothedMetric):
         self.m2 = torch.zeros(layout.num_channels, **z)  # Welford sum of squared deviations
 
     def signal(self, ev: Evidence) -> torch.Tensor | None:
-        d = ev.gate_samples
-        return None if d is None else d.mean(0).abs()
+        d = ev.gate_mean
+        return None if d is None else d.abs()
 
     def observe(self, ev: Evidence) -> None:
         s = self.signal(ev)

@@ -26,5 +26,4 @@ class Fisher(SmoothedMetric):
     needs_gates = True
 
     def signal(self, ev: Evidence) -> torch.Tensor | None:
-        d = ev.gate_samples
-        return None if d is None else d.square().mean(0)
+        return ev.gate_sq_mean

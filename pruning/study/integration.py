@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,16 @@ def log_importance_images(logger: Any, parquet: Path | None, out: Path, metrics:
     every tiny run would cost a matplotlib import each); returns the written files."""
     if getattr(logger, "wandb_run", None) is None or parquet is None or not Path(parquet).is_file():
         return []
+    from pruning.snapshot_file import read_table
     from pruning.study.report import plot_run_importance
+
+    try:
+        read_table(Path(parquet))
+    except Exception as err:  # a damaged file (it may be another run's: left where it is) costs the images only
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        print(f"warning: {parquet} is unreadable ({reason}); importance images not logged", file=sys.stderr,
+              flush=True)
+        return []
 
     paths = plot_run_importance(parquet, out, metrics=metrics, key=key)
     for path in paths:
