@@ -1,9 +1,10 @@
-"""Report of pruning sweeps: results.csv, summary.md, Pareto plots, importance heat-maps, rank correlations.
+"""Report of pruning sweeps: results.csv, summary.md, Pareto and control-rate plots, importance heat-maps, rank correlations.
 
     python scripts/report.py multirun/prune/2026... runs/train/... [--out DIR]
 
 Reads every result.json, error.json and importance.parquet below the given folders (see pruning/study/report.py).
-Default output: <first folder>/report. Exits 2 with one line when a folder is missing or holds nothing.
+Default output: <first folder>/report. Exits 2 with one line, writing nothing, when a folder is missing or holds
+nothing, or when --out is an existing file or a folder that cannot be created.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pruning.study.report import ReportError, print_summary, write_report  # noq
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", help="sweep or run folders to read (searched recursively)")
-    parser.add_argument("--out", default=None, help="output folder (default: <first folder>/report)")
+    parser.add_argument("--out", default=None, help="output folder, created if missing (default: <first folder>/report)")
     parser.add_argument("--wandb", default="disabled", choices=["auto", "online", "offline", "disabled"],
                         help="also log the report to W&B (tables + plots, job_type=report); default: disabled")
     parser.add_argument("--group", default=None, help="W&B group (default: the first folder's name)")

@@ -119,7 +119,7 @@ def summary_markdown(summary: pd.DataFrame, failures: pd.DataFrame, correlations
 
 def _plot_line(path: Path) -> str:
     caption = next((c for stem, c in PLOT_CAPTIONS.items() if path.stem.startswith(stem)), "")
-    return f"- [{path.name}]({path.name})" + (f" (SVG beside it): {caption}" if caption else "")
+    return f"- [{path.name}]({path.name})" + (f": {caption}" if caption else "")
 
 
 def _task_tables(summary: pd.DataFrame) -> list[str]:
