@@ -261,4 +261,6 @@ def tracking_config(data: Mapping[str, Any] | TrackingConfig | None) -> Tracking
     require(isinstance(data, Mapping), "pruning", data, "a mapping of pruning keys")
     _reject_unknown(data, TrackingConfig, "pruning.")
     values = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in data.items()}
+    if "metrics" in values and values["metrics"] is None:  # metrics: null (the YAML default) = every registered
+        del values["metrics"]
     return check_schedule_against(validate_tracking(TrackingConfig(**values)))

@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from pruning.config import PruningConfigError  # noqa: E402
 from pruning.study.experiment import ExperimentConfig, register_configs, run_experiment, validate_experiment  # noqa: E402
+from pruning.study.stages import StageInterrupted  # noqa: E402
+from tdmpc.run_dir import RunDirError  # noqa: E402
 from tdmpc.cli import fail, one_line_hydra_errors  # noqa: E402
 from tdmpc.config import ConfigError, from_dict  # noqa: E402
 
@@ -38,7 +40,14 @@ def main(cfg: DictConfig) -> None:
         fail(str(err))
     try:
         run_experiment(exp)
-    except RuntimeError as err:
+    except StageInterrupted as err:  # Ctrl-C / SIGTERM: every stage checkpointed and stopped
+        print(str(err), file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)
+    except RunDirError as err:
+        fail(str(err))
+    except (PruningConfigError, ConfigError) as err:
+        fail(str(err))
+    except RuntimeError as err:  # a failed stage (its log is named)
         fail(str(err), code=1)
 
 

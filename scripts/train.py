@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "disable")  # state-based tasks need no rendering (and no GLFW/X11 noise)
@@ -29,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from pruning.config import PruningConfigError, TrackingConfig, tracking_config  # noqa: E402
+from pruning.config import PruningConfigError, tracking_config  # noqa: E402
 from pruning.study.integration import tracker_callback  # noqa: E402
 from tdmpc.cli import one_line_hydra_errors, run_train  # noqa: E402
 from tdmpc.config import ConfigError, register_configs  # noqa: E402
@@ -51,7 +50,12 @@ def main(cfg: DictConfig) -> float | None:
         return tracker_callback(tracking)
 
     # a setting added to the pruning section after a run was recorded resumes it at its default
-    return run_train(cfg, make_on_trainer=make_on_trainer, section_defaults={"pruning": asdict(TrackingConfig())})
+    return run_train(cfg, make_on_trainer=make_on_trainer, section_defaults={"pruning": PRUNING_DEFAULTS})
+
+
+#: The pruning section as composed without overrides (conf/pruning/default.yaml).
+PRUNING_DEFAULTS = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "pruning"
+                                                         / "default.yaml"))
 
 
 if __name__ == "__main__":

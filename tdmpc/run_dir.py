@@ -191,6 +191,10 @@ def settings_diff(old: Mapping, new: Mapping, defaults: Mapping | None = None) -
             if canonical_json(a.get(k)) != canonical_json(b.get(k))]
 
 
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
 def conflict(manifest: dict | None, kind: str, ident: str, settings: Mapping | None,
              source_sha256: str | None, defaults: Mapping | None = None) -> str | None:
     """Why a dir with ``manifest`` is not this job's (one line), or ``None`` if it is.
@@ -201,7 +205,7 @@ def conflict(manifest: dict | None, kind: str, ident: str, settings: Mapping | N
     if manifest is None:
         return None
     if manifest["kind"] != kind:
-        return f"it belongs to a {manifest['kind']} job, this is a {kind} job"
+        return f"it belongs to {_a(manifest['kind'])} job, this is {_a(kind)} job"
     if manifest.get("identity") != ident:
         old = manifest.get("settings")
         if not (isinstance(old, Mapping) and settings is not None):

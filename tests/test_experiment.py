@@ -86,3 +86,84 @@ def test_experiment_local_launcher_reuses_the_trained_run(basic_run, tmp_path):
     basic = pd.read_csv(src / "report" / "results.csv").set_index(["metric", "ratio"]).sort_index()
     local = results.set_index(["metric", "ratio"]).sort_index()
     assert (basic["params"] == local["params"]).all() and (basic["flops_plan"] == local["flops_plan"]).all()
+
+
+def test_experiment_prints_every_stage_and_counts_prune_jobs(basic_run):
+    out, res = basic_run
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("[experiment]")]
+    assert lines[0].startswith("[experiment] stage 1/3 training: 1 run(s) of 2000 env steps")
+    assert "[experiment] stage 2/3 pruning: 5 jobs (dense + 2 metrics x 2 flops budgets" in res.stdout
+    counts = [ln for ln in lines if "jobs done" in ln]
+    assert [c.split(": ")[1].split(" jobs")[0] for c in counts] == [f"{i}/5" for i in range(1, 6)]
+    assert "ETA" in counts[0] and "ETA" not in counts[-1]
+    assert lines[-1] == "[experiment] stage 3/3 report"
+    log = (out / "experiment.log").read_text()
+    assert all(ln in log for ln in lines) and "[train] env_step" in log and "[prune] return" in log
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("prune_seeds=[]", "prune_seeds=[]"), ("scope=globl", "scope='globl'"), ("num_threads=-3", "num_threads=-3"),
+    ("train_threads=-1", "train_threads=-1"), ("wandb_mode=onlin", "wandb_mode='onlin'"),
+])
+def test_experiment_refuses_bad_settings_before_training(tmp_path, override, expected):
+    out = tmp_path / "exp"
+    cmd = [sys.executable, str(ROOT / "scripts" / "experiment.py"), f"out_dir={out}", override,
+           f"hydra.run.dir={tmp_path}/.hydra_main"]
+    res = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "MUJOCO_GL": "disable"}, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and expected in lines[0] and "allowed" in lines[0], res.stderr
+    assert not out.exists()
+
+
+def test_experiment_refuses_a_dir_owned_by_another_job(tmp_path):
+    from tdmpc.run_dir import claim, identity
+
+    out = tmp_path / "train_run"
+    claim(out, "train", identity({"seed": 1})).release()
+    before = sorted(p.name for p in out.iterdir())
+    cmd = [sys.executable, str(ROOT / "scripts" / "experiment.py"), f"out_dir={out}",
+           f"hydra.run.dir={tmp_path}/.hydra_main"]
+    res = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "MUJOCO_GL": "disable"}, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "belongs to a train job, this is an experiment job" in lines[0], res.stderr
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+@pytest.mark.slow
+def test_experiment_ctrl_c_stops_every_stage_in_one_line_and_the_rerun_resumes(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "exp"
+    quoted = ",".join(f'"{o}"' for o in TINY_TRAIN)
+    cmd = [sys.executable, str(ROOT / "scripts" / "experiment.py"), "name=tiny", f"out_dir={out}",
+           "train_steps=3000", "train_eval_episodes=1", "metrics=[l1]", "ratios=[0.5]", "finetune_steps=0",
+           "eval_episodes=1", "wandb_mode=disabled", "train_threads=1", f"train_overrides=[{quoted}]",
+           'prune_overrides=["latency_min_run_time=0.02"]', f"hydra.run.dir={out}/.hydra_main"]
+    env = {**os.environ, "MUJOCO_GL": "disable", "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0, seen, log_size = time.monotonic(), [], 0
+    for line in proc.stdout:
+        seen.append(line)
+        if "[train] env_step     2000" in line:  # the training stage is running
+            log_size = (out / "experiment.log").stat().st_size  # followable while the stage runs
+            proc.send_signal(signal.SIGINT)
+            break
+        assert time.monotonic() - t0 < 300
+    rest, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, "".join(seen) + rest + err
+    assert log_size > 0 and "[train] env_step     2000" in (out / "experiment.log").read_text()
+    assert err.strip().splitlines() == [
+        "interrupted during the training stage; re-run the same command to resume (finished work is kept)"]
+    ckpt = next((out / "train").rglob("checkpoint.pt"))
+    import torch
+
+    assert torch.load(ckpt, weights_only=True)["counters"]["env_step"] >= 2000
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "[resume]" in again.stdout and "pruning: 2/2 jobs done" in again.stdout

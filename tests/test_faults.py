@@ -373,6 +373,42 @@ def test_a_sweep_job_whose_checkpoint_changed_runs_anew_and_keeps_the_old_result
     assert read_manifest(job)["source_sha256"] != read_manifest(old)["source_sha256"]
 
 
+def test_pruning_by_a_metric_training_did_not_track_is_refused_in_one_line(tmp_path):
+    run = tmp_path / "R"
+    res = run_train_cli(train_args(run, **{"pruning.metrics": "[l1,grad_acc]"}), tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = _prune_cli(f"checkpoint={run / 'checkpoint.pt'}", f"run_dir={tmp_path / 'p'}", "metric=fisher", cwd=tmp_path)
+    assert res.returncode == 2
+    assert "tracking pruning.metrics=['l1', 'grad_acc'], not metric=fisher" in one_line(res)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("{encodr:0.25}", "per_component_ratios={'encodr': 0.25}; allowed: ratios of this model's components "
+                      "dynamics|encoder|policy|qs|reward (unknown: encodr)"),
+    ("3", "per_component_ratios=3; allowed: a mapping"),
+])
+def test_bad_per_component_ratios_are_refused_in_one_line(finished_run, tmp_path, value, expected):
+    res = _prune_cli(f"checkpoint={finished_run / 'checkpoint.pt'}", f"run_dir={tmp_path / 'p'}", "metric=l1",
+                     "budget=channels", "scope=per_component", f"per_component_ratios={value}", cwd=tmp_path)
+    assert res.returncode == 2 and expected in one_line(res)
+    assert not (tmp_path / "p" / "result.json").exists()
+
+
+def test_per_component_ratios_as_a_plain_override_prune_that_component_less(finished_run, tmp_path):
+    res = _prune_cli(f"checkpoint={finished_run / 'checkpoint.pt'}", f"run_dir={tmp_path / 'p'}", "metric=l1",
+                     "budget=channels", "scope=per_component", "ratio=0.5", "per_component_ratios={encoder:0.25}",
+                     cwd=tmp_path)  # no "+" needed
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads((tmp_path / "p" / "result.json").read_text())
+    w, d = result["widths"], result["widths_dense"]  # per component: its layers' widths, the last = output
+
+    def hidden(widths: dict, comp: str) -> int:
+        return sum(widths[comp][:-1])
+
+    assert hidden(w, "encoder") == hidden(d, "encoder") * 3 // 4  # its own ratio, ranked within the component
+    assert hidden(w, "dynamics") == hidden(d, "dynamics") // 2 and hidden(w, "reward") == hidden(d, "reward") // 2
+
+
 def test_a_refused_prune_job_leaves_no_manifest(tmp_path):
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"not a checkpoint")

@@ -20,9 +20,6 @@ complete) and prune jobs with a ``result.json`` are skipped.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,6 +31,7 @@ from pruning.metrics import MAIN_JOB_METRICS, metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHERS = ("basic", "local", "slurm")  # presets in conf/hydra/launcher/ (basic: Hydra's own)
+WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
 @dataclass
@@ -64,43 +62,51 @@ class ExperimentConfig:
 
 
 def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Check every key before anything runs (one line naming key, value, allowed); the prune settings
+    also through :func:`pruning.study.prune_job.validate_prune_job`, so a bad one fails now, not after
+    the training stage."""
+    from pruning.prune import SCOPES
+    from pruning.study.prune_job import PruneJobConfig, validate_prune_job
+    from tdmpc.config import MODEL_SIZES
+    from tdmpc.envs import TASKS
+
     require(bool(cfg.tasks), "tasks", cfg.tasks, "a non-empty list of dm_control task names")
-    require(bool(cfg.seeds), "seeds", cfg.seeds, "a non-empty list of integers")
-    require(cfg.train_steps > 0, "train_steps", cfg.train_steps, "an integer > 0")
+    for task in cfg.tasks:
+        require(task in TASKS, "tasks", task, "dm_control tasks, e.g. cartpole-swingup (see tdmpc/envs)")
+    require(bool(cfg.seeds) and all(_is_int(s) for s in cfg.seeds), "seeds", cfg.seeds, "a non-empty list of integers")
+    require(bool(cfg.prune_seeds) and all(_is_int(s) for s in cfg.prune_seeds), "prune_seeds", cfg.prune_seeds,
+            "a non-empty list of integers")
+    require(cfg.model_size in MODEL_SIZES, "model_size", cfg.model_size, "|".join(MODEL_SIZES))
+    require(_is_int(cfg.train_steps) and cfg.train_steps > 0, "train_steps", cfg.train_steps, "an integer > 0")
+    require(_is_int(cfg.train_eval_episodes) and cfg.train_eval_episodes >= 1, "train_eval_episodes",
+            cfg.train_eval_episodes, "an integer >= 1")
     bad = [m for m in cfg.metrics if m not in metric_names()]
     require(bool(cfg.metrics) and not bad, "metrics", cfg.metrics, f"a non-empty list of {'|'.join(metric_names())}")
     require(bool(cfg.ratios) and all(0 < r < 1 for r in cfg.ratios), "ratios", cfg.ratios, "numbers in (0, 1)")
     require(cfg.budget in BUDGETS, "budget", cfg.budget, "|".join(BUDGETS))
-    require(cfg.budget == "channels" or cfg.scope == "global", "scope", cfg.scope,
-            "global (budget=flops ranks all groups together; use budget=channels for other scopes)")
+    require(cfg.scope in SCOPES, "scope", cfg.scope, "|".join(SCOPES))
     require(cfg.launcher in LAUNCHERS, "launcher", cfg.launcher, "|".join(LAUNCHERS))
-    require(cfg.workers >= 1, "workers", cfg.workers, "an integer >= 1")
-    require(cfg.finetune_steps >= 0, "finetune_steps", cfg.finetune_steps, "an integer >= 0")
-    require(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "an integer >= 1")
-    from tdmpc.envs import TASKS
-
-    for task in cfg.tasks:
-        require(task in TASKS, "tasks", task, "dm_control tasks, e.g. cartpole-swingup (see tdmpc/envs)")
+    require(_is_int(cfg.workers) and cfg.workers >= 1, "workers", cfg.workers, "an integer >= 1")
+    require(_is_int(cfg.train_threads) and cfg.train_threads >= 0, "train_threads", cfg.train_threads,
+            "an integer >= 0 (0 = torch default)")
+    require(_is_int(cfg.num_threads) and cfg.num_threads >= 0, "num_threads", cfg.num_threads,
+            "an integer >= 0 (0 = torch default)")
+    require(cfg.wandb_mode in WANDB_MODES, "wandb_mode", cfg.wandb_mode, "|".join(WANDB_MODES))
+    for metric in cfg.metrics:  # what each prune job will check, with the experiment's key names
+        for ratio in cfg.ratios:
+            validate_prune_job(PruneJobConfig(
+                checkpoint="train/checkpoint.pt", metric=metric, ratio=ratio, budget=cfg.budget, scope=cfg.scope,
+                finetune_steps=cfg.finetune_steps, eval_episodes=cfg.eval_episodes, seed=cfg.prune_seeds[0],
+                num_threads=cfg.num_threads))
     return cfg
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _csv(values: list[Any]) -> str:
     return ",".join(str(v) for v in values)
-
-
-def _run(cmd: list[str], log: Path) -> None:
-    """Run one stage, streaming its output to the terminal and to ``log``; raise on failure."""
-    print("+ " + shlex.join(cmd), flush=True)
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "disable"), "HYDRA_FULL_ERROR": "0"}
-    with open(log, "a") as f:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            f.write(line)
-        rc = proc.wait()
-    if rc != 0:
-        raise RuntimeError(f"stage failed with exit status {rc}: {shlex.join(cmd)} (log: {log})")
 
 
 def _launcher_args(cfg: ExperimentConfig) -> list[str]:
@@ -113,73 +119,102 @@ def checkpoints(train_dir: Path) -> list[Path]:
     return sorted(train_dir.rglob("checkpoint.pt"))
 
 
+def output_dir(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.out_dir) if cfg.out_dir else ROOT / "runs" / "experiment" / cfg.name
+
+
 def run_experiment(cfg: ExperimentConfig) -> Path:
-    """Run the pipeline; returns the output dir (with ``report/``)."""
+    """Run the pipeline; returns the output dir (with ``report/``).
+
+    The output dir is claimed first (``tdmpc.run_dir``, kind ``experiment``): a dir of a training or
+    prune job is refused, and a second live main job in the same dir too. Raises
+    :class:`~pruning.study.stages.StageFailed` when a stage fails and
+    :class:`~pruning.study.stages.StageInterrupted` on SIGINT/SIGTERM (after every stage stopped).
+    """
+    from pruning.study.stages import stop_signals
+    from tdmpc.run_dir import claim, identity
+
     validate_experiment(cfg)
-    out = Path(cfg.out_dir) if cfg.out_dir else ROOT / "runs" / "experiment" / cfg.name
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "experiment.log"
+    out = output_dir(cfg)
+    # One identity for every main job: what a re-run may change (more seeds, steps, metrics) is reused
+    # or superseded job by job in the stages (their own run dirs), so the claim is about ownership.
+    with claim(out, "experiment", identity({"kind": "experiment"}), hint="use another name= or out_dir="), \
+            stop_signals():
+        return _run_claimed(cfg, out)
+
+
+def _run_claimed(cfg: ExperimentConfig, out: Path) -> Path:
+    from pruning.study.stages import JobCounter, StageInterrupted, open_log, run_stages, say, stage_env
+
+    log_path = out / "experiment.log"
     t0 = time.time()
-    py = sys.executable
+    py, env = sys.executable, stage_env()
     common = [f"logger.wandb.mode={cfg.wandb_mode}", "logger.progress=false"]
+    with open_log(log_path) as log:
+        # 1. Dense training with tracking of every metric.
+        n_train = len(cfg.tasks) * len(cfg.seeds)
+        say(f"[experiment] stage 1/3 training: {n_train} run(s) of {cfg.train_steps} env steps "
+            f"({', '.join(cfg.tasks)}; seeds {_csv(cfg.seeds)}); log: {log_path}", log)
+        train_dir = out / "train"
+        cmd = [py, str(ROOT / "scripts" / "train.py"), "-m", f"task={_csv(cfg.tasks)}", f"seed={_csv(cfg.seeds)}",
+               f"model_size={cfg.model_size}", f"steps={cfg.train_steps}", f"eval_freq={cfg.train_steps}",
+               f"eval_episodes={cfg.train_eval_episodes}", f"hydra.sweep.dir={train_dir}",
+               "hydra.sweep.subdir=${task}/seed${seed}", f"logger.wandb.group={cfg.name}",
+               f"num_threads={cfg.train_threads}", *common, *_launcher_args(cfg), *cfg.train_overrides]
+        try:
+            run_stages([cmd], [log_path], "training stage", env=env, cwd=ROOT)
+        except StageInterrupted as err:
+            say(f"[experiment] {err}", log)
+            raise
+        ckpts = checkpoints(train_dir)
+        if len(ckpts) < n_train:
+            raise RuntimeError(f"training wrote {len(ckpts)} checkpoints, expected {n_train}")
+        t_train = time.time() - t0
 
-    # 1. Dense training with tracking of every metric.
-    train_dir = out / "train"
-    _run([py, str(ROOT / "scripts" / "train.py"), "-m", f"task={_csv(cfg.tasks)}", f"seed={_csv(cfg.seeds)}",
-          f"model_size={cfg.model_size}", f"steps={cfg.train_steps}", f"eval_freq={cfg.train_steps}",
-          f"eval_episodes={cfg.train_eval_episodes}", f"hydra.sweep.dir={train_dir}",
-          "hydra.sweep.subdir=${task}/seed${seed}",
-          f"logger.wandb.group={cfg.name}", f"num_threads={cfg.train_threads}", *common, *_launcher_args(cfg),
-          *cfg.train_overrides], log)
-    ckpts = checkpoints(train_dir)
-    if len(ckpts) < len(cfg.tasks) * len(cfg.seeds):
-        raise RuntimeError(f"training wrote {len(ckpts)} checkpoints, expected {len(cfg.tasks) * len(cfg.seeds)}")
-    t_train = time.time() - t0
+        # 2. Prune sweeps: the dense reference, then every metric x ratio; basic launcher -> `workers` processes.
+        prune_dir = out / "prune"
+        quoted = ",".join(f"'{p}'" for p in ckpts)  # Hydra override grammar: paths may hold = , etc.
+        base = [py, str(ROOT / "scripts" / "prune.py"), "-m", f"checkpoint={quoted}",
+                f"seed={_csv(cfg.prune_seeds)}", f"scope={cfg.scope}", f"budget={cfg.budget}",
+                f"finetune_steps={cfg.finetune_steps}", f"eval_episodes={cfg.eval_episodes}",
+                f"hydra.sweep.dir={prune_dir}", f"logger.wandb.group={cfg.name}", f"num_threads={cfg.num_threads}",
+                *common, *_launcher_args(cfg), *cfg.prune_overrides]
+        n = cfg.workers if cfg.launcher == "basic" else 1
+        chunks = [cfg.metrics[i::n] for i in range(n) if cfg.metrics[i::n]]
+        sweeps = [[*base, "metric=l1", "ratio=0"]] + [[*base, f"metric={_csv(c)}", f"ratio={_csv(cfg.ratios)}"]
+                                                       for c in chunks]
+        n_jobs = len(ckpts) * len(cfg.prune_seeds) * (1 + len(cfg.metrics) * len(cfg.ratios))
+        say(f"[experiment] stage 2/3 pruning: {n_jobs} jobs (dense + {len(cfg.metrics)} metrics x "
+            f"{len(cfg.ratios)} {cfg.budget} budgets, {len(ckpts)} checkpoint(s) x {len(cfg.prune_seeds)} "
+            f"fine-tuning seed(s)), {n} at a time", log)
+        counter = JobCounter("pruning", n_jobs, log)
+        try:
+            if n == 1:
+                for cmd in sweeps:
+                    run_stages([cmd], [log_path], "pruning stage", counter, env=env, cwd=ROOT)
+            else:
+                # Hand-rolled because Hydra's basic launcher is sequential and submitit_local starts every
+                # job at once (18+ processes on 2 cores): the dense reference first, then N concurrent
+                # basic sweeps into one sweep dir (their run dirs differ by their overrides), one log each.
+                run_stages(sweeps[:1], [log_path], "pruning stage", counter, env=env, cwd=ROOT)
+                logs = [log_path.with_name(f"{log_path.stem}.worker{i}.log") for i in range(len(sweeps) - 1)]
+                run_stages(sweeps[1:], logs, "pruning stage", counter, env=env, cwd=ROOT)
+        except StageInterrupted as err:
+            say(f"[experiment] {err}", log)
+            raise
+        t_prune = time.time() - t0 - t_train
 
-    # 2. Prune sweeps: the dense reference, then every metric x ratio; basic launcher -> `workers` processes.
-    prune_dir = out / "prune"
-    quoted = ",".join(f"'{p}'" for p in ckpts)  # Hydra override grammar: paths may hold = , etc.
-    base = [py, str(ROOT / "scripts" / "prune.py"), "-m", f"checkpoint={quoted}",
-            f"seed={_csv(cfg.prune_seeds)}", f"scope={cfg.scope}", f"budget={cfg.budget}",
-            f"finetune_steps={cfg.finetune_steps}",
-            f"eval_episodes={cfg.eval_episodes}", f"hydra.sweep.dir={prune_dir}", f"logger.wandb.group={cfg.name}",
-            f"num_threads={cfg.num_threads}", *common, *_launcher_args(cfg), *cfg.prune_overrides]
-    n = cfg.workers if cfg.launcher == "basic" else 1
-    chunks = [cfg.metrics[i::n] for i in range(n) if cfg.metrics[i::n]]
-    sweeps = [[*base, "metric=l1", "ratio=0"]] + [[*base, f"metric={_csv(c)}", f"ratio={_csv(cfg.ratios)}"]
-                                                   for c in chunks]
-    if n == 1:
-        for cmd in sweeps:
-            _run(cmd, log)
-    else:
-        # Hand-rolled because Hydra's basic launcher is sequential and the local launcher starts every job at
-        # once (18+ processes on 2 cores); N concurrent basic sweeps into one sweep dir never collide, as
-        # their run dirs differ by their overrides.
-        _run_parallel(sweeps, log, n)
-    t_prune = time.time() - t0 - t_train
+        # 3. Report.
+        from pruning.study.report import print_summary, write_report
 
-    # 3. Report.
-    from pruning.study.report import print_summary, write_report
-
-    report_dir = out / "report"
-    summary = write_report([out], report_dir)
-    log_report(report_dir, cfg.wandb_mode, group=cfg.name, config={"experiment": dataclasses.asdict(cfg)})
-    print_summary(summary, title=f"{cfg.name}: return vs FLOPs vs latency ({', '.join(cfg.tasks)})")
-    print(f"\ntrain {t_train / 60:.1f} min, prune {t_prune / 60:.1f} min, total {(time.time() - t0) / 60:.1f} min; "
-          f"report: {report_dir}", flush=True)
+        say("[experiment] stage 3/3 report", log)
+        report_dir = out / "report"
+        summary = write_report([out], report_dir)
+        log_report(report_dir, cfg.wandb_mode, group=cfg.name, config={"experiment": dataclasses.asdict(cfg)})
+        print_summary(summary, title=f"{cfg.name}: return vs FLOPs vs latency ({', '.join(cfg.tasks)})")
+        say(f"\ntrain {t_train / 60:.1f} min, prune {t_prune / 60:.1f} min, total {(time.time() - t0) / 60:.1f} "
+            f"min; report: {report_dir}", log)
     return out
-
-
-def _run_parallel(cmds: list[list[str]], log: Path, workers: int) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    logs = [log.with_name(f"{log.stem}.worker{i}.log") for i in range(len(cmds))]
-    with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(_run, cmd, lg) for cmd, lg in zip(cmds, logs)]
-        errors = [f.exception() for f in futures]
-    errors = [e for e in errors if e is not None]
-    if errors:
-        raise RuntimeError("; ".join(str(e) for e in errors))
 
 
 def log_report(report_dir: Path, mode: str, group: str, config: dict, project: str = "ca-prune") -> str | None:

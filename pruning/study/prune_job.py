@@ -81,7 +81,9 @@ class PruneJobConfig:
     # global); channels: remove `ratio` of the scored channels (any scope)
     budget: str = "flops"
     scope: str = "global"  # global | per_component | per_group
-    per_component_ratios: dict[str, float] = field(default_factory=dict)  # with scope=per_component
+    # with scope=per_component, e.g. per_component_ratios={encoder:0.25,qs:0.5} (None: none; a None
+    # default, not {}, so that Hydra replaces it by the given dict instead of merging into a struct)
+    per_component_ratios: Any = None  # dict[str, float]; Any: Hydra cannot assign a dict to an Optional[Dict] None
     min_channels: int = 1  # channels every group keeps at least
     prune_latent: bool = True  # also prune the latent width shared by all components
     smoothing: str | None = None  # ema | cumulative; None: the tracker's setting from training
@@ -112,7 +114,9 @@ def validate_prune_job(cfg: PruneJobConfig) -> PruneJobConfig:
     require(cfg.budget in BUDGETS, "budget", cfg.budget, "|".join(BUDGETS))
     require(cfg.budget == "channels" or cfg.scope == "global", "scope", cfg.scope,
             "global (budget=flops ranks all groups together; use budget=channels for other scopes)")
-    for comp, r in cfg.per_component_ratios.items():
+    require(cfg.per_component_ratios is None or isinstance(cfg.per_component_ratios, dict), "per_component_ratios",
+            cfg.per_component_ratios, "a mapping component: ratio, e.g. {encoder:0.25,qs:0.5}")
+    for comp, r in (cfg.per_component_ratios or {}).items():
         require(is_ratio(r), f"per_component_ratios.{comp}", r, "a number in [0, 1)")
     require(not cfg.per_component_ratios or cfg.scope == "per_component", "scope", cfg.scope,
              "per_component (per_component_ratios is set)")
@@ -185,7 +189,9 @@ _NOT_IDENTITY = ("checkpoint", "run_dir", "skip_completed", "logger", "num_threa
 
 def job_identity_settings(job: PruneJobConfig) -> dict:
     """The settings that make a prune job's result (its run dir's identity, :mod:`tdmpc.run_dir`)."""
-    return {k: v for k, v in dataclasses.asdict(job).items() if k not in _NOT_IDENTITY}
+    settings = {k: v for k, v in dataclasses.asdict(job).items() if k not in _NOT_IDENTITY}
+    settings["per_component_ratios"] = settings["per_component_ratios"] or {}  # None and {} prune alike
+    return settings
 
 
 def claim_prune_dir(job: PruneJobConfig, run_dir: Path) -> Any:
@@ -286,6 +292,10 @@ def _run_claimed_job(job: PruneJobConfig, run_dir: Path) -> dict:
             f"{ckpt_path} holds no importance-tracker state, needed by metric={job.metric}; train with "
             f"pruning.enabled=true, or use metric=l1|l2|random"
         )
+    trained = tracking_config(saved_cfg.get("pruning") or {}).metrics if tracker_state is not None else []
+    if job.metric in tracked_metrics() and job.metric not in trained:
+        raise CheckpointError(f"{ckpt_path} was trained tracking pruning.metrics={trained}, not metric={job.metric}; "
+                              f"use one of them, or l1|l2|random, or train with metric {job.metric} tracked")
     trained_env_steps = int(state["counters"]["env_step"])
     ft_dict = _finetune_config(job, saved_cfg, trained_env_steps, run_dir)
     train_cfg: TrainConfig = validate(from_dict(TrainConfig, ft_dict))
@@ -333,6 +343,10 @@ def _run_claimed_job(job: PruneJobConfig, run_dir: Path) -> dict:
         if not job.prune_latent:
             scores = {name: s for name, s in scores.items() if name != "latent"}
         rows = plan_rows(model, train_cfg.planner) if job.budget == "flops" else None
+        known = sorted(model.components)
+        bad = sorted(set(job.per_component_ratios or {}) - set(known))
+        require(not bad, "per_component_ratios", job.per_component_ratios,
+                f"ratios of this model's components {'|'.join(known)} (unknown: {', '.join(bad)})")
         prune(model, scores, job.ratio, scope=job.scope, per_component_ratios=job.per_component_ratios or None,
               min_channels=job.min_channels, optimizers=[agent.optim, agent.pi_optim], prune_latent=job.prune_latent,
               cost_rows=rows)
