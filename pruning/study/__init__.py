@@ -9,6 +9,6 @@ It depends on both ``tdmpc`` and the core of ``pruning``; the core never imports
 | ``prune_job`` | ``scripts/prune.py``: prune a checkpoint, fine-tune, evaluate, measure, ``result.json`` |
 | ``sweep`` | Hydra helpers of prune sweeps (run-dir naming, failed-job callback) |
 | ``experiment`` | the main job (``scripts/experiment.py``): train -> prune sweeps -> report |
-| ``report`` / ``stats`` | ``scripts/report.py``: tables, plots, rliable statistics |
+| ``report`` / ``stats`` | ``scripts/report.py`` (parts: ``collect``, ``tables``, ``plots``, ``control_rate``, ``importance_report``); rliable statistics |
 | ``export`` / ``deploy_check`` | ``scripts/export.py``: ONNX export and the closed-loop check |
 """
