@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import pickle
 import subprocess
 import sys
@@ -453,3 +454,18 @@ def test_cli_out_that_is_a_file_or_cannot_be_created_exits_2_and_writes_nothing(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot be created" in err and str(taken) in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before and not (sweep / "report").exists()
+
+
+def test_run_dirs_moved_aside_are_kept_but_not_reported(sweep):
+    from pruning.study.collect import collect_results
+
+    results, _ = collect_results([sweep])
+    job = sweep / "cartpole-swingup_seed1" / "fisher_ratio0.5_seed1"
+    old = job.with_name(job.name + ".old-20261202-031500")  # superseded: its checkpoint changed
+    shutil.copytree(job, old)
+    data = json.loads((old / "result.json").read_text())
+    (old / "result.json").write_text(json.dumps({**data, "return_mean": 1.0}))
+    again, _ = collect_results([sweep])
+    assert len(again) == len(results) and 1.0 not in again["return_mean"].tolist()
+    alone, _ = collect_results([old])  # given as the folder itself, it is reported
+    assert alone["return_mean"].tolist() == [1.0]

@@ -84,6 +84,15 @@ def submitit_error(path: Path) -> str | None:
     return lines[-1] if lines else "error (no traceback)"
 
 
+def _current(root: Path, paths: Iterable[Path]) -> list[Path]:
+    """``paths`` (below ``root``) sorted, without those inside a run dir moved aside below ``root``
+    (``<run>.old-<time>``: superseded or overwritten jobs, kept but not reported;
+    :data:`tdmpc.run_dir.OLD_MARK`). A moved-aside dir given as ``root`` itself is reported."""
+    from tdmpc.run_dir import OLD_MARK
+
+    return sorted(p for p in paths if not any(OLD_MARK in part for part in p.relative_to(root).parts))
+
+
 def collect_results(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(results, failures)`` below ``dirs`` (see the module docstring for what counts as failed).
 
@@ -96,7 +105,7 @@ def collect_results(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
         if not d.is_dir():
             raise ReportError(f"not a folder: {d}")
         seen: set[Path] = set()
-        for path in sorted(d.rglob(RESULT_FILE)):
+        for path in _current(d, d.rglob(RESULT_FILE)):
             seen.add(path.parent)
             try:
                 data = json.loads(path.read_text())
@@ -111,7 +120,7 @@ def collect_results(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
             row["widths"] = json.dumps(row["widths"])
             row["run_dir"] = str(path.parent)
             rows.append(row)
-        for path in sorted(d.rglob(ERROR_FILE)):
+        for path in _current(d, d.rglob(ERROR_FILE)):
             if path.parent in seen:
                 continue
             seen.add(path.parent)
@@ -120,12 +129,12 @@ def collect_results(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
                 failures.append(failure(path.parent, str(info.get("error")), str(info.get("message"))))
             except (OSError, ValueError, AttributeError):
                 failures.append(failure(path.parent, "UnreadableError", f"unreadable {path.name}"))
-        for path in sorted(d.rglob(".hydra/config.yaml")):
+        for path in _current(d, d.rglob(".hydra/config.yaml")):
             run = path.parent.parent
             if run not in seen and _is_prune_job(run):
                 failures.append(failure(run, "NoResult", "no result.json or error.json (killed, timed out, "
                                                           "or still running)"))
-        for path in sorted(d.rglob(".submitit/*/*_result.pkl")):
+        for path in _current(d, d.rglob(".submitit/*/*_result.pkl")):
             message = submitit_error(path)
             if message is not None:
                 failures.append(failure(path.parent, "SubmititError", message))
@@ -154,7 +163,7 @@ def find_importance(dirs: Iterable[str | Path]) -> list[ImportanceRun]:
     """Every ``importance.parquet`` below ``dirs`` with its run's task (from the run's ``config.yaml``)."""
     runs = []
     for d in dirs:
-        for path in sorted(Path(d).rglob(IMPORTANCE_FILE)):
+        for path in _current(Path(d), Path(d).rglob(IMPORTANCE_FILE)):
             cfg = _yaml(path.parent / "config.yaml") or _yaml(path.parent / ".hydra" / "config.yaml") or {}
             runs.append(ImportanceRun(path=path, name="_".join(path.parent.parts[-2:]), task=cfg.get("task"),
                                       env_steps_per_update=_env_steps_per_update(path.parent)))
