@@ -76,3 +76,18 @@ def test_statistics_markdown_names_the_budget_and_n():
     lines = stats.statistics_markdown(stats.retained_returns(table()).assign(budget="flops"), "t")
     text = "\n".join(lines)
     assert "planned-action FLOPs removed" in text and "(n = 4)" in text and "P(X > Y)" in text
+
+
+def test_performance_profiles_are_the_fraction_of_runs_above_tau(tmp_path):
+    df = stats.retained_returns(table())
+    fig = stats.performance_profile_figure(df)
+    panels = fig.axes
+    assert [ax.get_title() for ax in panels] == ["ratio 0.25 (n = 4 runs)", "ratio 0.5 (n = 4 runs)"]
+    for ax, ratio in zip(panels, (0.25, 0.5)):
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        for metric in ("fisher", "l1"):
+            x = np.array(retained(metric, ratio))
+            want = [(x > tau).mean() for tau in stats.TAUS]
+            np.testing.assert_allclose(lines[metric].get_ydata(), want)
+    paths = stats.plot_performance_profiles(df, tmp_path, "pp")
+    assert [p.name for p in paths] == ["pp.png", "pp.svg"] and all(p.stat().st_size > 1000 for p in paths)

@@ -149,41 +149,44 @@ def auc_table(df: pd.DataFrame) -> pd.DataFrame:
                           "ci_low": float(ci[m][0][0]), "ci_high": float(ci[m][1][0])} for m in scores])
 
 
-def plot_performance_profiles(df: pd.DataFrame, out, stem: str = "performance_profile") -> list:
-    """One panel per ratio: fraction of runs with retained return > tau, per metric, with CI bands."""
-    import matplotlib
+TAUS = np.linspace(0, 120, 61)  # retained-return thresholds of the performance profiles (% of dense)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def performance_profile_figure(df: pd.DataFrame):
+    """One panel per ratio: fraction of runs with retained return > tau, per metric, with CI bands; the
+    Figure (``None`` without ratios)."""
     from rliable import library as rly
+
+    from pruning.study.plots import figure
 
     ratios = sorted(df["ratio"].unique())
     if not ratios:
-        return []
-    taus = np.linspace(0, 120, 61)
-    fig, axes = plt.subplots(1, len(ratios), figsize=(4.2 * len(ratios), 3.4), squeeze=False, sharey=True)
+        return None
+    fig, axes = figure(4.2 * len(ratios), 3.4, cols=len(ratios), sharey=True)
     for ax, ratio in zip(axes[0], ratios):
         scores, n = score_matrices(df[df["ratio"] == ratio])
         if n == 0:
             continue
-        prof, cis = rly.create_performance_profile(scores, taus, reps=REPS)
+        prof, cis = rly.create_performance_profile(scores, TAUS, reps=REPS)
         for metric in scores:
-            line, = ax.plot(taus, prof[metric], label=metric, lw=1.6 if metric in GRADIENT_METRICS else 1.0,
+            line, = ax.plot(TAUS, prof[metric], label=metric, lw=1.6 if metric in GRADIENT_METRICS else 1.0,
                             ls="-" if metric in GRADIENT_METRICS else "--")
-            ax.fill_between(taus, cis[metric][0], cis[metric][1], color=line.get_color(), alpha=0.15)
+            ax.fill_between(TAUS, cis[metric][0], cis[metric][1], color=line.get_color(), alpha=0.15)
         ax.set_title(f"ratio {ratio:g} (n = {n * next(iter(scores.values())).shape[1]} runs)")
         ax.set_xlabel("retained return τ (% of dense)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("fraction of runs > τ")
     axes[0][-1].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    paths = []
-    for ext in ("png", "svg"):
-        path = out / f"{stem}.{ext}"
-        fig.savefig(path, dpi=130)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return fig
+
+
+def plot_performance_profiles(df: pd.DataFrame, out, stem: str = "performance_profile") -> list:
+    """:func:`performance_profile_figure` as ``out/<stem>.{png,svg}``."""
+    from pruning.study.plots import save
+
+    fig = performance_profile_figure(df)
+    return [] if fig is None else save(fig, out, stem)
 
 
 def _ci(v: float, lo: float, hi: float, digits: int = 1) -> str:
