@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tdmpc.checkpoint import CheckpointError, load_checkpoint
-from tdmpc.config import ConfigError, TrainConfig, fixed_settings, to_dataclass, validate
+from tdmpc.config import ConfigError, TrainConfig, fixed_settings, to_dataclass, validate, with_task_defaults
 from tdmpc.run_dir import RunDirError, claim, identity, settings_diff
 
 #: Errors of the user's making: one line, exit code 2 (or an ``error.json`` in a multirun).
@@ -94,9 +94,8 @@ def _train(cfg: DictConfig, tcfg: TrainConfig, run_dir: Path, on_trainer: OnTrai
            section_defaults: dict | None = None) -> float | None:
     from tdmpc.trainer import Trainer
 
-    resolved = OmegaConf.structured(tcfg)
-    config_dict = OmegaConf.to_container(resolved)
-    settings = fixed_settings(config_dict)
+    config_dict = OmegaConf.to_container(OmegaConf.structured(tcfg))
+    settings = fixed_settings(config_dict)  # as the command says them (null: the task's default)
     with claim_train_dir(run_dir, tcfg, settings, section_defaults) as owned:
         if owned.moved_to is not None:
             _reopen_log_files(run_dir)
@@ -109,7 +108,8 @@ def _train(cfg: DictConfig, tcfg: TrainConfig, run_dir: Path, on_trainer: OnTrai
         except BaseException:
             owned.withdraw()
             raise
-        OmegaConf.save(resolved, run_dir / "config.yaml")
+        # resolved: presets and the task's defaults (action_repeat, seed_steps) as the trainer uses them
+        OmegaConf.save(OmegaConf.create(trainer.config_dict), run_dir / "config.yaml")
         save_hydra_config(cfg, run_dir)
         summary = trainer.train()
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
@@ -142,8 +142,8 @@ def _check_unowned(run_dir: Path, settings: dict) -> str | None:
         return f"{path} holds no training config"
     if "prune" in saved:
         return f"{path} is a prune job's checkpoint, not a training run's"
-    old = fixed_settings(saved)
-    diff = settings_diff(old, {k: settings.get(k) for k in old})
+    old = with_task_defaults(fixed_settings(saved))  # null (older runs) and resolved values compare equal
+    diff = settings_diff(old, with_task_defaults({k: settings.get(k) for k in old}))
     return "settings that cannot change differ from its checkpoint's: " + ", ".join(diff) if diff else None
 
 

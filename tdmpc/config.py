@@ -43,6 +43,36 @@ def fixed_settings(config: dict) -> dict:
     return {key: config[key] for key in FIXED_ON_RESUME if key in config}
 
 
+#: Settings whose ``None`` means "the task's default" (:func:`task_default`). Training resolves them when it
+#: starts and writes the values it uses into ``config.yaml`` and the checkpoint; the run dir's manifest
+#: keeps what the command said. An older record's ``None`` equals the resolved default (:func:`with_task_defaults`).
+TASK_DEFAULTS = ("action_repeat", "seed_steps")
+SEED_EPISODES = 5  # seed_steps=None: this many episodes of random actions (TD-MPC2)
+
+
+def task_default(task: str, key: str, action_repeat: int | None = None) -> int:
+    """The value ``key`` (one of :data:`TASK_DEFAULTS`) takes for ``task`` when the config says ``None``
+    (``seed_steps`` with the given ``action_repeat``; it builds the task's env to read its episode length)."""
+    from tdmpc.envs import default_action_repeat, make_env
+
+    if key == "action_repeat":
+        return default_action_repeat(task)
+    if key == "seed_steps":
+        return SEED_EPISODES * make_env(task, 0, action_repeat).max_episode_steps
+    raise KeyError(f"{key!r} is not one of {TASK_DEFAULTS}")
+
+
+def with_task_defaults(settings: dict) -> dict:
+    """A copy of a config dict (or its :func:`fixed_settings`) whose ``None`` :data:`TASK_DEFAULTS` are
+    replaced by the task's defaults, so that a record that says ``None`` compares equal to a resolved one."""
+    out = dict(settings)
+    if out.get("action_repeat") is None and "action_repeat" in out:
+        out["action_repeat"] = task_default(out["task"], "action_repeat")
+    if out.get("seed_steps") is None and "seed_steps" in out:
+        out["seed_steps"] = task_default(out["task"], "seed_steps", out.get("action_repeat"))
+    return out
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message is one line for the user."""
 
@@ -131,7 +161,7 @@ class TrainConfig:
     num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
     compile: bool = False  # torch.compile the update (optional, off by default)
     action_repeat: int | None = None  # None: per-task TD-MPC default (8 cartpole, 2 walker/finger, 4 else)
-    seed_steps: int | None = None  # env steps of random actions; None: max(1000, 5 episodes)
+    seed_steps: int | None = None  # env steps of random actions; None: SEED_EPISODES episodes of the task
     updates_per_step: float = 1.0  # gradient updates per agent step (after seeding)
     buffer_size: int = 1_000_000
     buffer_device: str = "auto"  # auto (= device) | cpu | cuda

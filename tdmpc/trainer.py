@@ -32,7 +32,7 @@ from tdmpc.checkpoint import (
     save_atomic,
     set_rng_states,
 )
-from tdmpc.config import TrainConfig
+from tdmpc.config import SEED_EPISODES, TrainConfig, task_default
 from tdmpc.envs import make_env
 from tdmpc.logger import Logger
 from tdmpc.stop_signals import EXIT_CODES, PretrainingStopped, StopSignals, TrainingInterrupted
@@ -95,7 +95,10 @@ class Trainer:
         buffer_device = self.device if cfg.buffer_device == "auto" else torch.device(cfg.buffer_device)
         self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, action_dim, cfg.planner.horizon, buffer_device)
         self.sample_rng = np.random.default_rng(cfg.seed)
-        self.seed_steps = cfg.seed_steps if cfg.seed_steps is not None else 5 * self.env.max_episode_steps
+        self.seed_steps = cfg.seed_steps if cfg.seed_steps is not None else SEED_EPISODES * self.env.max_episode_steps
+        # The values used, also where the config said null (the task's defaults): config.yaml, checkpoint, W&B.
+        cfg.action_repeat, cfg.seed_steps = self.env.action_repeat, self.seed_steps
+        self.config_dict = {**self.config_dict, "action_repeat": cfg.action_repeat, "seed_steps": cfg.seed_steps}
         self.step = 0  # agent steps
         self.env_step = 0
         self.episode = 0
@@ -157,7 +160,10 @@ class Trainer:
         """:meth:`load_checkpoint` from a checkpoint already in memory (see there)."""
         saved = state["config"]
         for key in ("task", "model_size", "action_repeat"):
-            if saved.get(key) != self.config_dict.get(key):
+            old = saved.get(key)
+            if key == "action_repeat" and old is None and saved.get("task") == self.cfg.task:
+                old = task_default(self.cfg.task, key)  # an older checkpoint: null was the task's default
+            if old != self.config_dict.get(key):
                 raise CheckpointError(
                     f"checkpoint was written with {key}={saved.get(key)!r}, this run has "
                     f"{key}={self.config_dict.get(key)!r}; use another run dir"

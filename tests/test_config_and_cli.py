@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import run_train_cli, tiny_cfg, tiny_cli
 
 from tdmpc.config import MODEL_SIZES, ConfigError, TrainConfig, validate
@@ -45,6 +46,17 @@ def test_bad_values_name_key_value_and_allowed(overrides, key):
     assert repr(value) in msg
 
 
+def test_task_defaults_replace_null_and_keep_explicit_values():
+    from tdmpc.config import with_task_defaults
+
+    assert with_task_defaults({"task": "cartpole-swingup", "action_repeat": None, "seed_steps": None}) == {
+        "task": "cartpole-swingup", "action_repeat": 8, "seed_steps": 5000}
+    assert with_task_defaults({"task": "walker-walk", "action_repeat": None, "seed_steps": 300}) == {
+        "task": "walker-walk", "action_repeat": 2, "seed_steps": 300}
+    assert with_task_defaults({"task": "cartpole-swingup", "action_repeat": 4}) == {
+        "task": "cartpole-swingup", "action_repeat": 4}
+
+
 def test_typo_in_task_suggests_the_right_name():
     with pytest.raises(ConfigError, match="did you mean 'cartpole-swingup'"):
         tiny_cfg(task="cartpole-swingupp")
@@ -77,6 +89,9 @@ def test_cli_trains_end_to_end_and_writes_run_files(tmp_path):
     assert evals["env_step"].tolist() == [2000]
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert ckpt["config"]["model"]["mlp_dim"] == 32 and ckpt["counters"]["env_step"] == 2000
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())  # fully resolved: the task's defaults too
+    assert (saved["action_repeat"], saved["seed_steps"]) == (8, ckpt["config"]["seed_steps"]) and saved["seed_steps"]
+    assert saved["model"]["num_q"] == 2 and saved["planner"]["iterations"] is not None
     assert "[eval]" in res.stdout
     # re-running the same run dir with more steps resumes from the checkpoint
     res = run_train_cli(tiny_cli(steps=3000, eval_freq=2000, checkpoint_freq=2000) + [f"hydra.run.dir={run_dir}", "logger=disabled"], tmp_path)

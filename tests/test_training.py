@@ -120,6 +120,32 @@ def test_resume_refuses_a_checkpoint_of_another_task(tmp_path):
         Trainer(tiny_cfg(task="cartpole-balance", steps=2000), tmp_path / "x").train()
 
 
+def test_the_trainer_resolves_the_task_defaults_into_its_config(tmp_path):
+    t = Trainer(tiny_cfg(seed_steps=None), tmp_path)  # action_repeat null too: cartpole's default 8
+    assert (t.cfg.action_repeat, t.cfg.seed_steps, t.seed_steps) == (8, 5000, 5000)  # 5 episodes of 1000
+    assert (t.config_dict["action_repeat"], t.config_dict["seed_steps"]) == (8, 5000)
+    assert t.state_dict()["config"]["seed_steps"] == 5000
+    w = Trainer(tiny_cfg(task="walker-walk", action_repeat=None, seed_steps=None), tmp_path / "w")
+    assert (w.cfg.action_repeat, w.cfg.seed_steps) == (2, 5000)
+
+
+def test_an_older_checkpoint_with_null_task_defaults_still_resumes(tmp_path):
+    import torch
+
+    _run(tmp_path, "old", 1000).train()
+    path = tmp_path / "old" / "checkpoint.pt"
+    state = load_checkpoint(path)
+    state["config"]["action_repeat"] = state["config"]["seed_steps"] = None  # as runs wrote it before
+    torch.save(state, path)
+    t = _run(tmp_path, "old", 2000)
+    t.load_checkpoint()
+    assert t.env_step == 1000 and t.config_dict["action_repeat"] == 8
+    state["config"]["action_repeat"] = 4  # an explicit other value is still refused
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="action_repeat=4"):
+        _run(tmp_path, "old", 2000).load_checkpoint()
+
+
 def test_an_interrupted_run_checkpoints_and_its_wandb_run_is_marked_failed(tmp_path, wandb_env):  # noqa: F811
     """A stop signal (here set by an update hook, as the SIGINT handler sets it) ends training at the episode
     end with a checkpoint; the W&B run gets the signal's exit code (130), not 0."""
