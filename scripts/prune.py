@@ -23,7 +23,8 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from pruning.study.prune_job import register_configs, run_prune_job_cli  # noqa: E402
+from pruning.study.prune_cli import run_prune_job_cli  # noqa: E402
+from pruning.study.prune_config import register_configs  # noqa: E402
 from pruning.study.sweep import register_resolvers  # noqa: E402
 from tdmpc.cli import one_line_hydra_errors  # noqa: E402
 

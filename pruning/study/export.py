@@ -270,7 +270,7 @@ def controller_spec(agent: Any, cfg: Any, env_spec: dict, checkpoint: Path | Non
     """The content of ``controller.json`` (see the module docstring); ``checkpoint`` may be ``None``."""
     import onnx
 
-    from pruning.study.prune_job import git_commit
+    from pruning.study.provenance import git_commit
 
     model, p = agent.model, cfg.planner
     planner = {k: getattr(p, k) for k in ("iterations", "horizon", "num_samples", "num_elites", "num_pi_trajs",
