@@ -91,3 +91,15 @@ def test_performance_profiles_are_the_fraction_of_runs_above_tau(tmp_path):
             np.testing.assert_allclose(lines[metric].get_ydata(), want)
     paths = stats.plot_performance_profiles(df, tmp_path, "pp")
     assert [p.name for p in paths] == ["pp.png", "pp.svg"] and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_bootstrap_cis_are_reproducible_whatever_the_global_rng():
+    df = stats.retained_returns(table())
+    np.random.seed(1)
+    first = stats.improvement_table(df), stats.iqm_table(df), stats.auc_table(df)
+    np.random.seed(2)
+    state = np.random.get_state()
+    second = stats.improvement_table(df), stats.iqm_table(df), stats.auc_table(df)
+    for a, b in zip(first, second):
+        pd.testing.assert_frame_equal(a, b)  # rliable resamples with the global RNG: seeded inside
+    assert np.array_equal(np.random.get_state()[1], state[1])  # and the caller's RNG state is restored

@@ -25,6 +25,7 @@ rliable does the bootstrap; nothing of it is re-implemented here. CIs use ``REPS
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -75,6 +76,19 @@ def score_matrices(df: pd.DataFrame, value: str = "retained") -> tuple[dict[str,
     return out, len(runs)
 
 
+@contextlib.contextmanager
+def seeded_global_rng(seed: int = SEED):
+    """numpy's global RNG seeded with ``seed`` inside the block, restored after it. rliable's stratified
+    bootstraps draw their resamples with ``np.random.choice`` (the global RNG), not from the
+    ``random_state`` they are given, so without this a report's CIs change from run to run."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def _interval(scores: dict, func) -> tuple[dict, dict]:
     import warnings
 
@@ -83,7 +97,7 @@ def _interval(scores: dict, func) -> tuple[dict, dict]:
     from absl import logging as absl_logging  # rliable logs one INFO line per estimate
 
     absl_logging.set_verbosity(absl_logging.WARNING)
-    with warnings.catch_warnings():  # arch warns that a RandomState (rliable's seeding API) is deprecated
+    with warnings.catch_warnings(), seeded_global_rng():  # arch warns that a RandomState is deprecated
         warnings.simplefilter("ignore", FutureWarning)
         return rly.get_interval_estimates(scores, func, reps=REPS, random_state=np.random.RandomState(SEED))
 
@@ -167,7 +181,8 @@ def performance_profile_figure(df: pd.DataFrame):
         scores, n = score_matrices(df[df["ratio"] == ratio])
         if n == 0:
             continue
-        prof, cis = rly.create_performance_profile(scores, TAUS, reps=REPS)
+        with seeded_global_rng():
+            prof, cis = rly.create_performance_profile(scores, TAUS, reps=REPS)
         for metric in scores:
             line, = ax.plot(TAUS, prof[metric], label=metric, lw=1.6 if metric in GRADIENT_METRICS else 1.0,
                             ls="-" if metric in GRADIENT_METRICS else "--")
