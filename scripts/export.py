@@ -6,7 +6,8 @@
 Writes policy.onnx, planner.onnx and controller.json next to the checkpoint (or into out=DIR), see
 pruning/study/export.py; check=true runs the exported controller (pruning/deploy.py, onnxruntime) in the task next
 to the PyTorch agent on the same env seeds, prints a table and writes check.json (pruning/study/deploy_check.py).
-Every key is in conf/export.yaml; bad settings or a missing checkpoint exit 2 with one line.
+Every key is in ExportConfig (pruning/study/export.py; conf/export.yaml sets only Hydra's options); bad settings
+or a missing checkpoint exit 2 with one line.
 """
 
 from __future__ import annotations
