@@ -261,6 +261,38 @@ def _fill_cost(bundles: list[_Bundle], ratio: float, cost: LinearCost, tolerance
         b.removed += 1
 
 
+def _clean_scores(groups: Sequence[Group], scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``scores`` as flat float64 CPU tensors, checked against ``groups`` (names, sizes, finite)."""
+    by_name = {g.name: g for g in groups}
+    unknown = [n for n in scores if n not in by_name]
+    if unknown:
+        raise ValueError(f"scores for unknown group(s) {unknown}; known groups: {sorted(by_name)}")
+    clean: dict[str, torch.Tensor] = {}
+    for name, s in scores.items():
+        t = torch.as_tensor(s).detach().to("cpu", torch.float64).flatten()
+        if t.numel() != by_name[name].size:
+            raise ValueError(f"group {name!r}: expected {by_name[name].size} scores, got {t.numel()}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"group {name!r}: scores must be finite")
+        clean[name] = t
+    return clean
+
+
+def _check_component_ratios(groups: Sequence[Group], per_component_ratios: Mapping[str, float] | None,
+                            scope: str) -> dict[str, float]:
+    """``per_component_ratios`` as a dict, checked (known components, valid ratios, the right scope)."""
+    components = {g.component for g in groups}
+    ratios = dict(per_component_ratios or {})
+    bad = [c for c in ratios if c not in components]
+    if bad:
+        raise ValueError(f"per_component_ratios: unknown component(s) {bad}; known: {sorted(components)}")
+    if ratios and scope != "per_component":
+        raise ValueError("per_component_ratios needs scope='per_component'")
+    for c, r in ratios.items():
+        _check_ratio(r, f"per_component_ratios[{c!r}]")
+    return ratios
+
+
 def select_channels(
     groups: Sequence[Group],
     scores: Mapping[str, torch.Tensor],
@@ -285,27 +317,8 @@ def select_channels(
     if cost is not None and (scope != "global" or per_component_ratios):
         raise ValueError(f"a cost budget ranks all groups together: scope must be 'global', got {scope!r}")
     _check_min_channels(min_channels)
-    by_name = {g.name: g for g in groups}
-    unknown = [n for n in scores if n not in by_name]
-    if unknown:
-        raise ValueError(f"scores for unknown group(s) {unknown}; known groups: {sorted(by_name)}")
-    clean: dict[str, torch.Tensor] = {}
-    for name, s in scores.items():
-        t = torch.as_tensor(s).detach().to("cpu", torch.float64).flatten()
-        if t.numel() != by_name[name].size:
-            raise ValueError(f"group {name!r}: expected {by_name[name].size} scores, got {t.numel()}")
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"group {name!r}: scores must be finite")
-        clean[name] = t
-    components = {g.component for g in groups}
-    ratios = dict(per_component_ratios or {})
-    bad = [c for c in ratios if c not in components]
-    if bad:
-        raise ValueError(f"per_component_ratios: unknown component(s) {bad}; known: {sorted(components)}")
-    if ratios and scope != "per_component":
-        raise ValueError("per_component_ratios needs scope='per_component'")
-    for c, r in ratios.items():
-        _check_ratio(r, f"per_component_ratios[{c!r}]")
+    clean = _clean_scores(groups, scores)
+    ratios = _check_component_ratios(groups, per_component_ratios, scope)
 
     bundles: list[_Bundle] = []
     seen: set[str] = set()

@@ -144,77 +144,92 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
 
 
 def _run_claimed(cfg: ExperimentConfig, out: Path) -> Path:
-    from pruning.study.stages import JobCounter, StageInterrupted, open_log, run_stages, say, stage_env
+    from pruning.study.stages import StageInterrupted, open_log, say
 
     log_path = out / "experiment.log"
     t0 = time.time()
-    py, env = sys.executable, stage_env()
-    common = [f"logger.wandb.mode={cfg.wandb_mode}", "logger.progress=false"]
     with open_log(log_path) as log:
-        # 1. Dense training with tracking of every metric.
-        n_train = len(cfg.tasks) * len(cfg.seeds)
-        say(f"[experiment] stage 1/3 training: {n_train} run(s) of {cfg.train_steps} env steps "
-            f"({', '.join(cfg.tasks)}; seeds {_csv(cfg.seeds)}); log: {log_path}", log)
-        train_dir = out / "train"
-        cmd = [py, str(ROOT / "scripts" / "train.py"), "-m", f"task={_csv(cfg.tasks)}", f"seed={_csv(cfg.seeds)}",
-               f"model_size={cfg.model_size}", f"steps={cfg.train_steps}", f"eval_freq={cfg.train_steps}",
-               f"eval_episodes={cfg.train_eval_episodes}", f"hydra.sweep.dir={train_dir}",
-               "hydra.sweep.subdir=${task}/seed${seed}", f"logger.wandb.group={cfg.name}",
-               f"num_threads={cfg.train_threads}", *common, *_launcher_args(cfg), *cfg.train_overrides]
         try:
-            run_stages([cmd], [log_path], "training stage", env=env, cwd=ROOT)
-        except StageInterrupted as err:
-            say(f"[experiment] {err}", log)
-            raise
-        ckpts = checkpoints(train_dir)
-        if len(ckpts) < n_train:
-            raise RuntimeError(f"training wrote {len(ckpts)} checkpoints, expected {n_train}")
-        t_train = time.time() - t0
-
-        # 2. Prune sweeps: the dense reference, then every metric x ratio; basic launcher -> `workers` processes.
-        prune_dir = out / "prune"
-        quoted = ",".join(f"'{p}'" for p in ckpts)  # Hydra override grammar: paths may hold = , etc.
-        base = [py, str(ROOT / "scripts" / "prune.py"), "-m", f"checkpoint={quoted}",
-                f"seed={_csv(cfg.prune_seeds)}", f"scope={cfg.scope}", f"budget={cfg.budget}",
-                f"finetune_steps={cfg.finetune_steps}", f"eval_episodes={cfg.eval_episodes}",
-                f"hydra.sweep.dir={prune_dir}", f"logger.wandb.group={cfg.name}", f"num_threads={cfg.num_threads}",
-                *common, *_launcher_args(cfg), *cfg.prune_overrides]
-        n = cfg.workers if cfg.launcher == "basic" else 1
-        chunks = [cfg.metrics[i::n] for i in range(n) if cfg.metrics[i::n]]
-        sweeps = [[*base, "metric=l1", "ratio=0"]] + [[*base, f"metric={_csv(c)}", f"ratio={_csv(cfg.ratios)}"]
-                                                       for c in chunks]
-        n_jobs = len(ckpts) * len(cfg.prune_seeds) * (1 + len(cfg.metrics) * len(cfg.ratios))
-        say(f"[experiment] stage 2/3 pruning: {n_jobs} jobs (dense + {len(cfg.metrics)} metrics x "
-            f"{len(cfg.ratios)} {cfg.budget} budgets, {len(ckpts)} checkpoint(s) x {len(cfg.prune_seeds)} "
-            f"fine-tuning seed(s)), {n} at a time", log)
-        counter = JobCounter("pruning", n_jobs, log)
-        try:
-            if n == 1:
-                for cmd in sweeps:
-                    run_stages([cmd], [log_path], "pruning stage", counter, env=env, cwd=ROOT)
-            else:
-                # Hand-rolled because Hydra's basic launcher is sequential and submitit_local starts every
-                # job at once (18+ processes on 2 cores): the dense reference first, then N concurrent
-                # basic sweeps into one sweep dir (their run dirs differ by their overrides), one log each.
-                run_stages(sweeps[:1], [log_path], "pruning stage", counter, env=env, cwd=ROOT)
-                logs = [log_path.with_name(f"{log_path.stem}.worker{i}.log") for i in range(len(sweeps) - 1)]
-                run_stages(sweeps[1:], logs, "pruning stage", counter, env=env, cwd=ROOT)
+            ckpts = _train_stage(cfg, out, log_path, log)
+            t_train = time.time() - t0
+            _prune_stage(cfg, out, ckpts, log_path, log)
         except StageInterrupted as err:
             say(f"[experiment] {err}", log)
             raise
         t_prune = time.time() - t0 - t_train
-
-        # 3. Report.
-        from pruning.study.report import print_summary, write_report
-
-        say("[experiment] stage 3/3 report", log)
-        report_dir = out / "report"
-        summary = write_report([out], report_dir)
-        log_report(report_dir, cfg.wandb_mode, group=cfg.name, config={"experiment": dataclasses.asdict(cfg)})
-        print_summary(summary, title=f"{cfg.name}: return vs FLOPs vs latency ({', '.join(cfg.tasks)})")
+        report_dir = _report_stage(cfg, out, log)
         say(f"\ntrain {t_train / 60:.1f} min, prune {t_prune / 60:.1f} min, total {(time.time() - t0) / 60:.1f} "
             f"min; report: {report_dir}", log)
     return out
+
+
+def _common(cfg: ExperimentConfig) -> list[str]:
+    return [f"logger.wandb.mode={cfg.wandb_mode}", "logger.progress=false", f"logger.wandb.group={cfg.name}",
+            *_launcher_args(cfg)]
+
+
+def _train_stage(cfg: ExperimentConfig, out: Path, log_path: Path, log: Any) -> list[Path]:
+    """1. Dense training with tracking of every metric; returns the checkpoints."""
+    from pruning.study.stages import run_stages, say, stage_env
+
+    n_train = len(cfg.tasks) * len(cfg.seeds)
+    say(f"[experiment] stage 1/3 training: {n_train} run(s) of {cfg.train_steps} env steps "
+        f"({', '.join(cfg.tasks)}; seeds {_csv(cfg.seeds)}); log: {log_path}", log)
+    train_dir = out / "train"
+    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", f"task={_csv(cfg.tasks)}",
+           f"seed={_csv(cfg.seeds)}", f"model_size={cfg.model_size}", f"steps={cfg.train_steps}",
+           f"eval_freq={cfg.train_steps}", f"eval_episodes={cfg.train_eval_episodes}", f"hydra.sweep.dir={train_dir}",
+           "hydra.sweep.subdir=${task}/seed${seed}", f"num_threads={cfg.train_threads}", *_common(cfg),
+           *cfg.train_overrides]
+    run_stages([cmd], [log_path], "training stage", env=stage_env(), cwd=ROOT)
+    ckpts = checkpoints(train_dir)
+    if len(ckpts) < n_train:
+        raise RuntimeError(f"training wrote {len(ckpts)} checkpoints, expected {n_train}")
+    return ckpts
+
+
+def _prune_stage(cfg: ExperimentConfig, out: Path, ckpts: list[Path], log_path: Path, log: Any) -> None:
+    """2. Prune sweeps: the dense reference, then every metric x ratio; basic launcher -> ``workers``
+    processes side by side."""
+    from pruning.study.stages import JobCounter, run_stages, say, stage_env
+
+    quoted = ",".join(f"'{p}'" for p in ckpts)  # Hydra override grammar: paths may hold = , etc.
+    base = [sys.executable, str(ROOT / "scripts" / "prune.py"), "-m", f"checkpoint={quoted}",
+            f"seed={_csv(cfg.prune_seeds)}", f"scope={cfg.scope}", f"budget={cfg.budget}",
+            f"finetune_steps={cfg.finetune_steps}", f"eval_episodes={cfg.eval_episodes}",
+            f"hydra.sweep.dir={out / 'prune'}", f"num_threads={cfg.num_threads}", *_common(cfg), *cfg.prune_overrides]
+    n = cfg.workers if cfg.launcher == "basic" else 1
+    chunks = [cfg.metrics[i::n] for i in range(n) if cfg.metrics[i::n]]
+    sweeps = [[*base, "metric=l1", "ratio=0"]] + [[*base, f"metric={_csv(c)}", f"ratio={_csv(cfg.ratios)}"]
+                                                   for c in chunks]
+    n_jobs = len(ckpts) * len(cfg.prune_seeds) * (1 + len(cfg.metrics) * len(cfg.ratios))
+    say(f"[experiment] stage 2/3 pruning: {n_jobs} jobs (dense + {len(cfg.metrics)} metrics x "
+        f"{len(cfg.ratios)} {cfg.budget} budgets, {len(ckpts)} checkpoint(s) x {len(cfg.prune_seeds)} "
+        f"fine-tuning seed(s)), {n} at a time", log)
+    counter, env = JobCounter("pruning", n_jobs, log), stage_env()
+    if n == 1:
+        for cmd in sweeps:
+            run_stages([cmd], [log_path], "pruning stage", counter, env=env, cwd=ROOT)
+        return
+    # Hand-rolled because Hydra's basic launcher is sequential and submitit_local starts every job at
+    # once (18+ processes on 2 cores): the dense reference first, then N concurrent basic sweeps into one
+    # sweep dir (their run dirs differ by their overrides), one log each.
+    run_stages(sweeps[:1], [log_path], "pruning stage", counter, env=env, cwd=ROOT)
+    logs = [log_path.with_name(f"{log_path.stem}.worker{i}.log") for i in range(len(sweeps) - 1)]
+    run_stages(sweeps[1:], logs, "pruning stage", counter, env=env, cwd=ROOT)
+
+
+def _report_stage(cfg: ExperimentConfig, out: Path, log: Any) -> Path:
+    """3. The report (results.csv, summary.md, plots, W&B report run) and the summary table."""
+    from pruning.study.report import print_summary, write_report
+    from pruning.study.stages import say
+
+    say("[experiment] stage 3/3 report", log)
+    report_dir = out / "report"
+    summary = write_report([out], report_dir)
+    log_report(report_dir, cfg.wandb_mode, group=cfg.name, config={"experiment": dataclasses.asdict(cfg)})
+    print_summary(summary, title=f"{cfg.name}: return vs FLOPs vs latency ({', '.join(cfg.tasks)})")
+    return report_dir
 
 
 def log_report(report_dir: Path, mode: str, group: str, config: dict, project: str = "ca-prune") -> str | None:
