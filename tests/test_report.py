@@ -469,3 +469,13 @@ def test_run_dirs_moved_aside_are_kept_but_not_reported(sweep):
     assert len(again) == len(results) and 1.0 not in again["return_mean"].tolist()
     alone, _ = collect_results([old])  # given as the folder itself, it is reported
     assert alone["return_mean"].tolist() == [1.0]
+
+
+def test_latency_setting_names_threads_and_clock():
+    from pruning.study.plots import latency_setting
+
+    one = pd.DataFrame({"latency_threads": [1, 1.0], "latency_clock": ["thread", "thread"]})
+    assert latency_setting(one) == "batch 1, 1 thread, thread clock"
+    mixed = pd.DataFrame({"latency_threads": [1, 4], "latency_clock": ["thread", "wall"]})
+    assert latency_setting(mixed) == "batch 1, 1 / 4 threads, thread / wall clock"
+    assert latency_setting(pd.DataFrame({"x": [1]})) == "batch 1"  # results written before these fields

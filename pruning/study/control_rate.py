@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pruning.study.plots import cost_axis, figure, n_label, save, slug
+from pruning.study.plots import cost_axis, figure, latency_setting, n_label, save, slug
 from pruning.study.tables import DENSE
 
 REFERENCE_HZ = (50, 100, 300)
@@ -44,19 +44,6 @@ def control_rate_points(results: pd.DataFrame) -> pd.DataFrame:
                      "hz": 1000.0 / med, "hz_low": 1000.0 / q75, "hz_high": 1000.0 / q25, "retained": rmed,
                      "retained_q25": r25, "retained_q75": r75})
     return pd.DataFrame(rows, columns=POINT_COLUMNS)
-
-
-def _setting(results: pd.DataFrame) -> str:
-    """How the latency was measured (``latency_threads`` / ``latency_clock`` of the results), e.g.
-    ``batch 1, 1 thread, thread clock``."""
-    parts = ["batch 1"]
-    threads = sorted({int(v) for v in pd.to_numeric(results.get("latency_threads", pd.Series(dtype=float))).dropna()})
-    if threads:
-        parts.append(f"{' / '.join(map(str, threads))} thread{'' if threads == [1] else 's'}")
-    clocks = sorted({str(v) for v in results.get("latency_clock", pd.Series(dtype=object)).dropna()})
-    if clocks:
-        parts.append(f"{' / '.join(clocks)} clock")
-    return ", ".join(parts)
 
 
 def control_rate_figure(points: pd.DataFrame, task: str, setting: str):
@@ -98,6 +85,6 @@ def plot_control_rate(results: pd.DataFrame, out: Path) -> list[Path]:
     paths: list[Path] = []
     for task, p in points.groupby("task", sort=True):
         p.to_csv(out / f"control_rate_{slug(task)}.csv", index=False)
-        fig = control_rate_figure(p, task, _setting(results[results["task"] == task]))
+        fig = control_rate_figure(p, task, latency_setting(results[results["task"] == task]))
         paths += save(fig, out, f"control_rate_{slug(task)}")
     return paths

@@ -125,7 +125,7 @@ def importance_figure(key: str, layers: pd.DataFrame, step_unit: str = UPDATES):
         images.append(ax.imshow(values, aspect="auto", cmap=cmap, interpolation="nearest", norm=norm))
         ax.set_yticks(range(len(order)), labels, fontsize=6)
         steps = pivot.columns.to_list()
-        ticks = np.linspace(0, len(steps) - 1, min(6, len(steps))).astype(int)
+        ticks = np.arange(len(steps)) if len(steps) <= 8 else np.linspace(0, len(steps) - 1, 6).astype(int)
         ax.set_xticks(ticks, [f"{steps[i]:,}" for i in ticks], fontsize=7)
         ax.set_title(f"{metric}: share of importance per layer (mean channel score / sum over layers)", fontsize=8)
     axes[-1, 0].set_xlabel(f"{step_unit} (snapshot)")

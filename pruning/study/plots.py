@@ -75,6 +75,19 @@ def n_label(counts: Sequence[int]) -> str:
     return f"n = {lo}" if lo == hi else f"n = {lo}–{hi}"
 
 
+def latency_setting(results: pd.DataFrame) -> str:
+    """How the latency was measured (``latency_threads`` / ``latency_clock`` of the results), e.g.
+    ``batch 1, 1 thread, thread clock``."""
+    parts = ["batch 1"]
+    threads = sorted({int(v) for v in pd.to_numeric(results.get("latency_threads", pd.Series(dtype=float))).dropna()})
+    if threads:
+        parts.append(f"{' / '.join(map(str, threads))} thread{'' if threads == [1] else 's'}")
+    clocks = sorted({str(v) for v in results.get("latency_clock", pd.Series(dtype=object)).dropna()})
+    if clocks:
+        parts.append(f"{' / '.join(clocks)} clock")
+    return ", ".join(parts)
+
+
 def pareto_front(cost: Sequence[float], value: Sequence[float]) -> list[int]:
     """Indices of the points no other point beats (lower-or-equal cost and higher value), by cost.
 
@@ -145,6 +158,8 @@ def plot_pareto(results: pd.DataFrame, out: Path) -> list[Path]:
     paths: list[Path] = []
     for task, t in results.groupby("task", sort=True):
         for col, scale, label, stem, iqr_col in PARETO_AXES:
+            if iqr_col is not None:
+                label = f"{label[:-1]}; {latency_setting(t)})"
             fig = pareto_figure(t, task, col, scale, label, iqr_col)
             paths += save(fig, out, f"{stem}_{slug(task)}")
     return paths
