@@ -11,7 +11,7 @@ from typing import Any
 import torch.nn as nn
 
 from benchmarks.argv import ArgvError, split_args
-from pruning.config import NORMALIZATIONS, SMOOTHINGS
+from pruning.config import NORMALIZATIONS, SMOOTHINGS, PruningConfigError, require
 from pruning.metrics import metric_names
 from pruning.prune import SCOPES
 
@@ -65,57 +65,57 @@ def _unique(v: list) -> bool:
     return isinstance(v, list) and len(v) > 0 and len(set(v)) == len(v)
 
 
-#: key -> (parse a command-line string, check the value, what is allowed).
-_KEYS: dict[str, tuple[Any, Any, str]] = {
-    "seeds": (int, lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "epochs": (int, lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "ratios": (lambda s: [float(x) for x in s.split(",")],
-               lambda v: _unique(v) and all(_num(r) and 0 < r < 1 for r in v), "distinct numbers in (0, 1)"),
-    "metrics": (lambda s: s.split(","), lambda v: _unique(v) and all(m in metric_names() for m in v),
-                f"distinct names of {'|'.join(metric_names())}"),
-    "finetune_epochs": (int, lambda v: _int(v) and v >= 0, "an integer >= 0"),
-    "scope": (str, lambda v: v in SCOPES, "|".join(SCOPES)),
-    "out": (str, lambda v: isinstance(v, str) and v.endswith(".json"), "a path ending in .json"),
-    "hidden": (lambda s: [int(x) for x in s.split(",")],
-               lambda v: isinstance(v, list) and len(v) > 0 and all(_int(h) and h >= 1 for h in v),
-               "a non-empty list of integers >= 1"),
-    "latent": (int, lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "act": (str, lambda v: v in ACTIVATIONS, "|".join(ACTIVATIONS)),
-    "lr": (float, lambda v: _num(v) and v > 0, "a number > 0"),
-    "batch_size": (int, lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "train_samples": (int, lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = all)"),
-    "test_fraction": (float, lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)"),
-    "data_seed": (int, lambda v: _int(v) and v >= 0, "an integer >= 0"),
-    "smoothing": (str, lambda v: v in SMOOTHINGS, "|".join(SMOOTHINGS)),
-    "normalize": (str, lambda v: v in NORMALIZATIONS, "|".join(NORMALIZATIONS)),
-    "threads": (int, lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "plot": (lambda s: {"true": True, "false": False}.get(s.lower(), s), lambda v: isinstance(v, bool), "true|false"),
-}
+def _csv(kind: type):
+    return lambda s: [kind(x) for x in s.split(",")]
 
 
-class ConfigError(ValueError):
-    """A benchmark key has an invalid value; the message is one line."""
+#: How a command-line string becomes a value (lists are comma-separated); the checks are in :func:`validate`.
+_PARSE: dict[str, Any] = {"ratios": _csv(float), "metrics": _csv(str), "hidden": _csv(int),
+                          "plot": lambda s: {"true": True, "false": False}.get(s.lower(), s)}
+
+#: Errors of this benchmark's settings: the pruning package's config error (one line: key, value, allowed).
+ConfigError = PruningConfigError
 
 
 def validate(cfg: AutoencoderConfig) -> AutoencoderConfig:
     """Check every key; raises :class:`ConfigError` ``invalid config: key=value; allowed: ...``."""
-    for f in dataclasses.fields(cfg):
-        _, ok, allowed = _KEYS[f.name]
-        if not ok(getattr(cfg, f.name)):
-            raise ConfigError(f"invalid config: {f.name}={getattr(cfg, f.name)!r}; allowed: {allowed}")
+    c = cfg
+    for key in ("seeds", "epochs", "latent", "batch_size", "threads"):
+        require(_int(getattr(c, key)) and getattr(c, key) >= 1, key, getattr(c, key), "an integer >= 1")
+    require(_unique(c.ratios) and all(_num(r) and 0 < r < 1 for r in c.ratios), "ratios", c.ratios,
+            "distinct numbers in (0, 1)")
+    require(_unique(c.metrics) and all(m in metric_names() for m in c.metrics), "metrics", c.metrics,
+            f"distinct names of {'|'.join(metric_names())}")
+    require(_int(c.finetune_epochs) and c.finetune_epochs >= 0, "finetune_epochs", c.finetune_epochs, "an integer >= 0")
+    require(c.scope in SCOPES, "scope", c.scope, "|".join(SCOPES))
+    require(isinstance(c.out, str) and c.out.endswith(".json"), "out", c.out, "a path ending in .json")
+    require(isinstance(c.hidden, list) and len(c.hidden) > 0 and all(_int(h) and h >= 1 for h in c.hidden),
+            "hidden", c.hidden, "a non-empty list of integers >= 1")
+    require(c.act in ACTIVATIONS, "act", c.act, "|".join(ACTIVATIONS))
+    require(_num(c.lr) and c.lr > 0, "lr", c.lr, "a number > 0")
+    require(_int(c.train_samples) and c.train_samples >= 0, "train_samples", c.train_samples, "an integer >= 0 (0 = all)")
+    require(_num(c.test_fraction) and 0 < c.test_fraction < 1, "test_fraction", c.test_fraction, "a number in (0, 1)")
+    require(_int(c.data_seed) and c.data_seed >= 0, "data_seed", c.data_seed, "an integer >= 0")
+    require(c.smoothing in SMOOTHINGS, "smoothing", c.smoothing, "|".join(SMOOTHINGS))
+    require(c.normalize in NORMALIZATIONS, "normalize", c.normalize, "|".join(NORMALIZATIONS))
+    require(isinstance(c.plot, bool), "plot", c.plot, "true|false")
     return cfg
 
 
 def parse_args(argv: list[str]) -> AutoencoderConfig:
-    """``key=value`` arguments -> validated config; unknown keys and bad values raise :class:`ConfigError`."""
+    """``key=value`` arguments -> validated config; unknown keys and bad values raise :class:`ConfigError`.
+
+    A string that does not convert to the key's type is kept as it is, so :func:`validate` names it."""
+    fields = {f.name: f.type for f in dataclasses.fields(AutoencoderConfig)}
     try:
-        raw = split_args(argv, _KEYS)  # the benchmarks' one argv parser; the values are converted here
+        raw = split_args(argv, fields)  # the benchmarks' one argv parser
     except ArgvError as err:
         raise ConfigError(str(err)) from None
     values: dict[str, Any] = {}
     for k, v in raw.items():
+        parse = _PARSE.get(k, {"int": int, "float": float}.get(fields[k], str))
         try:
-            values[k] = _KEYS[k][0](v)
+            values[k] = parse(v)
         except ValueError:
-            raise ConfigError(f"invalid config: {k}={v!r}; allowed: {_KEYS[k][2]}") from None
+            values[k] = v
     return validate(AutoencoderConfig(**values))
