@@ -27,18 +27,19 @@ Mechanics (the cost is paid in every update, so it is kept to a few tensor opera
   copy that does; values are unchanged) and registers a tensor hook on it;
 - the tensor hook forms ``x * grad``, sums it over the positions of each sample (one ``sum`` over the
   leading dimension when a call holds several rows per sample) and writes it into the consumer's
-  columns of one preallocated float64 buffer ``(S, W)`` (``W``: the input columns of all consumers):
-  the first call of an update copies, later calls add. Nothing else happens per call: no Python loop
-  over channels or groups, no host synchronisation;
+  preallocated buffer ``(members, S, in)`` (in the input's dtype, float32 in training; reused from
+  update to update): the first call of an update writes, later calls add. Nothing else happens per
+  call: no Python loop over channels or groups, no host synchronisation;
 - an **ensemble evaluated as one stacked call** (a module with ``stacked_linears()`` and
   ``register_stacked_input_hook(index, hook)``, e.g. the TD-MPC ``QEnsemble``) gets one hook per
   stacked layer on its stacked input ``(E, N, F)`` instead of one per member: member ``e``'s columns lie
-  side by side in the buffer and one product and reduction serve every member. Members of a model
+  side by side in one buffer and one product and reduction serve every member. Members of a model
   given without its ``model`` fall back to member pre-hooks, which the ensemble then runs itself;
 - :class:`Capture` (what :meth:`GateCapture.take` returns) reduces the buffer only when asked: the
   per-channel mean :math:`\frac1S\sum_i d_{i,c}` and mean square :math:`\frac1S\sum_i d_{i,c}^2` (one
-  column reduction each, then one ``index_add_`` onto the channels; a channel read by several consumers,
-  such as the latent, first sums its columns per sample), or the full ``(S, C)`` matrix.
+  reduction over samples per buffer, in the buffer's dtype, then one float64 ``index_add_`` onto the
+  channels; a channel read by several consumers, such as the latent, first sums its columns per sample),
+  or the full ``(S, C)`` matrix.
 
 Nothing happens while gradients are not recorded (``no_grad`` acting and planning).
 """
@@ -54,20 +55,15 @@ from pruning.groups import Group
 
 
 class _Block:
-    """The buffer columns ``start .. start + members * width`` of one consumer (``members=1``) or of one
-    stacked call of an ensemble's member ``nn.Linear`` s (member ``e`` at ``start + e * width``)."""
+    """One consumer ``nn.Linear`` (``members=1``) or one stacked call of an ensemble's member ``nn.Linear`` s:
+    its buffer ``(members, S, width)`` and its columns ``start .. start + members * width`` of the flat
+    column order (member ``e`` at ``start + e * width``) that ``GateCapture._dst`` maps onto channels."""
 
-    __slots__ = ("start", "members", "width", "stacked")
+    __slots__ = ("index", "start", "members", "width", "stacked", "multi")
 
-    def __init__(self, start: int, members: int, width: int, stacked: bool):
-        self.start, self.members, self.width, self.stacked = start, members, width, stacked
-
-    def view(self, buf: torch.Tensor) -> torch.Tensor:
-        """``(members, S, width)`` view of the block's columns of ``buf`` ``(S, W)`` (or ``(W,)``)."""
-        cols = buf[..., self.start: self.start + self.members * self.width]
-        if buf.dim() == 1:
-            return cols.view(self.members, self.width)
-        return cols.view(buf.shape[0], self.members, self.width).transpose(0, 1)
+    def __init__(self, index: int, start: int, members: int, width: int, stacked: bool):
+        self.index, self.start, self.members, self.width, self.stacked = index, start, members, width, stacked
+        self.multi: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (member, columns, multi-channel rank)
 
 
 class Capture:
@@ -78,61 +74,57 @@ class Capture:
     ``activation_sq``: ``(C,)`` mean squared activation of every channel over all positions where it
     was read (only with ``activations=True``). Each is ``None`` where nothing was captured.
 
-    The values live in the capture's buffer until the next update's first backward call overwrites it:
+    The values live in the capture's buffers until the next update's first backward call overwrites them:
     read them before that (the tracker does, in ``step``); a later read raises ``RuntimeError``.
     """
 
-    def __init__(self, owner: GateCapture | None = None, generation: int = -1, buf: torch.Tensor | None = None,
-                 act: torch.Tensor | None = None):
-        self._owner, self._generation, self._buf, self._act = owner, generation, buf, act
+    def __init__(self, owner: GateCapture | None = None, generation: int = -1,
+                 bufs: list[torch.Tensor] | None = None, act: list[torch.Tensor] | None = None):
+        self._owner, self._generation, self._bufs, self._act = owner, generation, bufs, act
         self._cache: dict[str, torch.Tensor] = {}
 
     @property
     def empty(self) -> bool:
-        return self._buf is None and self._act is None
+        return self._bufs is None and self._act is None
 
-    def _check(self) -> None:
-        if self._owner is not None and self._owner._generation != self._generation:
-            raise RuntimeError("gate capture: this update's values were overwritten by a later backward pass "
-                               "(read a Capture before the next update)")
-
-    def _cached(self, key: str, fn) -> torch.Tensor | None:
+    def _get(self, key: str, fn, source) -> torch.Tensor | None:
+        if source is None:
+            return None
         if key not in self._cache:
-            self._check()
+            if self._owner._generation != self._generation:
+                raise RuntimeError("gate capture: this update's values were overwritten by a later backward "
+                                   "pass (read a Capture before the next update)")
             self._cache[key] = fn()
         return self._cache[key]
 
     @property
     def samples(self) -> int | None:
-        return None if self._buf is None else self._buf.shape[0]
+        return None if self._bufs is None else self._bufs[0].shape[1]
 
     @property
     def gates(self) -> torch.Tensor | None:
-        if self._buf is None:
-            return None
-        return self._cached("gates", lambda: self._owner._to_channels(self._buf, dim=1) * self._buf.shape[0])
+        def full():
+            s = self.samples
+            cols = torch.cat([b.transpose(0, 1).reshape(s, -1) for b in self._bufs], 1).to(torch.float64)
+            return self._owner._to_channels(cols, dim=1) * s
+        return self._get("gates", full, self._bufs)
 
     @property
     def mean(self) -> torch.Tensor | None:
-        if self._buf is None:
-            return None
-        return self._cached("mean", lambda: self._owner._to_channels(self._buf.sum(0)))
+        def mean():
+            return self._owner._to_channels(torch.cat([b.sum(1).flatten() for b in self._bufs]).to(torch.float64))
+        return self._get("mean", mean, self._bufs)
 
     @property
     def sq_mean(self) -> torch.Tensor | None:
-        if self._buf is None:
-            return None
-        return self._cached("sq_mean", lambda: self._owner._sq_mean(self._buf))
+        return self._get("sq_mean", lambda: self._owner._sq_mean(self._bufs), self._bufs)
 
     @property
     def activation_sq(self) -> torch.Tensor | None:
-        if self._act is None:
-            return None
-
         def reduce():
-            act = self._owner._to_channels(self._act, dim=1)
+            act = self._owner._to_channels(torch.cat([a.flatten(1) for a in self._act], 1), dim=1)
             return act[0] / act[1].clamp_min(1)
-        return self._cached("activation_sq", reduce)
+        return self._get("activation_sq", reduce, self._act)
 
 
 class GateCapture:
@@ -163,16 +155,14 @@ class GateCapture:
         dst: list[torch.Tensor] = []
         self._blocks: list[_Block] = []
         self._handles = []
-        width_total = 0
         for owner, index, linears in units:
             width = linears[0].weight.shape[1]
-            block = _Block(width_total, len(linears), width, owner is not None)
+            block = _Block(len(self._blocks), sum(len(d) for d in dst), len(linears), width, owner is not None)
             for m in linears:
                 d = torch.full((width,), num_channels, dtype=torch.long)
                 for col, w, flat in spans.get(m, []):
                     d[col: col + w] = torch.arange(flat, flat + w)
                 dst.append(d)
-            width_total += block.members * width
             self._blocks.append(block)
             if owner is None:
                 self._handles.append(linears[0].register_forward_pre_hook(
@@ -181,19 +171,10 @@ class GateCapture:
                 self._handles.append(owner.register_stacked_input_hook(
                     index, lambda h, members, b=block: self._probe(b, h, members) if torch.is_grad_enabled() else None))
         self._dst = torch.cat(dst) if dst else torch.zeros(0, dtype=torch.long)
-        self.width = width_total
-        # Channels read by several consumer columns (a coupled dimension): per sample, their columns are
-        # summed before squaring.
-        reads = torch.bincount(self._dst, minlength=num_channels + 1)[:num_channels]
-        multi = torch.nonzero(reads > 1).flatten()
-        rank = torch.full((num_channels + 1,), -1, dtype=torch.long)
-        rank[multi] = torch.arange(len(multi))
-        self._multi = multi
-        self._multi_cols = torch.nonzero(rank[self._dst] >= 0).flatten()
-        self._multi_dst = rank[self._dst][self._multi_cols]
-        self._buf: torch.Tensor | None = None  # (S, W) float64
-        self._act: torch.Tensor | None = None  # (2, W): sum of x^2, number of positions
-        self._written: set[int] = set()  # ids of the blocks written in this update
+        self._plan_multi()
+        self._bufs: list[torch.Tensor | None] = [None] * len(self._blocks)  # (members, S, width) each
+        self._act: list[torch.Tensor] | None = None  # (2, members, width) each: sum of x^2, positions
+        self._written: set[int] = set()  # indices of the blocks written in this update
         self._generation = 0
 
     @staticmethod
@@ -207,6 +188,21 @@ class GateCapture:
                     if any(m in spans for m in linears):
                         out.append((mod, index, tuple(linears)))
         return out
+
+    def _plan_multi(self) -> None:
+        """Channels read by several consumer columns (a coupled dimension): per sample, their columns are
+        summed before squaring. ``_multi``: those channels; each block lists its columns of them."""
+        n = self.num_channels
+        reads = torch.bincount(self._dst, minlength=n + 1)[:n]
+        self._multi = torch.nonzero(reads > 1).flatten()
+        rank = torch.full((n + 1,), -1, dtype=torch.long)
+        rank[self._multi] = torch.arange(len(self._multi))
+        for b in self._blocks:
+            for e in range(b.members):
+                r = rank[self._dst[b.start + e * b.width: b.start + (e + 1) * b.width]]
+                cols = torch.nonzero(r >= 0).flatten()
+                if len(cols):
+                    b.multi.append((e, cols, r[cols]))
 
     # ------------------------------------------------------------------------------ hooks
     def _pre_hook(self, block: _Block, args: tuple):
@@ -222,15 +218,17 @@ class GateCapture:
         alias.register_hook(lambda grad: self._add(block, value, members, grad))
         return alias
 
-    def _buffer(self, s: int, device: torch.device) -> torch.Tensor:
-        buf = self._buf
-        if buf is not None and buf.shape[0] == s and buf.device == device:
+    def _buffer(self, b: _Block, s: int, like: torch.Tensor) -> torch.Tensor:
+        buf = self._bufs[b.index]
+        if buf is not None and buf.shape[1] == s and buf.device == like.device:
             return buf
-        if self._written:
+        other = next((self._bufs[i] for i in self._written), None)
+        if other is not None and other.shape[1] != s:
             raise RuntimeError(f"gate capture: calls of one update disagree on the number of samples "
-                               f"({buf.shape[0]} vs {s}); pass samples=<batch size>")
-        self._buf = torch.empty(s, self.width, dtype=torch.float64, device=device)
-        return self._buf
+                               f"({other.shape[1]} vs {s}); pass samples=<batch size>")
+        dtype = torch.promote_types(like.dtype, torch.float32)
+        buf = self._bufs[b.index] = torch.empty(b.members, s, b.width, dtype=dtype, device=like.device)
+        return buf
 
     def _add(self, b: _Block, x: torch.Tensor, members: list[int] | None, grad: torch.Tensor) -> None:
         lead = x.shape[0] if b.stacked else 1  # members in this call
@@ -241,50 +239,56 @@ class GateCapture:
                                f"samples={s}; the batch must be the innermost leading dimension")
         if not self._written:  # first call of an update: what a previous Capture reads is overwritten
             self._generation += 1
-        buf = self._buffer(s, x.device)
-        prod = (x * grad).reshape(lead, rows // s, s, b.width)
-        per = prod[:, 0] if rows == s else prod.sum(1)  # (lead, S, width)
-        view = b.view(buf)
-        first = id(b) not in self._written
+        buf = self._buffer(b, s, x)
+        xs = x.reshape(lead, rows // s, s, b.width)
+        gs = grad.reshape(lead, rows // s, s, b.width)
+        first = b.index not in self._written
         if members is None or members == list(range(b.members)):
+            # sum over the positions r of each sample, fused: buf (+)= x_r * g_r, no temporaries
             if first:
-                view.copy_(per)
+                torch.mul(xs[:, 0], gs[:, 0], out=buf)
             else:
-                view.add_(per)
+                buf.addcmul_(xs[:, 0], gs[:, 0])
+            for r in range(1, rows // s):
+                buf.addcmul_(xs[:, r], gs[:, r])
         else:  # a subset of an ensemble's members, in the order given
             if first:
-                view.zero_()
-            view.index_add_(0, torch.as_tensor(members, device=buf.device), per.to(buf.dtype))
-        self._written.add(id(b))
+                buf.zero_()
+            per = (xs * gs).sum(1).to(buf.dtype)  # (lead, S, width)
+            buf.index_add_(0, torch.as_tensor(members, device=buf.device), per)
+        self._written.add(b.index)
         if self.activations:
             self._add_activations(b, x, members, rows, lead)
 
     def _add_activations(self, b: _Block, x: torch.Tensor, members: list[int] | None, rows: int, lead: int) -> None:
-        if self._act is None or self._act.device != x.device:
-            self._act = torch.zeros(2, self.width, dtype=torch.float64, device=x.device)
+        if self._act is None:
+            self._act = [torch.zeros(2, k.members, k.width, dtype=torch.float64, device=x.device)
+                         for k in self._blocks]
         sq = x.reshape(lead, rows, b.width).square().sum(1).to(torch.float64)  # (lead, width)
-        idx = torch.arange(lead) if members is None else torch.as_tensor(members)
-        b.view(self._act[0]).index_add_(0, idx.to(x.device), sq)
-        b.view(self._act[1]).index_add_(0, idx.to(x.device), torch.full_like(sq, rows))
+        idx = (torch.arange(lead) if members is None else torch.as_tensor(members)).to(x.device)
+        self._act[b.index][0].index_add_(0, idx, sq)
+        self._act[b.index][1].index_add_(0, idx, torch.full_like(sq, rows))
 
     # ------------------------------------------------------------------------------ reductions
     def _to_channels(self, cols: torch.Tensor, dim: int = 0) -> torch.Tensor:
-        """Sum columns (along ``dim``, length ``W``) onto the channels they belong to."""
+        """Sum columns (along ``dim``, in block order) onto the channels they belong to."""
         dst = self._dst.to(cols.device)
         shape = list(cols.shape)
         shape[dim] = self.num_channels + 1
         out = torch.zeros(shape, dtype=cols.dtype, device=cols.device).index_add_(dim, dst, cols)
         return out.narrow(dim, 0, self.num_channels)
 
-    def _sq_mean(self, buf: torch.Tensor) -> torch.Tensor:
+    def _sq_mean(self, bufs: list[torch.Tensor]) -> torch.Tensor:
         """``(C,)`` :math:`\\frac1S\\sum_i d_{i,c}^2` with :math:`d = S\\cdot` buffer."""
-        s = buf.shape[0]
-        sq = self._to_channels(torch.linalg.vector_norm(buf, dim=0).square())
+        s = bufs[0].shape[1]
+        sq = self._to_channels(torch.cat([torch.linalg.vecdot(b, b, dim=1).flatten() for b in bufs]).to(torch.float64))
         if len(self._multi):
-            cols = buf.index_select(1, self._multi_cols.to(buf.device))
-            per = torch.zeros(s, len(self._multi), dtype=buf.dtype, device=buf.device)
-            per.index_add_(1, self._multi_dst.to(buf.device), cols)
-            sq[self._multi.to(buf.device)] = per.square().sum(0)
+            dev = bufs[0].device
+            per = torch.zeros(s, len(self._multi), dtype=bufs[0].dtype, device=dev)
+            for b in self._blocks:
+                for e, cols, rank in b.multi:
+                    per.index_add_(1, rank.to(dev), bufs[b.index][e].index_select(1, cols.to(dev)))
+            sq[self._multi.to(dev)] = torch.linalg.vecdot(per, per, dim=0).to(torch.float64)
         return sq * s
 
     # ------------------------------------------------------------------------------ per update
@@ -292,12 +296,17 @@ class GateCapture:
         """What was captured since the last reset (see :class:`Capture`); resets."""
         if not self._written and self._act is None:
             return Capture()
-        buf = self._buf if self._written else None
-        if buf is not None:
+        bufs = None
+        if self._written:
+            like = self._bufs[next(iter(self._written))]
             for b in self._blocks:
-                if id(b) not in self._written:  # not called in this update: no evidence, zero
-                    b.view(buf).zero_()
-        cap = Capture(self, self._generation, buf, self._act)
+                if b.index not in self._written:  # not called in this update: no evidence, zero
+                    buf = self._bufs[b.index]
+                    if buf is None or buf.shape[1] != like.shape[1]:
+                        buf = self._bufs[b.index] = like.new_empty(b.members, like.shape[1], b.width)
+                    buf.zero_()
+            bufs = list(self._bufs)
+        cap = Capture(self, self._generation, bufs, self._act)
         self._written = set()
         self._act = None
         return cap
@@ -312,4 +321,4 @@ class GateCapture:
             h.remove()
         self._handles = []
         self.reset()
-        self._buf = None
+        self._bufs = [None] * len(self._blocks)
