@@ -92,9 +92,8 @@ def seeded_global_rng(seed: int = SEED):
 def _interval(scores: dict, func) -> tuple[dict, dict]:
     import warnings
 
-    from rliable import library as rly
-
     from absl import logging as absl_logging  # rliable logs one INFO line per estimate
+    from rliable import library as rly
 
     absl_logging.set_verbosity(absl_logging.WARNING)
     with warnings.catch_warnings(), seeded_global_rng():  # arch warns that a RandomState is deprecated
