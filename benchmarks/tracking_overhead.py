@@ -1,24 +1,29 @@
 """Cost of importance tracking: one TD-MPC update with and without ``ImportanceTracker.step``.
 
     python benchmarks/tracking_overhead.py                   # cpu preset, every registered metric, 2 threads
-    python benchmarks/tracking_overhead.py threads=1 repeats=30 number=4
+    python benchmarks/tracking_overhead.py threads=1 repeats=30 number=4 gate_interval=10
 
 Same process, same agent, same replay buffer (cartpole-swingup shapes, as benchmarks/train_speed.py).
-Each repeat times ``number`` updates without the tracker (its gate hooks removed) and ``number`` updates
-with the gate hooks capturing activations x output-gradients, each followed by ``tracker.step`` with ``torch.utils.benchmark.Timer.timeit``, in alternating order (interleaved, so
-machine noise hits both alike); the result is the median (and IQR) over repeats of the per-update time,
-and ``overhead_pct = 100 * (median_with / median_without - 1)``. Because the difference is small next
-to the noise of a shared machine, ``tracker.step`` alone is also timed (``blocked_autorange``, after an
-update so that every ``.grad`` is populated) and reported relative to the update (``step_pct``).
-Snapshots (every ``snapshot_interval`` updates, not per step) are timed separately.
-Writes benchmarks/results/tracking_overhead.json.
+Each repeat runs ``number`` updates without the tracker (its gate hooks removed) and ``number`` updates
+with the gate hooks capturing activations x output-gradients, each followed by ``tracker.step``, in
+alternating order (interleaved, so machine noise hits both alike); each block is timed by the wall clock
+and by the process's CPU time (``time.process_time``: on a machine shared with other work it counts the
+CPU this process got rather than the time it waited for a core). The result is the median (and IQR) over
+repeats of the per-update time, ``overhead_pct = 100 * (median_with / median_without - 1)`` (wall clock)
+and ``overhead_cpu_pct`` (CPU time), with the load average before and after the run. Because the
+difference is small next to the noise of a shared machine, ``tracker.step`` alone is also timed
+(``blocked_autorange``, after an update so that every ``.grad`` is populated) and reported relative to the
+update (``step_pct``). Snapshots (every ``snapshot_interval`` updates, not per step) are timed separately.
+Writes benchmarks/results/tracking_overhead.json (``out=<name>`` for another file name in that folder).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +48,7 @@ def _stats(x: list[float]) -> dict:
 
 def main(argv: list[str]) -> dict:
     args = {"model_size": "cpu", "threads": "2", "repeats": "20", "number": "3", "min_run_time": "2",
-            "metrics": ",".join(metric_names()), "gate_interval": "1"}
+            "metrics": ",".join(metric_names()), "gate_interval": "1", "out": "tracking_overhead.json"}
     for a in argv:
         k, _, v = a.partition("=")
         if k not in args:
@@ -66,21 +71,29 @@ def main(argv: list[str]) -> dict:
         counter[0] += 1
         tracker.step(counter[0])
 
-    timers = {
-        "without": Timer("f()", globals={"f": update}, num_threads=threads),
-        "with": Timer("f()", globals={"f": update_and_track}, num_threads=threads),
-    }
+    def block(fn) -> tuple[float, float]:
+        """Per-update wall-clock and CPU seconds of ``number`` calls of ``fn``."""
+        w0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(number):
+            fn()
+        return (time.perf_counter() - w0) / number, (time.process_time() - c0) / number
+
+    load_before = os.getloadavg()
     for f in (update, update_and_track, update, update_and_track):  # warm-up
         f()
     times: dict[str, list[float]] = {"without": [], "with": []}
+    cpu: dict[str, list[float]] = {"without": [], "with": []}
     for r in range(repeats):
         order = ("without", "with") if r % 2 == 0 else ("with", "without")
         for name in order:
             if name == "without" or tcfg.gate_interval == 1:  # without: no gate hooks either
                 tracker.set_capture(name == "with")
-            times[name].append(timers[name].timeit(number).mean)
+            wall, proc = block(update if name == "without" else update_and_track)
+            times[name].append(wall)
+            cpu[name].append(proc)
         print(f"repeat {r + 1}/{repeats}: without {times['without'][-1] * 1e3:7.1f} ms, "
               f"with {times['with'][-1] * 1e3:7.1f} ms", flush=True)
+    load_after = os.getloadavg()
 
     update()  # fresh gradients for the direct timing
     step = Timer("t.step(1)", globals={"t": tracker}, num_threads=threads).blocked_autorange(
@@ -90,6 +103,8 @@ def main(argv: list[str]) -> dict:
 
     without, with_ = _stats(times["without"]), _stats(times["with"])
     overhead = 100.0 * (with_["median_ms"] / without["median_ms"] - 1.0)
+    cpu_without, cpu_with = _stats(cpu["without"]), _stats(cpu["with"])
+    overhead_cpu = 100.0 * (cpu_with["median_ms"] / cpu_without["median_ms"] - 1.0)
     step_ms = step.median * 1e3
     step_pct = 100.0 * step_ms / without["median_ms"]
     out = {
@@ -101,6 +116,10 @@ def main(argv: list[str]) -> dict:
         "update_without_tracker": without,
         "update_with_tracker": with_,
         "overhead_pct": overhead,
+        "cpu_time_without_tracker": cpu_without, "cpu_time_with_tracker": cpu_with,
+        "overhead_cpu_pct": overhead_cpu,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
         "tracker_step": {"median_ms": step_ms, "iqr_ms": step.iqr * 1e3, "repeats": len(step.times)},
         "step_pct": step_pct,
         "snapshot": {"median_ms": snap.median * 1e3, "iqr_ms": snap.iqr * 1e3,
@@ -109,9 +128,10 @@ def main(argv: list[str]) -> dict:
         "within_budget": bool(max(overhead, step_pct) <= BUDGET_PCT),
     }
     print(f"update {without['median_ms']:.1f} ms (IQR {without['iqr_ms']:.1f}) without, "
-          f"{with_['median_ms']:.1f} ms (IQR {with_['iqr_ms']:.1f}) with tracker: overhead {overhead:+.2f} %; "
+          f"{with_['median_ms']:.1f} ms (IQR {with_['iqr_ms']:.1f}) with tracker: overhead {overhead:+.2f} % "
+          f"(CPU time {overhead_cpu:+.2f} %, load average {load_before[0]:.2f} -> {load_after[0]:.2f}); "
           f"tracker.step alone {step_ms:.2f} ms = {step_pct:.2f} % of an update; snapshot {snap.median * 1e3:.1f} ms")
-    path = ROOT / "benchmarks" / "results" / "tracking_overhead.json"
+    path = ROOT / "benchmarks" / "results" / Path(args["out"]).name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {path}")
