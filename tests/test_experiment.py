@@ -4,6 +4,7 @@ tracking -> a sweep of 2 metrics x 2 ratios (plus the dense reference) -> report
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -167,3 +168,18 @@ def test_experiment_ctrl_c_stops_every_stage_in_one_line_and_the_rerun_resumes(t
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "[resume]" in again.stdout and "pruning: 2/2 jobs done" in again.stdout
+
+
+def test_presets_compose_from_their_python_definitions(tmp_path):
+    import yaml
+
+    from pruning.study.experiment import PRESETS, ExperimentConfig
+
+    for name, preset in PRESETS.items():
+        res = subprocess.run([sys.executable, str(ROOT / "scripts" / "experiment.py"), f"experiment={name}", "--cfg",
+                              "job"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        composed = yaml.safe_load(res.stdout)
+        expected = {**dataclasses.asdict(ExperimentConfig()), **preset}
+        assert composed == expected
+    assert PRESETS["paper"]["model_size"] == "5" and PRESETS["paper"]["launcher"] == "slurm"

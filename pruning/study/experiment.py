@@ -36,7 +36,7 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 @dataclass
 class ExperimentConfig:
-    """The whole pipeline (``conf/experiment.yaml``; presets in ``conf/experiment/``)."""
+    """The whole pipeline (``conf/experiment.yaml``; presets: :data:`PRESETS`)."""
 
     name: str = "default"  # output folder name under runs/experiment/
     out_dir: str | None = None  # None: runs/experiment/<name>
@@ -258,7 +258,28 @@ def log_report(report_dir: Path, mode: str, group: str, config: dict, project: s
         return run.id
 
 
+#: Presets (``experiment=NAME``): only what differs from :class:`ExperimentConfig`'s defaults, in the same
+#: form as the model presets (``tdmpc.config.MODEL_SIZES``). ``default`` is the README's main job: a short,
+#: real experiment for a 2-core CPU (about 20 minutes). ``paper`` is the full protocol, meant for a GPU
+#: cluster (``launcher=slurm``, see scripts/slurm/README.md): TD-MPC2's 5M model, 4 tasks x 3 seeds trained
+#: for 500k env steps, the same metrics and FLOPs budgets, 3 fine-tuning seeds of 50k env steps each.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "paper": {
+        "name": "paper", "tasks": ["cartpole-swingup", "cup-catch", "reacher-easy", "finger-spin"],
+        "seeds": [1, 2, 3], "model_size": "5", "train_steps": 500_000, "train_eval_episodes": 10,
+        "prune_seeds": [1, 2, 3], "finetune_steps": 50_000, "eval_episodes": 10, "launcher": "slurm",
+        "workers": 1, "train_threads": 0, "num_threads": 0, "train_overrides": ["device=auto"],
+        "prune_overrides": ["device=auto"],
+    },
+}
+
+
 def register_configs() -> None:
+    """The schema of ``conf/experiment.yaml`` and the :data:`PRESETS` as the ``experiment`` group."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="experiment_schema", node=ExperimentConfig)
+    cs = ConfigStore.instance()
+    cs.store(name="experiment_schema", node=ExperimentConfig)
+    for name, preset in PRESETS.items():
+        cs.store(group="experiment", name=name, node=preset, package="_global_")
