@@ -154,7 +154,8 @@ class GateCapture:
         units = [(None, None, (m,)) for m in spans if m not in stacked] + stacks
         dst: list[torch.Tensor] = []
         self._blocks: list[_Block] = []
-        self._handles = []
+        self._handles: list = []
+        self._targets: list[tuple[nn.Module | None, int | None, nn.Linear, _Block]] = []  # where hooks go
         for owner, index, linears in units:
             width = linears[0].weight.shape[1]
             block = _Block(len(self._blocks), sum(len(d) for d in dst), len(linears), width, owner is not None)
@@ -164,18 +165,26 @@ class GateCapture:
                     d[col: col + w] = torch.arange(flat, flat + w)
                 dst.append(d)
             self._blocks.append(block)
-            if owner is None:
-                self._handles.append(linears[0].register_forward_pre_hook(
-                    lambda mod, args, b=block: self._pre_hook(b, args)))
-            else:
-                self._handles.append(owner.register_stacked_input_hook(
-                    index, lambda h, members, b=block: self._probe(b, h, members) if torch.is_grad_enabled() else None))
+            self._targets.append((owner, index, linears[0], block))
         self._dst = torch.cat(dst) if dst else torch.zeros(0, dtype=torch.long)
         self._plan_multi()
         self._bufs: list[torch.Tensor | None] = [None] * len(self._blocks)  # (members, S, width) each
         self._act: list[torch.Tensor] | None = None  # (2, members, width) each: sum of x^2, positions
         self._written: set[int] = set()  # indices of the blocks written in this update
         self._generation = 0
+        self.attach()
+
+    def attach(self) -> None:
+        """Register the hooks (done at construction; again after :meth:`remove`, keeping the buffers)."""
+        if self._handles:
+            return
+        for owner, index, linear, block in self._targets:
+            if owner is None:
+                self._handles.append(linear.register_forward_pre_hook(
+                    lambda mod, args, b=block: self._pre_hook(b, args)))
+            else:
+                self._handles.append(owner.register_stacked_input_hook(
+                    index, lambda h, members, b=block: self._probe(b, h, members) if torch.is_grad_enabled() else None))
 
     @staticmethod
     def _stacks(model: nn.Module | None, spans: dict) -> list[tuple[nn.Module, int, tuple[nn.Linear, ...]]]:
@@ -251,11 +260,17 @@ class GateCapture:
                 buf.addcmul_(xs[:, 0], gs[:, 0])
             for r in range(1, rows // s):
                 buf.addcmul_(xs[:, r], gs[:, r])
-        else:  # a subset of an ensemble's members, in the order given
-            if first:
-                buf.zero_()
-            per = (xs * gs).sum(1).to(buf.dtype)  # (lead, S, width)
-            buf.index_add_(0, torch.as_tensor(members, device=buf.device), per)
+        else:  # a subset or permutation of an ensemble's members (row j is member members[j])
+            done = set() if first else set(range(b.members))
+            for j, e in enumerate(members):
+                for r in range(rows // s):
+                    if e in done:
+                        buf[e].addcmul_(xs[j, r], gs[j, r])
+                    else:
+                        torch.mul(xs[j, r], gs[j, r], out=buf[e])
+                        done.add(e)
+            for e in set(range(b.members)) - done:
+                buf[e].zero_()
         self._written.add(b.index)
         if self.activations:
             self._add_activations(b, x, members, rows, lead)
@@ -317,8 +332,8 @@ class GateCapture:
         self._generation += 1
 
     def remove(self) -> None:
+        """Unregister the hooks and drop what was captured (the buffers are kept for :meth:`attach`)."""
         for h in self._handles:
             h.remove()
         self._handles = []
         self.reset()
-        self._bufs = [None] * len(self._blocks)

@@ -82,6 +82,10 @@ class ImportanceTracker:
         """Adopt ``groups``; the gate hooks are registered for them if ``capture`` (else left removed)."""
         self.groups = groups
         self.layout = ChannelLayout(groups)
+        if self.gates is not None:
+            self.gates.remove()
+            self.gates = None
+        self._idle_gates: GateCapture | None = None  # hooks built for the old groups are dropped
         self.set_capture(capture)
 
     def close(self) -> None:
@@ -93,12 +97,16 @@ class ImportanceTracker:
         evidence. Tracking starts with them registered when a tracked metric needs them."""
         if self.gates is not None:
             self.gates.remove()
-            self.gates = None
+            self._idle_gates, self.gates = self.gates, None  # kept for the next gate update (same groups)
         classes = [metric_class(m) for m in self.cfg.metrics]
         self._gated = any(c.needs_gates or c.needs_activations for c in classes)
         if enabled and self._gated:
-            self.gates = GateCapture(self.groups, self.layout.offsets, self.layout.num_channels, self.samples,
-                                     activations=any(c.needs_activations for c in classes), model=self.model)
+            if self._idle_gates is not None:
+                self.gates, self._idle_gates = self._idle_gates, None
+                self.gates.attach()
+            else:
+                self.gates = GateCapture(self.groups, self.layout.offsets, self.layout.num_channels, self.samples,
+                                         activations=any(c.needs_activations for c in classes), model=self.model)
 
     # ------------------------------------------------------------------------------ tracking
     def step(self, update: int) -> bool:

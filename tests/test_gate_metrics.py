@@ -219,17 +219,18 @@ def test_gate_interval_captures_only_every_nth_update_and_removes_the_hooks_betw
 
 
 def test_stacked_ensemble_is_captured_once_per_layer_including_member_subsets():
-    """One hook per stacked layer (none on the members); a call on a subset of members (``members=[1]``,
-    as ``Q(..., return_type="avg")``) adds to those members only."""
+    """One hook per stacked layer (none on the members); a call on a subset or permutation of members
+    (``members=[1]``, ``[1, 0]``, as ``Q(..., return_type="avg")``) adds to those members only."""
     model = Ens()
     t = ImportanceTracker(model, cfg(), samples=7)
     assert not any(m._forward_pre_hooks for m in model.qs.members.modules())
     assert len(model.qs._stacked_input_hooks) == 1  # the second Linear reads the groups qs/e/0
     x = torch.randn(4, 7, 3)
-    (model.qs(x).square().sum((0, 1, 3)).mean() + model.qs(x, members=[1]).square().sum((0, 1, 3)).mean()).backward()
+    loss = sum(model.qs(x, members=idx).square().sum((0, 1, 3)).mean() for idx in (None, [1], [1, 0]))
+    loss.backward()
     t.step(1)
     for e, member in enumerate(model.qs.members):
-        def loss(g, xi, m=member, k=1 + e):  # member 1 is read by both calls
+        def loss(g, xi, m=member, k=2 + e):  # member 0 is read by two calls, member 1 by three
             h = F.mish(F.layer_norm(F.linear(xi, m[0].weight, m[0].bias), (5,), m[1].weight, m[1].bias)) * g
             return k * F.linear(h, m[3].weight, m[3].bias).square().sum()
         d = vmap(grad(loss), in_dims=(None, 1))(torch.ones(5), x).detach().double()
