@@ -235,8 +235,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     require(cfg.eval_freq > 0, "eval_freq", cfg.eval_freq, "an integer > 0 (env steps)")
     require(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "an integer >= 1")
     require(cfg.checkpoint_freq > 0, "checkpoint_freq", cfg.checkpoint_freq, "an integer > 0 (env steps)")
+    _validate_model(cfg.model)
+    _validate_planner(cfg.planner)
+    _validate_optim(cfg.optim)
+    _validate_logger(cfg.logger)
+    return cfg
 
-    m = cfg.model
+
+def _validate_model(m: ModelConfig) -> None:
     for key in ("enc_dim", "mlp_dim", "latent_dim", "num_enc_layers", "num_q", "simnorm_dim"):
         require(getattr(m, key) >= 1, f"model.{key}", getattr(m, key), "an integer >= 1")
     require(m.num_q >= 2, "model.num_q", m.num_q, "an integer >= 2 (the TD target takes the min of two)")
@@ -249,7 +255,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     require(0 <= m.dropout < 1, "model.dropout", m.dropout, "0 <= dropout < 1")
     require(m.log_std_min < m.log_std_max, "model.log_std_min", m.log_std_min, "< model.log_std_max")
 
-    p = cfg.planner
+
+def _validate_planner(p: PlannerConfig) -> None:
     require(p.iterations >= 1, "planner.iterations", p.iterations, "an integer >= 1")
     require(p.horizon >= 1, "planner.horizon", p.horizon, "an integer >= 1")
     require(p.num_samples >= 2, "planner.num_samples", p.num_samples, "an integer >= 2")
@@ -261,7 +268,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     require(0 < p.min_std <= p.max_std, "planner.min_std", p.min_std, f"0 < min_std <= max_std={p.max_std}")
     require(p.temperature > 0, "planner.temperature", p.temperature, "a number > 0")
 
-    o = cfg.optim
+
+def _validate_optim(o: OptimConfig) -> None:
     require(o.batch_size >= 1, "optim.batch_size", o.batch_size, "an integer >= 1")
     for key in ("lr", "enc_lr_scale", "grad_clip_norm", "consistency_coef", "discount_denom"):
         require(getattr(o, key) > 0, f"optim.{key}", getattr(o, key), "a number > 0")
@@ -273,16 +281,18 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         0 < o.discount_min <= o.discount_max < 1, "optim.discount_min", o.discount_min,
         f"0 < discount_min <= discount_max={o.discount_max} < 1",
     )
+
+
+def _validate_logger(lg: LoggerConfig) -> None:
     from tdmpc.wandb_mode import WANDB_MODES
 
-    require(cfg.logger.wandb.mode in WANDB_MODES, "logger.wandb.mode", cfg.logger.wandb.mode, "|".join(WANDB_MODES))
-    if cfg.logger.wandb.mode == "online":  # fail now, not after the run dir is written
+    require(lg.wandb.mode in WANDB_MODES, "logger.wandb.mode", lg.wandb.mode, "|".join(WANDB_MODES))
+    if lg.wandb.mode == "online":  # fail now, not after the run dir is written
         from tdmpc.wandb_mode import wandb_api_key_configured, wandb_installed
 
         require(wandb_installed() and wandb_api_key_configured(), "logger.wandb.mode", "online",
                  "offline|disabled|auto (online needs wandb installed and an API key: WANDB_API_KEY or `wandb login`)")
-    require(cfg.logger.console_every >= 1, "logger.console_every", cfg.logger.console_every, "an integer >= 1")
-    return cfg
+    require(lg.console_every >= 1, "logger.console_every", lg.console_every, "an integer >= 1")
 
 
 def to_dataclass(cfg: Any) -> TrainConfig:
