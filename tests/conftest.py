@@ -86,3 +86,26 @@ def tracked_checkpoint(tmp_path_factory):
     trainer.train()
     assert tracker.num_steps > 0 and (run_dir / "importance.parquet").is_file()
     return run_dir / "checkpoint.pt"
+
+
+# Environment variables that would change what wandb does; cleared so the host's settings cannot leak in.
+WANDB_ENV = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_DISABLED", "WANDB_ENTITY", "WANDB_PROJECT",
+             "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE", "WANDB_TAGS", "WANDB_NAME",
+             "WANDB_NOTES", "WANDB_CONSOLE", "NETRC")
+
+
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch):
+    """Point HOME and every wandb folder into tmp_path, silence wandb, and drop API keys and overrides."""
+    for name in WANDB_ENV:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb_cache"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_data"))
+    monkeypatch.setenv("WANDB_ARTIFACT_DIR", str(tmp_path / "wandb_artifacts"))
+    return home

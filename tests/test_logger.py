@@ -4,43 +4,19 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from wandb_records import read_wandb_records, wandb_items
 
 from tdmpc.logger import EVAL_COLUMNS, TRAIN_COLUMNS, Logger, WandbConfig, flatten, resolve_wandb_mode
 
 CONFIG = {"task": "cartpole-swingup", "seed": 3, "model_size": 5, "pruning": {"metric": "taylor", "ratio": 0.5},
           "optim": {"lr": 3e-4}}
-
-# Environment variables that would change what wandb does; cleared so the host's settings cannot leak in.
-WANDB_ENV = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_DISABLED", "WANDB_ENTITY", "WANDB_PROJECT",
-             "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE", "WANDB_TAGS", "WANDB_NAME",
-             "WANDB_NOTES", "WANDB_CONSOLE", "NETRC")
-
-
-@pytest.fixture
-def wandb_env(tmp_path, monkeypatch):
-    """Point HOME and every wandb folder into tmp_path, silence wandb, and drop API keys and overrides."""
-    for name in WANDB_ENV:
-        monkeypatch.delenv(name, raising=False)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb_cache"))
-    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_data"))
-    monkeypatch.setenv("WANDB_ARTIFACT_DIR", str(tmp_path / "wandb_artifacts"))
-    return home
-
 
 def disabled() -> WandbConfig:
     return WandbConfig(mode="disabled")
@@ -280,72 +256,6 @@ def test_auto_mode_start_failure_warns_and_continues(tmp_path, wandb_env, monkey
 
 # --------------------------------------------------------------------------------------------- W&B offline
 
-# The .wandb file is a LevelDB-style log (wandb 0.31 has no Python reader for it any more; its own reader
-# lives in the Go wandb-core): a 7-byte header (":W&B", magic 0xBEE1, version), then 32 KiB blocks of
-# chunks, each with a 7-byte header (checksum, length, type: 1 full, 2 first, 3 middle, 4 last); a block
-# tail shorter than a chunk header is padding. Every record is a wandb_internal_pb2.Record protobuf.
-BLOCK_LEN = 32 * 1024
-CHUNK_HEADER_LEN = 7
-
-
-def read_wandb_records(path: Path, timeout_s: float = 30) -> list:
-    """All protobuf records of a finished run's ``run-*.wandb`` transaction log.
-
-    wandb-core writes the log from its own process and may still be writing it after ``run.finish()`` has
-    returned (seen on a busy CI machine: an empty log right after finish); wait, up to ``timeout_s``, until
-    the log holds the run's closing ``exit`` record.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        records = _parse_wandb_log(path) if path.is_file() else []
-        types = [r.WhichOneof("record_type") for r in records]
-        if "exit" in types:
-            return records
-        assert time.monotonic() < deadline, f"{path}: no exit record after {timeout_s} s (records: {types})"
-        time.sleep(0.2)
-
-
-def _parse_wandb_log(path: Path) -> list:
-    """The complete records of a ``.wandb`` log (a chunk still being written at the end is left out)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    if len(data) < 7:
-        return []
-    ident, magic, _version = struct.unpack("<4sHB", data[:7])
-    assert (ident, magic) == (b":W&B", 0xBEE1)
-    payloads, partial, pos = [], b"", 7
-    while pos + CHUNK_HEADER_LEN <= len(data):
-        if BLOCK_LEN - pos % BLOCK_LEN < CHUNK_HEADER_LEN:
-            pos += BLOCK_LEN - pos % BLOCK_LEN  # block padding
-            continue
-        _checksum, length, kind = struct.unpack("<IHB", data[pos:pos + CHUNK_HEADER_LEN])
-        if pos + CHUNK_HEADER_LEN + length > len(data):
-            break  # the writer has not finished this chunk yet
-        chunk = data[pos + CHUNK_HEADER_LEN:pos + CHUNK_HEADER_LEN + length]
-        pos += CHUNK_HEADER_LEN + length
-        if kind == 1:
-            payloads.append(chunk)
-        elif kind in (2, 3):
-            partial = (b"" if kind == 2 else partial) + chunk
-        elif kind == 4:
-            payloads.append(partial + chunk)
-            partial = b""
-        else:
-            raise AssertionError(f"unknown chunk type {kind} at byte {pos}")
-    records = []
-    for payload in payloads:
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
-        records.append(record)
-    return records
-
-
-def _items(update) -> dict[str, object]:
-    """Protobuf config/history/summary items -> {key: decoded JSON value}."""
-    return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in update}
-
-
 def _offline_run_dirs(run_dir: Path, run_id: str) -> list[Path]:
     """The offline run folders of ``run_id`` in the order they were started.
 
@@ -390,11 +300,11 @@ def test_wandb_offline_run_records_history_config_and_resume(tmp_path, wandb_env
     assert run.run.run_id == run_id and run.run.project == "ca-prune" and run.run.display_name == "unit-run"
     assert run.run.run_group == "sweep-a" and run.run.job_type == "train"
     assert set(run.run.tags) == {"unit", "task:cartpole-swingup", "seed:3", "model_size:5"}
-    config = _items(run.run.config.update)
+    config = wandb_items(run.run.config.update)
     for key, value in flatten(CONFIG).items():
         assert config[key] == value
 
-    history = [_items(r.history.item) for r in by_type["history"]]
+    history = [wandb_items(r.history.item) for r in by_type["history"]]
     train = [h for h in history if "train/total_loss" in h]
     assert [h["train/env_step"] for h in train] == [0, 2, 4]
     assert [h["env_step"] for h in train] == [0, 2, 4]
@@ -408,7 +318,7 @@ def test_wandb_offline_run_records_history_config_and_resume(tmp_path, wandb_env
     assert metrics["train/*"] == "env_step" and metrics["eval/*"] == "env_step"
     summary = {}
     for record in by_type["summary"]:
-        summary.update(_items(record.summary.update))
+        summary.update(wandb_items(record.summary.update))
     assert summary["final_return"] == 123.5
     assert json.loads((run_dir / "summary.json").read_text()) == {"final_return": 123.5}
     # Offline runs keep everything in the .wandb file; config.yaml / wandb-summary.json only appear once
@@ -431,7 +341,7 @@ def test_wandb_offline_run_records_history_config_and_resume(tmp_path, wandb_env
     resumed = [r for r in read_wandb_records(offline_dirs[1] / f"run-{run_id}.wandb")
                if r.WhichOneof("record_type") in ("run", "history")]
     assert resumed[0].run.run_id == run_id
-    assert [_items(r.history.item)["train/total_loss"] for r in resumed[1:]] == [0.25]
+    assert [wandb_items(r.history.item)["train/total_loss"] for r in resumed[1:]] == [0.25]
     assert pd.read_csv(run_dir / "train.csv")["env_step"].tolist() == [0, 2, 4]
     assert pd.read_csv(run_dir / "eval.csv").empty
 

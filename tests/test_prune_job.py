@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_logger import _items, read_wandb_records, wandb_env  # noqa: F401  (wandb_env is a fixture)
+from wandb_records import read_wandb_records, wandb_items
 
 ROOT = Path(__file__).resolve().parents[1]
 PRUNE = [sys.executable, str(ROOT / "scripts" / "prune.py")]
@@ -171,10 +171,10 @@ def test_prune_run_logged_to_wandb_offline(tracked_checkpoint, tmp_path):
         by_type.setdefault(record.WhichOneof("record_type"), []).append(record)
     [run] = by_type["run"]
     assert run.run.run_group == "sweep-p" and run.run.job_type == "prune"
-    config = _items(run.run.config.update)
+    config = wandb_items(run.run.config.update)
     assert config["prune.metric"] == "fisher" and config["prune.ratio"] == 0.5 and config["prune.seed"] == 3
     assert config["task"] == "cartpole-swingup" and config["seed"] == 3 and config["prune.finetune_steps"] == 1000
-    history = [_items(r.history.item) for r in by_type["history"]]
+    history = [wandb_items(r.history.item) for r in by_type["history"]]
     [evals] = [h for h in history if "eval/return_mean" in h]
     assert evals["eval/return_mean"] == pytest.approx(res["return_mean"]) and evals["env_step"] == 3000
     [image] = [h for h in history if "importance/importance_training_fisher/_type" in h]
@@ -182,7 +182,7 @@ def test_prune_run_logged_to_wandb_offline(tracked_checkpoint, tmp_path):
     assert (run_dir / "importance_training_fisher.png").stat().st_size > 1000
     summary: dict = {}
     for record in by_type["summary"]:
-        summary.update(_items(record.summary.update))
+        summary.update(wandb_items(record.summary.update))
     for key in ("return_mean", "return_std", "dense_return", "params", "params_dense", "flops_policy", "flops_plan",
                 "latency_policy_ms", "latency_plan_ms", "latency_plan_iqr_ms", "metric", "ratio", "scope", "task"):
         assert summary[key] == pytest.approx(res[key]) if isinstance(res[key], float) else summary[key] == res[key], key

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_logger import _items, read_wandb_records, wandb_env  # noqa: F401  (wandb_env is a fixture)
+from wandb_records import read_wandb_records, wandb_items
 
 from pruning.study.report import (
     RESULT_COLUMNS,
@@ -297,7 +297,7 @@ def test_report_logged_to_wandb_offline(sweep, tmp_path):
     logged = {}
     for r in records:
         if r.WhichOneof("record_type") == "history":
-            logged.update(_items(r.history.item))
+            logged.update(wandb_items(r.history.item))
     assert logged["report/results/_type"] == "table-file" and logged["report/summary/_type"] == "table-file"
     for stem in ("pareto_flops_cartpole-swingup", "pareto_latency_cartpole-swingup"):
         assert logged[f"report/{stem}/_type"] == "image-file"

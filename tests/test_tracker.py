@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 from conftest import run_train_cli, tiny_cfg, tiny_cli
-from test_logger import _items, read_wandb_records, wandb_env  # noqa: F401  (wandb_env is a fixture)
+from wandb_records import read_wandb_records, wandb_items
 
 from pruning.config import PruningConfigError, TrackingConfig, tracking_config, validate_tracking
 from pruning.groups import model_groups
@@ -234,7 +234,7 @@ def test_train_run_logs_its_importance_heatmaps_to_wandb(tmp_path):
     png = tmp_path / "importance_run.png"
     assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     [log] = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
-    history = [_items(r.history.item) for r in read_wandb_records(log) if r.WhichOneof("record_type") == "history"]
+    history = [wandb_items(r.history.item) for r in read_wandb_records(log) if r.WhichOneof("record_type") == "history"]
     assert [h["importance/importance_run/_type"] for h in history if "importance/importance_run/_type" in h] == [
         "image-file"]
 

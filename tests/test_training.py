@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 import torch
 from conftest import tiny_cfg
-from test_logger import wandb_env  # noqa: F401  (fixture)
 
 from tdmpc.checkpoint import CheckpointError, load_checkpoint
 from tdmpc.trainer import Trainer
