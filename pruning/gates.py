@@ -111,13 +111,13 @@ class Capture:
 
     @property
     def mean(self) -> torch.Tensor | None:
-        def mean():
-            return self._owner._to_channels(torch.cat([b.sum(1).flatten() for b in self._bufs]).to(torch.float64))
-        return self._get("mean", mean, self._bufs)
+        m = self._get("moments", lambda: self._owner._moments(self._bufs), self._bufs)
+        return None if m is None else m[0]
 
     @property
     def sq_mean(self) -> torch.Tensor | None:
-        return self._get("sq_mean", lambda: self._owner._sq_mean(self._bufs), self._bufs)
+        m = self._get("moments", lambda: self._owner._moments(self._bufs), self._bufs)
+        return None if m is None else m[1]
 
     @property
     def activation_sq(self) -> torch.Tensor | None:
@@ -293,18 +293,21 @@ class GateCapture:
         out = torch.zeros(shape, dtype=cols.dtype, device=cols.device).index_add_(dim, dst, cols)
         return out.narrow(dim, 0, self.num_channels)
 
-    def _sq_mean(self, bufs: list[torch.Tensor]) -> torch.Tensor:
-        """``(C,)`` :math:`\\frac1S\\sum_i d_{i,c}^2` with :math:`d = S\\cdot` buffer."""
+    def _moments(self, bufs: list[torch.Tensor]) -> torch.Tensor:
+        """``(2, C)``: :math:`\\frac1S\\sum_i d_{i,c}` and :math:`\\frac1S\\sum_i d_{i,c}^2` with :math:`d = S\\cdot`
+        buffer (one sum and one dot product over samples per buffer, then one ``index_add_``)."""
         s = bufs[0].shape[1]
-        sq = self._to_channels(torch.cat([torch.linalg.vecdot(b, b, dim=1).flatten() for b in bufs]).to(torch.float64))
-        if len(self._multi):
+        cols = torch.cat([torch.stack([b.sum(1), (b * b).sum(1)]).flatten(1) for b in bufs], 1)
+        out = self._to_channels(cols.to(torch.float64), dim=1)
+        if len(self._multi):  # coupled channels: sum their columns per sample before squaring
             dev = bufs[0].device
             per = torch.zeros(s, len(self._multi), dtype=bufs[0].dtype, device=dev)
             for b in self._blocks:
-                for e, cols, rank in b.multi:
-                    per.index_add_(1, rank.to(dev), bufs[b.index][e].index_select(1, cols.to(dev)))
-            sq[self._multi.to(dev)] = torch.linalg.vecdot(per, per, dim=0).to(torch.float64)
-        return sq * s
+                for e, cols_e, rank in b.multi:
+                    per.index_add_(1, rank.to(dev), bufs[b.index][e].index_select(1, cols_e.to(dev)))
+            out[1, self._multi.to(dev)] = torch.linalg.vecdot(per, per, dim=0).to(torch.float64)
+        out[1] *= s
+        return out
 
     # ------------------------------------------------------------------------------ per update
     def take(self) -> Capture:
