@@ -2,26 +2,32 @@
 
     python scripts/prune.py checkpoint=RUN_DIR/checkpoint.pt metric=fisher ratio=0.5 finetune_steps=5000
 
-One job = one (checkpoint, metric, ratio, scope, seed). Steps:
+One job = one (checkpoint, metric, ratio, budget, scope, seed, ...). Steps:
 
 1. load the training checkpoint (``weights_only``) with its importance-tracker state (``extras.importance``,
    written by :mod:`pruning.study.integration` during training);
-2. score every group with ``metric`` (:meth:`ImportanceTracker.scores`, the tracker's smoothing and
-   per-component normalisation unless overridden) and remove ``ratio`` of the channels for real
-   (:func:`pruning.prune.prune`, Adam moments sliced), target Q-ensemble included;
+2. score every group with ``metric`` (:meth:`ImportanceTracker.scores`: the tracker's smoothing and
+   normalisation - by default ``normalize=mean`` over each group, ``normalize_by=group`` - unless
+   overridden) and remove channels for real (:func:`pruning.prune.prune`, Adam moments sliced, target
+   Q-ensemble included): with ``budget=flops`` in importance order until the planned-action FLOPs fell by
+   ``ratio`` (:mod:`pruning.cost`), with ``budget=channels`` a fraction ``ratio`` of the channels; a
+   budget that ``min_channels`` makes unreachable is refused; the return right after pruning is
+   recorded (``post_prune.json``);
 3. fine-tune online for ``finetune_steps`` env steps with the same trainer, replay buffer and optimisers
    as training, seeded with this job's ``seed`` (training's RNG states are not restored, so seeds
    1, 2, 3 give independent fine-tunes and evaluations of the same checkpoint);
 4. evaluate ``eval_episodes`` episodes (planning, no exploration noise), then measure params, FLOPs and
-   batch-1 latency of a policy action and a planned action (:mod:`pruning.measure`);
+   batch-1 latency of a policy action and a planned action (:mod:`pruning.study.cost_model`);
 5. write ``result.json`` (atomically) into the job's run dir.
 
 ``ratio=0`` is the dense reference through the same code path. ``dense_return`` is the final eval
 return of the training run (its ``eval.csv``), so each job does not spend an extra evaluation on it.
 
-A job killed during fine-tuning resumes from its own ``checkpoint.pt`` (the pruned widths are read from
-it, :func:`pruning.serialize.resize_to_state_dict`); a job whose ``result.json`` exists is skipped, so a
-sweep can be re-launched into the same sweep dir and only runs what is missing.
+The run dir is claimed first (:mod:`pruning.study.prune_dir`): a job resumes only its own fine-tune
+(``checkpoint.pt``, the pruned widths read from it, :func:`pruning.serialize.resize_to_state_dict`) and
+is skipped when its dir holds its own ``result.json``, so a sweep re-launched into the same sweep dir
+only runs what is missing. Settings: :mod:`pruning.study.prune_config`; command line:
+:mod:`pruning.study.prune_cli`.
 
 This module, like :mod:`pruning.study.integration`, is TD-MPC glue and imports ``tdmpc``; the rest of
 ``pruning`` does not.
