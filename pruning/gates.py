@@ -172,6 +172,7 @@ class GateCapture:
         self._act: list[torch.Tensor] | None = None  # (2, members, width) each: sum of x^2, positions
         self._written: set[int] = set()  # indices of the blocks written in this update
         self._generation = 0
+        self._device_copies: dict[tuple[int, torch.device], torch.Tensor] = {}
         self.attach()
 
     def attach(self) -> None:
@@ -285,9 +286,18 @@ class GateCapture:
         self._act[b.index][1].index_add_(0, idx, torch.full_like(sq, rows))
 
     # ------------------------------------------------------------------------------ reductions
+    def _on(self, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """``index`` (a CPU plan tensor) on ``device``, copied once per device (no copy per update)."""
+        if index.device == device:
+            return index
+        key = (id(index), device)
+        if key not in self._device_copies:
+            self._device_copies[key] = index.to(device)
+        return self._device_copies[key]
+
     def _to_channels(self, cols: torch.Tensor, dim: int = 0) -> torch.Tensor:
         """Sum columns (along ``dim``, in block order) onto the channels they belong to."""
-        dst = self._dst.to(cols.device)
+        dst = self._on(self._dst, cols.device)
         shape = list(cols.shape)
         shape[dim] = self.num_channels + 1
         out = torch.zeros(shape, dtype=cols.dtype, device=cols.device).index_add_(dim, dst, cols)
@@ -304,8 +314,8 @@ class GateCapture:
             per = torch.zeros(s, len(self._multi), dtype=bufs[0].dtype, device=dev)
             for b in self._blocks:
                 for e, cols_e, rank in b.multi:
-                    per.index_add_(1, rank.to(dev), bufs[b.index][e].index_select(1, cols_e.to(dev)))
-            out[1, self._multi.to(dev)] = torch.linalg.vecdot(per, per, dim=0).to(torch.float64)
+                    per.index_add_(1, self._on(rank, dev), bufs[b.index][e].index_select(1, self._on(cols_e, dev)))
+            out[1, self._on(self._multi, dev)] = torch.linalg.vecdot(per, per, dim=0).to(torch.float64)
         out[1] *= s
         return out
 
