@@ -67,14 +67,20 @@ def _check_min_channels(min_channels: int) -> None:
         raise ValueError(f"min_channels must be an integer >= 1, got {min_channels!r}")
 
 
+def _groups_by_name(groups: Sequence[Group], names: Iterable[str], what: str) -> dict[str, Group]:
+    """``groups`` by name; ``ValueError`` naming any of ``names`` that is not a group."""
+    by_name = {g.name: g for g in groups}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(f"{what}unknown group(s) {unknown}; known groups: {sorted(by_name)}")
+    return by_name
+
+
 def _validate_keep(
     keep: Mapping[str, torch.Tensor | Sequence[int]], groups: Sequence[Group], min_channels: int
 ) -> dict[str, torch.Tensor]:
     _check_min_channels(min_channels)
-    by_name = {g.name: g for g in groups}
-    unknown = [n for n in keep if n not in by_name]
-    if unknown:
-        raise ValueError(f"unknown group(s) {unknown}; known groups: {sorted(by_name)}")
+    by_name = _groups_by_name(groups, keep, "")
     out: dict[str, torch.Tensor] = {}
     for name, idx in keep.items():
         g = by_name[name]
@@ -263,10 +269,7 @@ def _fill_cost(bundles: list[_Bundle], ratio: float, cost: LinearCost, tolerance
 
 def _clean_scores(groups: Sequence[Group], scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``scores`` as flat float64 CPU tensors, checked against ``groups`` (names, sizes, finite)."""
-    by_name = {g.name: g for g in groups}
-    unknown = [n for n in scores if n not in by_name]
-    if unknown:
-        raise ValueError(f"scores for unknown group(s) {unknown}; known groups: {sorted(by_name)}")
+    by_name = _groups_by_name(groups, scores, "scores for ")
     clean: dict[str, torch.Tensor] = {}
     for name, s in scores.items():
         t = torch.as_tensor(s).detach().to("cpu", torch.float64).flatten()
