@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import secrets
 import string
+import sys
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -124,7 +127,7 @@ class Logger:
             self._open_csv(stream, list(cols))
         if self.mode != "disabled":
             try:
-                self._run = self._start_wandb(config, wandb_cfg, run_name)
+                self._run = self._start_wandb_or_quarantine(config, wandb_cfg, run_name)
             except Exception as err:
                 if wandb_cfg.mode != "auto":
                     self._close_files()
@@ -212,6 +215,24 @@ class Logger:
             self._open_csv(stream, self.columns[stream], append=True)
 
     # ------------------------------------------------------------------------------------------ W&B
+
+    def _start_wandb_or_quarantine(self, config: dict, wcfg: WandbConfig, run_name: str | None):
+        """:meth:`_start_wandb`; when it fails on a resumed run whose ``wandb/`` folder exists (damaged:
+        e.g. a file in its place, unreadable run folders), that folder is moved aside to
+        ``wandb.corrupt-<UTC time>`` (never deleted) with a one-line warning and W&B starts once more, so a
+        damaged side folder never stops a run; the run's rows stay in its CSV files."""
+        try:
+            return self._start_wandb(config, wcfg, run_name)
+        except Exception as err:  # noqa: BLE001 - wandb raises many kinds; retried once, else re-raised
+            folder = (Path(wcfg.dir) if wcfg.dir else self.run_dir) / "wandb"
+            if not (self.resume and (folder.exists() or folder.is_symlink())):
+                raise
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            moved = folder.with_name(f"wandb.corrupt-{stamp}")
+            os.rename(folder, moved)
+            print(f"warning: W&B could not resume from {folder} ({type(err).__name__}: {err}); moved it aside to "
+                  f"{moved.name} and started W&B anew", file=sys.stderr, flush=True)
+            return self._start_wandb(config, wcfg, run_name)
 
     def _start_wandb(self, config: dict, wcfg: WandbConfig, run_name: str | None):
         """Start (or, on resume, continue) the W&B run; its id is kept in ``run_dir/wandb_id.txt``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -356,3 +357,26 @@ def test_fresh_run_gets_a_new_wandb_id(tmp_path, wandb_env):
             new_id = logger.wandb_run.id
     assert new_id != "oldrunid"
     assert (tmp_path / "run" / "wandb_id.txt").read_text().strip() == new_id
+
+
+def test_a_damaged_wandb_folder_is_moved_aside_and_the_resumed_run_goes_on(tmp_path, wandb_env, capsys):
+    pytest.importorskip("wandb")
+    run_dir = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Logger(run_dir, CONFIG, WandbConfig(mode="offline")) as logger:
+            run_id = logger.wandb_run.id
+            logger.log("train", {"step": 0, "env_step": 1000, "total_loss": 1.0})
+        shutil.rmtree(run_dir / "wandb")
+        (run_dir / "wandb").write_text("not a folder")  # damaged: a file where the folder was
+        capsys.readouterr()
+        with Logger(run_dir, CONFIG, WandbConfig(mode="offline"), resume=True) as logger:
+            assert logger.mode == "offline" and logger.wandb_run.id == run_id  # the same W&B run, resumed
+            logger.log("train", {"step": 1, "env_step": 2000, "total_loss": 0.5})
+    [moved] = run_dir.glob("wandb.corrupt-*")
+    assert moved.read_text() == "not a folder"  # kept, byte-identical
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith(f"warning: W&B could not resume from {run_dir / 'wandb'}")
+    assert f"moved it aside to {moved.name}" in err[0]
+    assert pd.read_csv(run_dir / "train.csv")["env_step"].tolist() == [1000, 2000]
+    assert (run_dir / "wandb").is_dir() and _offline_run_dirs(run_dir, run_id)
