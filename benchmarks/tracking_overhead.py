@@ -25,6 +25,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from torch.utils.benchmark import Timer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.argv import parse_args  # noqa: E402
 from benchmarks.train_speed import build  # noqa: E402
 from pruning.config import TrackingConfig  # noqa: E402
 from pruning.metrics import metric_names  # noqa: E402
@@ -46,20 +48,12 @@ def _stats(x: list[float]) -> dict:
     return {"median_ms": float(q50), "iqr_ms": float(q75 - q25), "repeats": len(x)}
 
 
-def main(argv: list[str]) -> dict:
-    args = {"model_size": "cpu", "threads": "2", "repeats": "20", "number": "3", "min_run_time": "2",
-            "metrics": ",".join(metric_names()), "gate_interval": "1", "out": "tracking_overhead.json"}
-    for a in argv:
-        k, _, v = a.partition("=")
-        if k not in args:
-            raise SystemExit(f"error: unknown argument {k!r}; allowed: {', '.join(args)}")
-        args[k] = v
-    threads, repeats, number = int(args["threads"]), int(args["repeats"]), int(args["number"])
-    torch.set_num_threads(threads)
-    agent, buf, cfg = build(args["model_size"], torch.device("cpu"))
-    tcfg = TrackingConfig(metrics=args["metrics"].split(","), snapshot_interval=0,
-                          gate_interval=int(args["gate_interval"]))
-    tracker = ImportanceTracker(agent.model, tcfg, samples=agent.cfg.optim.batch_size)
+DEFAULTS = {"model_size": "cpu", "threads": 2, "repeats": 20, "number": 3, "min_run_time": 2.0,
+            "metrics": "", "gate_interval": 1, "out": "tracking_overhead.json"}  # metrics "": all registered
+
+
+def _interleaved(agent: Any, buf: Any, cfg: Any, tracker: ImportanceTracker, repeats: int, number: int) -> dict:
+    """Per-update wall-clock and CPU seconds of ``number`` updates without / with tracking, alternating."""
     rng = np.random.default_rng(0)
     counter = [0]
 
@@ -67,43 +61,48 @@ def main(argv: list[str]) -> dict:
         agent.update(buf.sample(cfg.optim.batch_size, rng))
 
     def update_and_track():
-        agent.update(buf.sample(cfg.optim.batch_size, rng))
+        update()
         counter[0] += 1
         tracker.step(counter[0])
 
-    def block(fn) -> tuple[float, float]:
-        """Per-update wall-clock and CPU seconds of ``number`` calls of ``fn``."""
-        w0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(number):
-            fn()
-        return (time.perf_counter() - w0) / number, (time.process_time() - c0) / number
-
-    load_before = os.getloadavg()
+    fns = {"without": update, "with": update_and_track}
     for f in (update, update_and_track, update, update_and_track):  # warm-up
         f()
-    times: dict[str, list[float]] = {"without": [], "with": []}
+    wall: dict[str, list[float]] = {"without": [], "with": []}
     cpu: dict[str, list[float]] = {"without": [], "with": []}
     for r in range(repeats):
-        order = ("without", "with") if r % 2 == 0 else ("with", "without")
-        for name in order:
-            if name == "without" or tcfg.gate_interval == 1:  # without: no gate hooks either
+        for name in (("without", "with") if r % 2 == 0 else ("with", "without")):
+            if name == "without" or tracker.cfg.gate_interval == 1:  # without: no gate hooks either
                 tracker.set_capture(name == "with")
-            wall, proc = block(update if name == "without" else update_and_track)
-            times[name].append(wall)
-            cpu[name].append(proc)
-        print(f"repeat {r + 1}/{repeats}: without {times['without'][-1] * 1e3:7.1f} ms, "
-              f"with {times['with'][-1] * 1e3:7.1f} ms", flush=True)
+            w0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(number):
+                fns[name]()
+            wall[name].append((time.perf_counter() - w0) / number)
+            cpu[name].append((time.process_time() - c0) / number)
+        print(f"repeat {r + 1}/{repeats}: without {wall['without'][-1] * 1e3:7.1f} ms, "
+              f"with {wall['with'][-1] * 1e3:7.1f} ms", flush=True)
+    update()  # fresh gradients for the direct timing of tracker.step
+    return {"wall": wall, "cpu": cpu}
+
+
+def main(argv: list[str]) -> dict:
+    args = parse_args(argv, DEFAULTS)
+    threads, repeats, number = args["threads"], args["repeats"], args["number"]
+    torch.set_num_threads(threads)
+    agent, buf, cfg = build(args["model_size"], torch.device("cpu"))
+    metrics = args["metrics"].split(",") if args["metrics"] else list(metric_names())
+    tcfg = TrackingConfig(metrics=metrics, snapshot_interval=0, gate_interval=args["gate_interval"])
+    tracker = ImportanceTracker(agent.model, tcfg, samples=agent.cfg.optim.batch_size)
+    load_before = os.getloadavg()
+    t = _interleaved(agent, buf, cfg, tracker, repeats, number)
     load_after = os.getloadavg()
-
-    update()  # fresh gradients for the direct timing
     step = Timer("t.step(1)", globals={"t": tracker}, num_threads=threads).blocked_autorange(
-        min_run_time=float(args["min_run_time"]))
+        min_run_time=args["min_run_time"])
     snap = Timer("t.snapshot(1)", globals={"t": tracker}, num_threads=threads).blocked_autorange(
-        min_run_time=float(args["min_run_time"]))
-
-    without, with_ = _stats(times["without"]), _stats(times["with"])
+        min_run_time=args["min_run_time"])
+    without, with_ = _stats(t["wall"]["without"]), _stats(t["wall"]["with"])
+    cpu_without, cpu_with = _stats(t["cpu"]["without"]), _stats(t["cpu"]["with"])
     overhead = 100.0 * (with_["median_ms"] / without["median_ms"] - 1.0)
-    cpu_without, cpu_with = _stats(cpu["without"]), _stats(cpu["with"])
     overhead_cpu = 100.0 * (cpu_with["median_ms"] / cpu_without["median_ms"] - 1.0)
     step_ms = step.median * 1e3
     step_pct = 100.0 * step_ms / without["median_ms"]
@@ -113,9 +112,7 @@ def main(argv: list[str]) -> dict:
         "machine": platform.processor() or platform.machine(),
         "metrics": tcfg.metrics, "groups": len(tracker.groups), "channels": tracker.layout.num_channels,
         "updates_per_repeat": number, "gate_interval": tcfg.gate_interval,
-        "update_without_tracker": without,
-        "update_with_tracker": with_,
-        "overhead_pct": overhead,
+        "update_without_tracker": without, "update_with_tracker": with_, "overhead_pct": overhead,
         "cpu_time_without_tracker": cpu_without, "cpu_time_with_tracker": cpu_with,
         "overhead_cpu_pct": overhead_cpu,
         "load_average_before": [round(x, 2) for x in load_before],
@@ -124,8 +121,7 @@ def main(argv: list[str]) -> dict:
         "step_pct": step_pct,
         "snapshot": {"median_ms": snap.median * 1e3, "iqr_ms": snap.iqr * 1e3,
                      "note": "once every snapshot_interval updates (default 500)"},
-        "budget_pct": BUDGET_PCT,
-        "within_budget": bool(max(overhead, step_pct) <= BUDGET_PCT),
+        "budget_pct": BUDGET_PCT, "within_budget": bool(max(overhead, step_pct) <= BUDGET_PCT),
     }
     print(f"update {without['median_ms']:.1f} ms (IQR {without['iqr_ms']:.1f}) without, "
           f"{with_['median_ms']:.1f} ms (IQR {with_['iqr_ms']:.1f}) with tracker: overhead {overhead:+.2f} % "
