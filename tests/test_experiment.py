@@ -147,7 +147,8 @@ def test_experiment_ctrl_c_stops_every_stage_in_one_line_and_the_rerun_resumes(t
            "eval_episodes=1", "wandb_mode=disabled", "train_threads=1", f"train_overrides=[{quoted}]",
            'prune_overrides=["latency_min_run_time=0.02"]', f"hydra.run.dir={out}/.hydra_main"]
     env = {**os.environ, "MUJOCO_GL": "disable", "WANDB_MODE": "disabled"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
     t0, seen, log_size = time.monotonic(), [], 0
     for line in proc.stdout:
         seen.append(line)

@@ -220,11 +220,17 @@ def test_overwrite_moves_the_old_run_aside_and_starts_anew(run_copy):
 
 
 # ------------------------------------------------------------------------------------------ interruption
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run_until(args: list[str], cwd: Path, pattern: str, sig: int) -> tuple[int, str, str]:
     """Run scripts/train.py, send ``sig`` once when a stdout line contains ``pattern``; (rc, stdout, stderr)."""
     env = {"MUJOCO_GL": "disable", "PATH": "/usr/bin:/bin", "HOME": str(cwd), "WANDB_SILENT": "true"}
+    # SIGINT as a terminal delivers it: a test run in the background of a non-interactive shell (nohup
+    # ... &) inherits SIGINT ignored, and Python then installs no handler for it.
     proc = subprocess.Popen([sys.executable, str(TRAIN), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     out, sent = [], False
     t0 = time.monotonic()
     for line in proc.stdout:
