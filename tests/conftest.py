@@ -109,3 +109,15 @@ def wandb_env(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_data"))
     monkeypatch.setenv("WANDB_ARTIFACT_DIR", str(tmp_path / "wandb_artifacts"))
     return home
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """A finished tiny training run (2000 env steps) with its checkpoint; copied by each test that changes it."""
+    base = tmp_path_factory.mktemp("faults")
+    run = base / "R"
+    from fault_helpers import train_args
+
+    res = run_train_cli(train_args(run), base)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run

@@ -1,10 +1,10 @@
 """Faults and bad commands against an existing training run (issues 11 and 13): each refused command prints
 one line, exits 2 and leaves every pre-existing file of the run byte-identical; interruptions checkpoint
-and resume exactly; training multiruns isolate failing jobs; run-dir ownership (tdmpc/run_dir.py)."""
+and resume exactly; training multiruns isolate failing jobs; run-dir ownership (tdmpc/run_dir.py).
+Prune jobs' faults: tests/test_prune_faults.py; the shared tiny run: ``finished_run`` (conftest.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,44 +18,12 @@ import pandas as pd
 import pytest
 import torch
 from conftest import run_train_cli, tiny_cli
+from fault_helpers import assert_unchanged, hashes, one_line, train_args
 
 from tdmpc.run_dir import LOCK, MANIFEST, RunDirError, claim, identity, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "scripts" / "train.py"
-
-
-def hashes(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root`` (relative path -> hex digest)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def assert_unchanged(root: Path, before: dict[str, str]) -> None:
-    """Every file of ``before`` (a :func:`hashes`) is still there, byte-identical."""
-    after = hashes(root)
-    assert {k: after.get(k) for k in before} == before
-
-
-def one_line(res) -> str:
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, res.stderr[-3000:]
-    assert "Traceback" not in res.stderr
-    return lines[0]
-
-
-def train_args(run_dir: Path, steps: int = 2000, **overrides) -> list[str]:
-    return tiny_cli(steps=steps, eval_freq=1000, **overrides) + [f"hydra.run.dir={run_dir}", "logger=disabled"]
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    """A finished tiny training run (2000 env steps) with its checkpoint; copied by each test that changes it."""
-    base = tmp_path_factory.mktemp("faults")
-    run = base / "R"
-    res = run_train_cli(train_args(run), base)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return run
 
 
 @pytest.fixture
@@ -294,130 +262,3 @@ def test_a_failing_training_job_does_not_stop_the_multirun(tmp_path):
     assert info["error"] == "ConfigError" and "did you mean 'cartpole-swingup'" in info["message"]
     assert (sweep / "cartpole-swingup" / "checkpoint.pt").is_file()
     assert pd.read_csv(sweep / "cartpole-swingup" / "eval.csv")["env_step"].tolist() == [1000]
-
-
-# ------------------------------------------------------------------------------------------ prune jobs
-PRUNE = ROOT / "scripts" / "prune.py"
-PRUNE_FAST = ["finetune_steps=0", "eval_episodes=1", "latency_min_run_time=0.02", "num_threads=1",
-              "logger.wandb.mode=disabled", "logger.progress=false"]
-
-
-def _prune_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {"MUJOCO_GL": "disable", "PATH": "/usr/bin:/bin", "HOME": str(cwd), "WANDB_SILENT": "true",
-           "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, str(PRUNE), *args, *PRUNE_FAST], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
-
-
-def test_a_prune_job_never_adopts_a_training_run_dir(finished_run):
-    before = hashes(finished_run)
-    res = _prune_cli(f"checkpoint={finished_run / 'checkpoint.pt'}", f"run_dir={finished_run}", "metric=fisher",
-                     "ratio=0.5", cwd=finished_run.parent)
-    assert res.returncode == 2, res.stderr[-3000:]
-    assert "belongs to a train job, this is a prune job" in one_line(res)
-    assert_unchanged(finished_run, before)
-
-
-@pytest.mark.slow
-def test_a_prune_dir_is_reused_only_by_the_same_job(finished_run, tmp_path):
-    ckpt = finished_run / "checkpoint.pt"
-    job = tmp_path / "job"
-    first = _prune_cli(f"checkpoint={ckpt}", f"run_dir={job}", "metric=l1", "ratio=0.5", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    before = hashes(job)
-    for change, expected in (("ratio=0.25", "ratio=0.5 (this command: 0.25)"),
-                             ("min_channels=2", "min_channels=1 (this command: 2)")):
-        res = _prune_cli(f"checkpoint={ckpt}", f"run_dir={job}", "metric=l1", "ratio=0.5", change, cwd=tmp_path)
-        assert res.returncode == 2 and expected in one_line(res), res.stderr[-3000:]
-        assert_unchanged(job, before)
-    again = _prune_cli(f"checkpoint={ckpt}", f"run_dir={job}", "metric=l1", "ratio=0.5", cwd=tmp_path)
-    assert again.returncode == 0 and "skipped" in again.stdout  # the same job: its result is reused
-    assert_unchanged(job, {k: v for k, v in before.items() if k != LOCK})  # the lock names its last holder
-
-
-def test_a_prune_job_in_a_training_runs_hydra_dir_changes_nothing(finished_run):
-    before = hashes(finished_run)  # .hydra/ of the training run included
-    res = _prune_cli(f"checkpoint={finished_run / 'checkpoint.pt'}", f"hydra.run.dir={finished_run}",
-                     "metric=l1", "ratio=0.5", cwd=finished_run.parent)
-    assert res.returncode == 2 and "belongs to a train job, this is a prune job" in one_line(res)
-    assert_unchanged(finished_run, before)
-
-
-def test_a_prune_job_that_cannot_reach_its_budget_is_refused(finished_run, tmp_path):
-    job = tmp_path / "job"
-    res = _prune_cli(f"checkpoint={finished_run / 'checkpoint.pt'}", f"run_dir={job}", "metric=l1",
-                     "ratio=0.5", "min_channels=1000", cwd=tmp_path)
-    assert res.returncode == 2, res.stderr[-3000:]
-    line = one_line(res)
-    assert "ratio=0.5" in line and "pruning removed only 0.0 % of the planned-action FLOPs" in line
-    assert "min_channels=1000" in line
-    assert not (job / "result.json").exists() and not (job / "checkpoint.pt").exists()
-
-
-@pytest.mark.slow
-def test_a_sweep_job_whose_checkpoint_changed_runs_anew_and_keeps_the_old_result_aside(finished_run, tmp_path):
-    src = tmp_path / "train" / "R"
-    shutil.copytree(finished_run, src)
-    args = (f"checkpoint={src / 'checkpoint.pt'}", "metric=l1", "ratio=0.5")
-    first = _prune_cli(*args, cwd=tmp_path)  # into Hydra's run dir, named from the settings
-    assert first.returncode == 0, first.stderr[-3000:]
-    [result] = (tmp_path / "runs" / "prune").rglob("result.json")
-    job = result.parent
-    assert job.parent.name == "l1_ratio0.5_global_seed1" and (job / ".hydra" / "overrides.yaml").is_file()
-    assert "finetune_steps=0" in job.name  # every other setting is in the name (override_dirname)
-    again = _prune_cli(*args, cwd=tmp_path)
-    assert again.returncode == 0 and "skipped" in again.stdout
-    before = hashes(job)
-    state = torch.load(src / "checkpoint.pt", weights_only=True)  # the training run went on: a new checkpoint
-    state["counters"]["episode"] = state["counters"].get("episode", 0) + 1
-    torch.save(state, src / "checkpoint.pt")
-    third = _prune_cli(*args, cwd=tmp_path)
-    assert third.returncode == 0, third.stderr[-3000:]
-    [old] = job.parent.glob(job.name + ".old-*")
-    assert f"moved it aside to {old}" in third.stdout and "skipped" not in third.stdout
-    assert_unchanged(old, {k: v for k, v in before.items() if k != LOCK})
-    assert read_manifest(job)["source_sha256"] != read_manifest(old)["source_sha256"]
-
-
-def test_pruning_by_a_metric_training_did_not_track_is_refused_in_one_line(tmp_path):
-    run = tmp_path / "R"
-    res = run_train_cli(train_args(run, **{"pruning.metrics": "[l1,grad_acc]"}), tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
-    res = _prune_cli(f"checkpoint={run / 'checkpoint.pt'}", f"run_dir={tmp_path / 'p'}", "metric=fisher", cwd=tmp_path)
-    assert res.returncode == 2
-    assert "tracking pruning.metrics=['l1', 'grad_acc'], not metric=fisher" in one_line(res)
-
-
-@pytest.mark.parametrize("value, expected", [
-    ("{encodr:0.25}", "per_component_ratios={'encodr': 0.25}; allowed: ratios of this model's components "
-                      "dynamics|encoder|policy|qs|reward (unknown: encodr)"),
-    ("3", "per_component_ratios=3; allowed: a mapping"),
-])
-def test_bad_per_component_ratios_are_refused_in_one_line(finished_run, tmp_path, value, expected):
-    res = _prune_cli(f"checkpoint={finished_run / 'checkpoint.pt'}", f"run_dir={tmp_path / 'p'}", "metric=l1",
-                     "budget=channels", "scope=per_component", f"per_component_ratios={value}", cwd=tmp_path)
-    assert res.returncode == 2 and expected in one_line(res)
-    assert not (tmp_path / "p" / "result.json").exists()
-
-
-def test_per_component_ratios_as_a_plain_override_prune_that_component_less(finished_run, tmp_path):
-    res = _prune_cli(f"checkpoint={finished_run / 'checkpoint.pt'}", f"run_dir={tmp_path / 'p'}", "metric=l1",
-                     "budget=channels", "scope=per_component", "ratio=0.5", "per_component_ratios={encoder:0.25}",
-                     cwd=tmp_path)  # no "+" needed
-    assert res.returncode == 0, res.stderr[-3000:]
-    result = json.loads((tmp_path / "p" / "result.json").read_text())
-    w, d = result["widths"], result["widths_dense"]  # per component: its layers' widths, the last = output
-
-    def hidden(widths: dict, comp: str) -> int:
-        return sum(widths[comp][:-1])
-
-    assert hidden(w, "encoder") == hidden(d, "encoder") * 3 // 4  # its own ratio, ranked within the component
-    assert hidden(w, "dynamics") == hidden(d, "dynamics") // 2 and hidden(w, "reward") == hidden(d, "reward") // 2
-
-
-def test_a_refused_prune_job_leaves_no_manifest(tmp_path):
-    bad = tmp_path / "corrupt.pt"
-    bad.write_bytes(b"not a checkpoint")
-    res = _prune_cli(f"checkpoint={bad}", f"run_dir={tmp_path / 'y'}", cwd=tmp_path)
-    assert res.returncode == 2 and "corrupt.pt" in one_line(res)
-    assert not (tmp_path / "y" / MANIFEST).exists()
