@@ -121,3 +121,11 @@ def finished_run(tmp_path_factory):
     res = run_train_cli(train_args(run), base)
     assert res.returncode == 0, res.stderr[-3000:]
     return run
+
+
+@pytest.fixture()
+def sweep(tmp_path):
+    """A generated prune sweep with one failed job and a training run's importance (tests/report_fixtures.py)."""
+    from report_fixtures import make_sweep
+
+    return make_sweep(tmp_path)

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from report_fixtures import RETURNS, _importance, _result
 from wandb_records import read_wandb_records, wandb_items
 
 from pruning.study.report import (
@@ -28,55 +29,6 @@ from pruning.study.report import (
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-# (metric, ratio) -> returns of seeds 1, 2; flops shrink with the ratio.
-RETURNS = {("l1", 0.0): [800.0, 820.0], ("fisher", 0.5): [700.0, 760.0], ("l1", 0.5): [600.0, 500.0],
-           ("fisher", 0.75): [300.0, 340.0], ("l1", 0.75): [420.0, 400.0]}
-
-
-def _result(metric: str, ratio: float, seed: int, ret: float, finetune_steps: int = 500) -> dict:
-    flops = 1e9 * (1 - ratio) ** 2 + 1e6 * seed
-    return {"task": "cartpole-swingup", "seed": seed, "train_seed": 1, "model_size": "cpu", "metric": metric,
-            "ratio": ratio, "scope": "global", "finetune_steps": finetune_steps, "dense_return": 810.0,
-            "return_mean": ret, "return_std": 1.0, "eval_episodes": 3, "params": int(3e5 * (1 - ratio)),
-            "params_dense": 300000, "flops_policy": flops / 1e4, "flops_plan": flops, "latency_policy_ms": 0.7,
-            "latency_policy_iqr_ms": 0.01, "latency_plan_ms": 80 * (1 - ratio) + 10, "latency_plan_iqr_ms": 1.0,
-            "widths": {"encoder": [128, 64]}, "git_commit": "abc", "config": {"x": 1}}
-
-
-def _importance(step_scores: dict[int, dict[str, np.ndarray]]) -> pd.DataFrame:
-    """Rows of importance.parquet: channels 0-2 in layer encoder/0, 3-5 in latent."""
-    rows = []
-    for step, by_metric in step_scores.items():
-        for metric, score in by_metric.items():
-            for c in range(len(score)):
-                comp = "encoder" if c < 3 else "latent"
-                rows.append({"step": step, "component": comp, "layer": f"{comp}/0", "channel": c % 3,
-                             "metric": metric, "score": float(score[c])})
-    return pd.DataFrame(rows)
-
-
-@pytest.fixture()
-def sweep(tmp_path) -> Path:
-    root = tmp_path / "sweep"
-    for (metric, ratio), rets in RETURNS.items():
-        for seed, ret in zip((1, 2), rets):
-            d = root / "cartpole-swingup_seed1" / f"{metric}_ratio{ratio}_seed{seed}"
-            d.mkdir(parents=True)
-            (d / "result.json").write_text(json.dumps(_result(metric, ratio, seed, ret)))
-    bad = root / "cartpole-swingup_seed1" / "bayes_ratio0.5_seed1"
-    bad.mkdir(parents=True)
-    (bad / "error.json").write_text(json.dumps({"error": "RuntimeError", "message": "diverged"}))
-    # Importance snapshots of a training run: fisher == grad_acc order, l1 reversed.
-    train = tmp_path / "sweep" / "train" / "cartpole-swingup" / "seed1"
-    train.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    snaps = {}
-    for step in (500, 1000, 1500):
-        base = rng.random(6)
-        snaps[step] = {"fisher": base, "grad_acc": 2 * base + 1, "l1": -base}
-    _importance(snaps).to_parquet(train / "importance.parquet")
-    return root
 
 
 def test_report_files_numbers_and_plots(sweep, tmp_path):
@@ -308,139 +260,6 @@ def test_report_logged_to_wandb_offline(sweep, tmp_path):
 # ------------------------------------------------------------------------------------------ plots
 
 
-def _visible_labels(ax, which: str = "x") -> list[str]:
-    """The non-empty major tick labels inside the axis' view (after drawing the figure)."""
-    ax.figure.canvas.draw()
-    axis = ax.xaxis if which == "x" else ax.yaxis
-    lo, hi = sorted(axis.get_view_interval())
-    ticks = axis.get_major_ticks()
-    return [t.label1.get_text() for t, loc in zip(ticks, axis.get_majorticklocs())
-            if lo <= loc <= hi and t.label1.get_text()]
-
-
-def test_cost_axes_log_only_over_a_decade_and_always_labelled():
-    from pruning.study.plots import cost_axis, figure
-
-    fig, axes = figure(4, 3)
-    ax = axes[0, 0]
-    ax.plot([63.0, 1000.0], [0, 1])  # MFLOP over 1.2 decades
-    assert cost_axis(ax, "x", 63.0, 1000.0) == "log"
-    labels = _visible_labels(ax)
-    assert len(labels) >= 3 and len(set(labels)) == len(labels)  # 100, 200, 500, 1,000 (not only 10^2, 10^3)
-    assert {"100", "200", "500", "1,000"} <= set(labels)
-    fig, axes = figure(4, 3)
-    ax = axes[0, 0]
-    ax.plot([11.0, 11.6], [0, 1])  # a small run's latencies: < 1 decade -> linear, plain labels
-    assert cost_axis(ax, "x", 11.0, 11.6) == "linear"
-    labels = _visible_labels(ax)
-    assert len(labels) >= 3 and len(set(labels)) == len(labels)
-    assert all("×" not in s and "e" not in s for s in labels)
-    values = [float(s) for s in labels]
-    assert values == sorted(values) and 11.0 <= values[0] and values[-1] <= 11.6
-
-
-def test_pareto_plots_label_ticks_show_latency_iqr_and_n(sweep):
-    from pruning.study.collect import collect_results
-    from pruning.study.plots import PARETO_AXES, pareto_figure
-
-    results, _ = collect_results([sweep])
-    flops_axis, latency_axis = PARETO_AXES
-    fig = pareto_figure(results, "cartpole-swingup", *flops_axis[:3], flops_axis[4])
-    ax = fig.axes[0]
-    assert ax.get_xscale() == "log"  # 63-1001 MFLOP: more than a decade
-    assert len(_visible_labels(ax)) >= 3
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "fisher (n = 2)" in legend and "l1 (n = 2)" in legend and "dense (n = 2)" in legend
-    fig = pareto_figure(results, "cartpole-swingup", *latency_axis[:3], latency_axis[4])
-    ax = fig.axes[0]
-    assert ax.get_xscale() == "linear"  # 30-90 ms
-    assert len(_visible_labels(ax)) >= 3
-    # horizontal bars of the jobs: median ± IQR / 2 (IQR 1.0 ms in the fixture)
-    segments = [seg for coll in ax.collections if hasattr(coll, "get_segments") for seg in coll.get_segments()]
-    widths = [abs(s[1][0] - s[0][0]) for s in segments if len(s) == 2 and abs(s[1][1] - s[0][1]) < 1e-9]
-    assert widths and np.allclose(widths, 1.0)
-
-
-def test_heat_map_panels_share_one_colour_scale_and_readable_layer_names():
-    from pruning.study.importance_report import importance_figure, layer_labels
-
-    scores = {1: {"fisher": np.array([1.0, 2.0, 3.0, 40.0, 40.0, 40.0]), "random": np.ones(6)},
-              2: {"fisher": np.array([2.0, 1.0, 3.0, 60.0, 50.0, 70.0]), "random": np.ones(6)}}
-    layers = layer_importance(_importance(scores))
-    fig, images = importance_figure("t", layers, "env step")
-    assert len(images) == 2
-    norms = {(im.norm.vmin, im.norm.vmax) for im in images}
-    assert len(norms) == 1  # one scale for every panel
-    vmin, vmax = norms.pop()
-    assert vmax == pytest.approx(layers["share"].max())  # fisher's latent share 60 / 62
-    assert vmin == pytest.approx(layers["share"].min())  # fisher's encoder share at step 2: 2 / 62
-    assert fig.axes[1].get_xlabel() == "env step (snapshot)"
-    assert layer_labels(["encoder/0", "encoder/3", "qs/0/0", "qs/0/4", "qs/1/0", "latent"]) == [
-        "encoder/0 · encoder, hidden 1", "encoder/3 · encoder, hidden 2", "qs/0/0 · Q-member 0, hidden 1",
-        "qs/0/4 · Q-member 0, hidden 2", "qs/1/0 · Q-member 1, hidden 1", "latent · shared"]
-    assert any("Q-ensemble member 1" in t.get_text() for t in fig.texts)
-
-
-def test_importance_steps_are_env_steps_when_the_run_finished(sweep, tmp_path):
-    train = sweep / "train" / "cartpole-swingup" / "seed1"
-    (train / "summary.json").write_text(json.dumps({"env_step": 12000, "updates": 1500}))
-    out = tmp_path / "report"
-    write_report([sweep], out)
-    heat = pd.read_csv(out / "importance_cartpole-swingup_seed1.csv")
-    assert sorted(heat["step"].unique()) == [4000, 8000, 12000]  # updates 500, 1000, 1500 x 8
-    corr = pd.read_csv(out / "rank_correlation_cartpole-swingup_seed1.csv")
-    assert sorted(corr["step"].unique()) == [4000, 8000, 12000]
-
-
-def test_control_rate_points_plot_and_summary_line(sweep, tmp_path):
-    from pruning.study.collect import collect_results
-    from pruning.study.control_rate import REFERENCE_HZ, control_rate_figure, control_rate_points
-
-    results, _ = collect_results([sweep])
-    points = control_rate_points(results).set_index(["metric", "ratio"])
-    for (metric, ratio), rets in RETURNS.items():
-        key = ("dense" if ratio == 0 else metric, ratio)
-        latency = 80 * (1 - ratio) + 10  # every seed of the fixture: the same latency
-        assert points.loc[key, "hz"] == pytest.approx(1000 / latency)
-        assert points.loc[key, "n"] == 2
-        if ratio > 0:  # retained: per seed, its own dense reference (800 / 820), median of the two
-            want = np.median([100 * r / d for r, d in zip(rets, RETURNS[("l1", 0.0)])])
-            assert points.loc[key, "retained"] == pytest.approx(want)
-    assert points.loc[("dense", 0.0), "retained"] == 100.0
-    fig = control_rate_figure(points.reset_index().assign(task="cartpole-swingup"), "cartpole-swingup", "batch 1")
-    ax = fig.axes[0]
-    series = {c.get_label(): c.lines[0] for c in ax.containers}  # errorbar containers: (data line, caps, bars)
-    assert set(series) == {"fisher (n = 2)", "l1 (n = 2)"}
-    fisher = series["fisher (n = 2)"]
-    assert np.allclose(fisher.get_xdata(), 1000 / (80 * (1 - np.array([0.5, 0.75])) + 10))  # sorted by Hz
-    assert np.allclose(fisher.get_ydata(), [points.loc[("fisher", r), "retained"] for r in (0.5, 0.75)])
-    reference = sorted(ln.get_xdata()[0] for ln in ax.get_lines() if (ln.get_gid() or "").startswith("reference"))
-    assert reference == list(REFERENCE_HZ)
-    assert ax.get_xscale() == "log" and len(_visible_labels(ax)) >= 3
-    lo, hi = ax.get_xlim()
-    assert lo < 50 and hi > 300  # every reference line is in view
-
-    out = tmp_path / "report"
-    write_report([sweep], out)
-    for ext in ("png", "svg", "csv"):
-        assert (out / f"control_rate_cartpole-swingup.{ext}").is_file()
-    assert "[control_rate_cartpole-swingup.png](control_rate_cartpole-swingup.png)" in (out / "summary.md").read_text()
-
-
-def test_slower_than_dense_is_warned_in_summary_and_printed(tmp_path, capsys):
-    root = tmp_path / "sweep"
-    for metric, ratio, latency in (("l1", 0.0, 20.0), ("fisher", 0.5, 25.0), ("l1", 0.5, 12.0)):
-        d = root / f"{metric}_{ratio}"
-        d.mkdir(parents=True)
-        (d / "result.json").write_text(json.dumps({**_result(metric, ratio, 1, 500.0), "latency_plan_ms": latency}))
-    out = tmp_path / "report"
-    write_report([root], out)
-    err = capsys.readouterr().err
-    assert err.count("warning:") == 1 and "fisher ratio 0.5" in err and "25.00 ms > dense 20.00 ms" in err
-    md = (out / "summary.md").read_text()
-    assert "**Warning**: cartpole-swingup fisher ratio 0.5" in md and "l1 ratio 0.5" not in md.split("## ")[0]
-
-
 def test_cli_out_that_is_a_file_or_cannot_be_created_exits_2_and_writes_nothing(sweep, tmp_path, capsys):
     main = _cli()
     taken = tmp_path / "taken.txt"
@@ -469,13 +288,3 @@ def test_run_dirs_moved_aside_are_kept_but_not_reported(sweep):
     assert len(again) == len(results) and 1.0 not in again["return_mean"].tolist()
     alone, _ = collect_results([old])  # given as the folder itself, it is reported
     assert alone["return_mean"].tolist() == [1.0]
-
-
-def test_latency_setting_names_threads_and_clock():
-    from pruning.study.plots import latency_setting
-
-    one = pd.DataFrame({"latency_threads": [1, 1.0], "latency_clock": ["thread", "thread"]})
-    assert latency_setting(one) == "batch 1, 1 thread, thread clock"
-    mixed = pd.DataFrame({"latency_threads": [1, 4], "latency_clock": ["thread", "wall"]})
-    assert latency_setting(mixed) == "batch 1, 1 / 4 threads, thread / wall clock"
-    assert latency_setting(pd.DataFrame({"x": [1]})) == "batch 1"  # results written before these fields
