@@ -117,17 +117,26 @@ def _stream(proc: subprocess.Popen, log: TextIO, counter: JobCounter | None) -> 
             counter.feed(line)
 
 
-def _stop_all(err: StageInterrupted, threads: Sequence[threading.Thread], stage: str) -> StageInterrupted:
-    """Forward ``err``'s signal to the live stages and wait for them (forwarding further signals)."""
+def _stop_all(err: StageInterrupted, stage: str) -> StageInterrupted:
+    """Forward ``err``'s signal to the live stages and wait until every one has exited and its output is
+    streamed (forwarding further signals).
+
+    Waits on the processes, not on the streaming threads: a signal that interrupts ``Thread.join`` can
+    leave ``is_alive()`` false while the thread still runs (CPython), and leaving then would end the
+    process, close the stages' pipes and kill them mid-checkpoint (``BrokenPipeError``). A stage leaves
+    :data:`_LIVE` only after its last line was streamed.
+    """
     say(f"[experiment] {signal.Signals(err.signum).name}: stopping the {stage} (its jobs checkpoint first)")
     _forward(err.signum)
     deadline = time.monotonic() + STOP_WAIT_S
-    for t in threads:
-        while t.is_alive() and time.monotonic() < deadline:
-            try:
-                t.join(timeout=0.5)
-            except StageInterrupted as again:  # a second signal: the stages stop at once
-                _forward(again.signum)
+    while time.monotonic() < deadline:
+        with _LIVE_LOCK:
+            if not _LIVE:
+                break
+        try:
+            time.sleep(0.2)
+        except StageInterrupted as again:  # a second signal: the stages stop at once
+            _forward(again.signum)
     return StageInterrupted(err.signum, stage)
 
 
@@ -166,7 +175,7 @@ def run_stages(cmds: Sequence[list[str]], logs: Sequence[Path], stage: str,
             while t.is_alive():
                 t.join(timeout=0.5)
     except StageInterrupted as err:
-        raise _stop_all(err, threads, stage) from None
+        raise _stop_all(err, stage) from None
     failed = [e for e in errors if not e.startswith("interrupted")]
     if failed:
         raise StageFailed("; ".join(failed))
