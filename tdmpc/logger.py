@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import secrets
 import string
 import sys
-import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -227,9 +225,9 @@ class Logger:
             folder = (Path(wcfg.dir) if wcfg.dir else self.run_dir) / "wandb"
             if not (self.resume and (folder.exists() or folder.is_symlink())):
                 raise
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            moved = folder.with_name(f"wandb.corrupt-{stamp}")
-            os.rename(folder, moved)
+            from tdmpc.run_dir import move_aside
+
+            moved = move_aside(folder, ".corrupt-")
             print(f"warning: W&B could not resume from {folder} ({type(err).__name__}: {err}); moved it aside to "
                   f"{moved.name} and started W&B anew", file=sys.stderr, flush=True)
             return self._start_wandb(config, wcfg, run_name)

@@ -160,13 +160,14 @@ def _prepare(run_dir: Path) -> None:
         raise RunDirError(f"run dir {run_dir} is not writable; use another run dir")
 
 
-def move_aside(run_dir: Path) -> Path:
-    """Rename ``run_dir`` to ``<run_dir>.old-<UTC time>`` (with a counter if taken); returns the new path."""
+def move_aside(run_dir: Path, mark: str = OLD_MARK) -> Path:
+    """Rename ``run_dir`` (a dir or a file) to ``<name><mark><UTC time>`` (with a counter if taken), never
+    over an existing path; returns the new path."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    target = run_dir.with_name(f"{run_dir.name}{OLD_MARK}{stamp}")
+    target = run_dir.with_name(f"{run_dir.name}{mark}{stamp}")
     n = 1
     while target.exists():
-        target = run_dir.with_name(f"{run_dir.name}{OLD_MARK}{stamp}-{n}")
+        target = run_dir.with_name(f"{run_dir.name}{mark}{stamp}-{n}")
         n += 1
     os.rename(run_dir, target)
     return target
