@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -42,6 +44,47 @@ def heuristic_discount(episode_length: int, cfg) -> float:
     return float(min(max((frac - 1) / frac, cfg.discount_min), cfg.discount_max))
 
 
+@dataclass
+class UpdateNoise:
+    """Every random draw of one update, passed in so that compiled and eager updates can be compared exactly
+    (and so that the compiled graph holds no RNG and no host sync). With ``H`` = horizon, ``B`` = batch:
+    ``td_eps (H, B, A)`` / ``pi_eps (H+1, B, A)``: standard-normal draws of the policy samples of the TD target
+    and of the policy loss; ``td_members`` / ``pi_members`` ``(2,)`` int64: the two Q-members of each.
+
+    The eager update without a ``UpdateNoise`` draws the same quantities inline, in another order (as it
+    always did; ``compile=false`` reproduces earlier runs bit for bit).
+    """
+
+    td_eps: torch.Tensor
+    td_members: torch.Tensor
+    pi_eps: torch.Tensor
+    pi_members: torch.Tensor
+
+    @staticmethod
+    def draw(horizon: int, batch: int, action_dim: int, num_q: int, device: torch.device) -> UpdateNoise:
+        return UpdateNoise(
+            td_eps=torch.randn(horizon, batch, action_dim).to(device),
+            td_members=torch.randperm(num_q)[:2].to(device),
+            pi_eps=torch.randn(horizon + 1, batch, action_dim).to(device),
+            pi_members=torch.randperm(num_q)[:2].to(device),
+        )
+
+
+def compile_enabled(setting: str | bool, device: torch.device) -> bool:
+    """``compile`` = ``true`` | ``false`` | ``auto``; ``auto`` compiles where it was measured to pay
+    (``AUTO_COMPILE_DEVICES``, see ``docs/speed.md``)."""
+    s = str(setting).lower()
+    return s == "true" or (s == "auto" and device.type in AUTO_COMPILE_DEVICES)
+
+
+#: Compiled variants kept per function (dynamo's default, 8, is reached by a process that builds several
+#: agents or prunes several times; past it dynamo silently runs eagerly).
+RECOMPILE_LIMIT = 64
+
+#: Device types on which ``compile=auto`` compiles (``docs/speed.md`` has the measurements).
+AUTO_COMPILE_DEVICES: tuple[str, ...] = ()
+
+
 class TDMPC:
     """Acts by MPPI planning (or the policy prior) and learns from sub-trajectories.
 
@@ -63,9 +106,26 @@ class TDMPC:
         self.planner = MPPIPlanner(self.model, cfg.planner, action_dim, self.discount)
         self.scale = RunningScale(cfg.optim.tau, device)
         self.build_optimizers()
-        self._update_fn = self._update
-        if cfg.compile:
-            self._update_fn = torch.compile(self._update)
+        self._compiled_update = None
+        self.set_compile(compile_enabled(cfg.compile, device))
+
+    def set_compile(self, enabled: bool) -> None:
+        """Compile (``torch.compile``) the update and the planner, or run both eagerly (the eager twin).
+
+        The compiled update is the same :meth:`_update` traced by dynamo (graph breaks at ``backward``); an
+        update during which a module of the model carries hooks (e.g. pruning's gate capture) runs eagerly,
+        because hooks registered after compilation are not traced. See ``docs/speed.md``.
+        """
+        self.compiled = bool(enabled)
+        if enabled:  # dynamo caches per code object: every agent and every pruned shape is one more entry
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        self._compiled_update = torch.compile(self._update, dynamic=False) if enabled else None
+        self.planner.compile(enabled)
+
+    def _hooked(self) -> bool:
+        """Whether any module of the model has forward hooks (they force the eager update)."""
+        return bool(self.model.qs._stacked_input_hooks) or any(
+            m._forward_hooks or m._forward_pre_hooks for m in self.model.modules())
 
     @staticmethod
     def _check_model_fits(obs_dim: int, action_dim: int, cfg: TrainConfig, device: torch.device) -> None:
@@ -106,21 +166,31 @@ class TDMPC:
         return (mu if eval_mode else pi)[0].cpu()
 
     # ------------------------------------------------------------------ learning
-    def update(self, batch) -> dict[str, float]:
-        """One gradient step on the world model and one on the policy; returns scalar losses."""
+    def update(self, batch) -> dict[str, torch.Tensor]:
+        """One gradient step on the world model and one on the policy; returns the losses as detached 0-d
+        tensors (no host sync per update: convert with ``float`` when logging)."""
         self.model.train()
-        out = self._update_fn(*batch)
+        if self._compiled_update is None:
+            out = self._update(*batch)
+        else:  # noise drawn here, outside the graph; hooked updates run the same function eagerly
+            noise = UpdateNoise.draw(batch[1].shape[0], batch[1].shape[1], self.action_dim, len(self.model.qs),
+                                     self.device)
+            fn = self._update if self._hooked() else self._compiled_update
+            out = fn(*batch, noise=noise)
         self.model.soft_update_target(self.cfg.optim.tau)
         self.model.eval()
-        return {k: float(v) for k, v in out.items()}
+        return out
 
-    def _update(self, obs, action, reward, terminated) -> dict[str, torch.Tensor]:
+    def _update(self, obs, action, reward, terminated, noise: UpdateNoise | None = None) -> dict[str, torch.Tensor]:
+        """The update; ``noise`` replaces its random draws (:class:`UpdateNoise`), ``None`` draws them inline."""
         o, m = self.cfg.optim, self.model
         H = action.shape[0]
         with torch.no_grad():
             next_z = m.encode(obs[1:])
+            next_a = m.pi(next_z, eps=None if noise is None else noise.td_eps)[1]
+            members = None if noise is None else noise.td_members
             td_target = reward + self.discount * (1 - terminated) * m.Q(
-                next_z, m.pi(next_z)[1], return_type="min", target=True
+                next_z, next_a, return_type="min", target=True, members=members
             )
 
         zs = [m.encode(obs[0])]
@@ -148,7 +218,7 @@ class TDMPC:
         )
         self.optim.step()
 
-        pi_loss, pi_scale = self._update_pi(zs.detach())
+        pi_loss, pi_scale = self._update_pi(zs.detach(), noise)
         return {
             "consistency_loss": consistency_loss.detach(),
             "reward_loss": reward_loss.detach(),
@@ -159,10 +229,10 @@ class TDMPC:
             "pi_scale": pi_scale,
         }
 
-    def _update_pi(self, zs: torch.Tensor):
+    def _update_pi(self, zs: torch.Tensor, noise: UpdateNoise | None = None):
         o, m = self.cfg.optim, self.model
-        _, pis, log_pis, _ = m.pi(zs)
-        qs = m.Q(zs, pis, return_type="avg", detach=True)
+        _, pis, log_pis, _ = m.pi(zs, eps=None if noise is None else noise.pi_eps)
+        qs = m.Q(zs, pis, return_type="avg", detach=True, members=None if noise is None else noise.pi_members)
         self.scale.update(qs[0])
         qs = self.scale(qs)
         rho = o.rho ** torch.arange(len(qs), device=zs.device, dtype=zs.dtype)

@@ -159,7 +159,7 @@ class TrainConfig:
     model_size: str = "cpu"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
-    compile: bool = False  # torch.compile the update (optional, off by default)
+    compile: str = "auto"  # true | false | auto: torch.compile the update and the planner (docs/speed.md)
     action_repeat: int | None = None  # None: per-task TD-MPC default (8 cartpole, 2 walker/finger, 4 else)
     seed_steps: int | None = None  # env steps of random actions; None: SEED_EPISODES episodes of the task
     updates_per_step: float = 1.0  # gradient updates per agent step (after seeding)
@@ -227,6 +227,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
         require(torch.cuda.is_available(), "device", cfg.device, "cpu or auto (CUDA is not available here)")
     require(cfg.buffer_device in ("auto", "cpu", "cuda"), "buffer_device", cfg.buffer_device, "auto|cpu|cuda")
+    require(str(cfg.compile).lower() in ("auto", "true", "false"), "compile", cfg.compile, "auto|true|false")
     require(cfg.num_threads >= 0, "num_threads", cfg.num_threads, "an integer >= 0 (0 = torch default)")
     require(cfg.action_repeat is None or cfg.action_repeat >= 1, "action_repeat", cfg.action_repeat, "null or >= 1")
     require(cfg.seed_steps is None or cfg.seed_steps >= 0, "seed_steps", cfg.seed_steps, "null or >= 0")

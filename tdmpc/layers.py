@@ -190,3 +190,26 @@ class QEnsemble(nn.Module):
             else:  # pragma: no cover - guarded by construction
                 raise TypeError(f"QEnsemble cannot batch layer type {type(first).__name__}")
         return h.reshape(len(nets), *lead, h.shape[-1])
+
+    def forward_indexed(self, x: torch.Tensor, members: torch.Tensor, detach: bool = False) -> torch.Tensor:
+        """The members ``members`` (an int64 tensor ``(k,)``) at ``x (..., in)`` -> ``(k, ..., out)``, without
+        gradient hooks and without reading the indices on the host: every member's weights are stacked and the
+        chosen ones picked with ``index_select``. Same numbers as ``forward(x, members=members.tolist())``
+        (the same stacked weights reach the same ``baddbmm``), but traceable as one graph (``torch.compile``,
+        ONNX export), where a Python list of members would be a host sync and a graph break."""
+        lead = x.shape[:-1]
+        h = x.reshape(1, -1, x.shape[-1]).expand(members.shape[0], -1, -1)
+        for layers in zip(*self.members):
+            first = layers[0]
+            if isinstance(first, (nn.Linear, nn.LayerNorm)):
+                w = torch.stack([m.weight for m in layers]).index_select(0, members)
+                b = torch.stack([m.bias for m in layers]).index_select(0, members).unsqueeze(1)
+                if detach:
+                    w, b = w.detach(), b.detach()
+                if isinstance(first, nn.Linear):
+                    h = torch.baddbmm(b, h, w.transpose(1, 2))
+                else:
+                    h = F.layer_norm(h, first.normalized_shape, eps=first.eps) * w.unsqueeze(1) + b
+            else:  # Mish, Dropout, SimNorm
+                h = first(h)
+        return h.reshape(members.shape[0], *lead, h.shape[-1])

@@ -7,6 +7,7 @@ iterations and the horizon, which are sequential by nature.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +54,7 @@ class PlanNoise:
             pi_eps=torch.randn(H, P, A, **g).to(device),
             sample_eps=torch.randn(iters, H, N, A, **g).to(device),
             terminal_eps=torch.randn(iters, N + P, A, **g).to(device),
-            q_members=members.contiguous(),
+            q_members=members.contiguous().to(device),
             gumbel_u=torch.rand(cfg.num_elites, **g).to(device),
             action_eps=torch.randn(A, **g).to(device),
         )
@@ -87,12 +88,70 @@ def elite_update(actions: torch.Tensor, value: torch.Tensor, cfg: PlannerConfig)
     return mean, std, score, elite_actions
 
 
+def prior_actions(model: WorldModel, z: torch.Tensor, pi_eps: torch.Tensor) -> torch.Tensor:
+    """``(H, P, A)`` actions of the policy-prior rollouts from ``z (1, Z)`` with draws ``pi_eps (H, P, A)``."""
+    H, n_pi = pi_eps.shape[0], pi_eps.shape[1]
+    if n_pi == 0:
+        return pi_eps
+    _z, steps = z.expand(n_pi, -1), []
+    for t in range(H):
+        steps.append(model.pi(_z, eps=pi_eps[t])[1])
+        if t < H - 1:
+            _z = model.next(_z, steps[-1])
+    return torch.stack(steps)
+
+
+def plan_step(model: WorldModel, cfg: PlannerConfig, discount: float, z: torch.Tensor, prev_mean: torch.Tensor,
+              noise: PlanNoise, eval_mode: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One MPPI action from ``z (1, Z)`` and the warm start ``prev_mean (H, A)`` (zeros: none) with every random
+    draw given: ``(action (A,), new mean (H, A))``.
+
+    A pure function of tensors with static shapes and no host sync (the Q-members are a tensor index), so it
+    compiles to one graph (:meth:`MPPIPlanner.compile`) and exports (``pruning.study.export_graphs``). Given the
+    same noise it computes what :meth:`MPPIPlanner.plan` computes, operation for operation.
+    """
+    A = prev_mean.shape[-1]
+    pi_actions = prior_actions(model, z, noise.pi_eps)
+    z_all = z.expand(cfg.num_samples + cfg.num_pi_trajs, -1)
+    mean = torch.cat([prev_mean[1:], prev_mean.new_zeros(1, A)])
+    std = torch.full_like(mean, cfg.max_std)
+    score = elite_actions = None
+    for i in range(cfg.iterations):
+        sampled = (mean.unsqueeze(1) + std.unsqueeze(1) * noise.sample_eps[i]).clamp(-1, 1)
+        actions = torch.cat([pi_actions, sampled], dim=1)  # policy trajectories first, as in plan()
+        G, z_end, gamma_h = model_return(model, z_all, actions, discount)
+        terminal_action = model.pi(z_end, eps=noise.terminal_eps[i])[1]
+        value = G + gamma_h * model.Q(z_end, terminal_action, return_type="avg", members=noise.q_members[i])
+        mean, std, score, elite_actions = elite_update(actions, value.nan_to_num(0.0).squeeze(-1), cfg)
+    gumbel = -torch.log(-torch.log(noise.gumbel_u.clamp_min(1e-20)))
+    chosen = torch.argmax(score.log() + gumbel)
+    action = elite_actions[0].index_select(0, chosen.view(1))[0]
+    if not eval_mode:
+        action = action + std[0] * noise.action_eps
+    return action.clamp(-1, 1), mean
+
+
 class MPPIPlanner:
     """Model-predictive path integral control with a policy prior and warm start."""
 
     def __init__(self, model: WorldModel, cfg: PlannerConfig, action_dim: int, discount: float):
         self.model, self.cfg, self.action_dim, self.discount = model, cfg, action_dim, discount
         self.prev_mean: torch.Tensor | None = None  # (horizon, action_dim), warm start
+        self._step: Callable | None = None  # the compiled plan_step, see compile()
+
+    def compile(self, enabled: bool = True) -> None:
+        """Plan with ``torch.compile(plan_step)`` (one graph, static shapes) when ``enabled``, else eagerly.
+
+        Compiled planning draws its noise up front (:meth:`PlanNoise.draw`, from the global torch RNG) and
+        passes it in, so its actions equal the eager ``plan(noise=...)`` to float tolerance. The eager default
+        (``plan(noise=None)``) draws inline, in another order: compiled and eager runs of one seed take
+        different random actions. A model whose shapes change (pruning) is recompiled once, at its next plan.
+        """
+        self._step = torch.compile(plan_step, fullgraph=True, dynamic=False) if enabled else None
+
+    @property
+    def compiled(self) -> bool:
+        return self._step is not None
 
     def reset(self) -> None:
         """Forget the warm start (call at the start of each episode)."""
@@ -137,6 +196,12 @@ class MPPIPlanner:
         """
         cfg, A, H = self.cfg, self.action_dim, self.cfg.horizon
         device = z.device
+        if self._step is not None:
+            if noise is None:
+                noise = PlanNoise.draw(cfg, A, len(self.model.qs), device=device)
+            prev = torch.zeros(H, A, device=device) if self.prev_mean is None else self.prev_mean
+            action, self.prev_mean = self._step(self.model, cfg, self.discount, z, prev, noise, eval_mode)
+            return action
         n_pi = cfg.num_pi_trajs
         pi_actions = self._prior_actions(z, noise)
 

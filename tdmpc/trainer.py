@@ -345,7 +345,7 @@ class Trainer:
 
     def _log_episode(self, ep_return: float, ep_steps: int, env_steps: int, losses: dict, dt: float) -> None:
         row = {"step": self.step, "env_step": self.env_step, "episode": self.episode,
-               "episode_return": round(ep_return, 4), **losses,
+               "episode_return": round(ep_return, 4), **{k: float(v) for k, v in losses.items()},
                "steps_per_s": round(ep_steps / dt, 3), "elapsed_s": round(self.elapsed, 2)}
         self.logger.log("train", row)
         if self._bar is not None:

@@ -123,12 +123,13 @@ class WorldModel(nn.Module):
         return mu, pi, log_pi, log_std
 
     def Q(self, z: torch.Tensor, a: torch.Tensor, return_type: str = "min", target: bool = False,
-          detach: bool = False, members: list[int] | None = None) -> torch.Tensor:
+          detach: bool = False, members: list[int] | torch.Tensor | None = None) -> torch.Tensor:
         """Q-values of ``(z, a)``.
 
         ``return_type='all'`` returns the logits of every member ``(num_q, ..., num_bins)``; ``'min'`` and
         ``'avg'`` decode two randomly chosen members and return their min / mean ``(..., 1)``.
-        ``members`` gives those two members instead of drawing them (ignored with ``'all'``).
+        ``members`` gives those two members instead of drawing them (ignored with ``'all'``): a list, or an
+        int64 tensor ``(2,)`` (read without a host sync: :meth:`QEnsemble.forward_indexed`).
         """
         if return_type not in ("all", "min", "avg"):
             raise ValueError(f"return_type must be all|min|avg, got {return_type!r}")
@@ -136,9 +137,11 @@ class WorldModel(nn.Module):
         net = self.target_qs if target else self.qs
         if return_type == "all":
             return net(za, detach=detach)
-        # Two random members, drawn on the CPU generator (no device sync), evaluated alone.
-        idx = torch.randperm(len(net))[:2].tolist() if members is None else list(members)
-        q = self.two_hot.decode(net(za, detach=detach, members=idx))
+        if isinstance(members, torch.Tensor):
+            q = self.two_hot.decode(net.forward_indexed(za, members, detach=detach))
+        else:  # two random members, drawn on the CPU generator (no device sync), evaluated alone
+            idx = torch.randperm(len(net))[:2].tolist() if members is None else list(members)
+            q = self.two_hot.decode(net(za, detach=detach, members=idx))
         q1, q2 = q[0], q[-1]  # a one-member ensemble uses its single member twice
         return torch.min(q1, q2) if return_type == "min" else (q1 + q2) / 2
 

@@ -42,7 +42,7 @@ def test_a_few_hundred_updates_reduce_the_model_losses(tmp_path):
     history = []
     for _ in range(300):
         batch = trainer.buffer.sample(trainer.cfg.optim.batch_size, trainer.sample_rng)
-        history.append(trainer.agent.update(batch))
+        history.append({k: float(v) for k, v in trainer.agent.update(batch).items()})
     df = pd.DataFrame(history)
     first, last = df.iloc[:10].mean(), df.iloc[-20:].mean()
     assert last["reward_loss"] < 0.6 * first["reward_loss"]

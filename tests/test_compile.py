@@ -1,0 +1,202 @@
+"""Compiled update and planner (``compile=true``) against their eager twins, on tiny widths.
+
+The fast tests check the pieces the compiled paths are built from against the eager code they replace
+(bitwise); the ``slow`` ones compile (tens of seconds each on 2 cores, inductor's cache makes reruns
+faster) and compare numbers to float tolerance.
+"""
+
+import copy
+
+import pytest
+import torch
+from conftest import tiny_cfg
+
+from tdmpc.agent import TDMPC, UpdateNoise, compile_enabled
+from tdmpc.planner import PlanNoise, plan_step
+
+OBS, ACT = 5, 2
+
+
+def _agent(compile_setting="false", **kw):
+    cfg = tiny_cfg(compile=compile_setting, model__dropout=0.0, **kw)
+    torch.manual_seed(0)
+    return TDMPC(OBS, ACT, 125, cfg, torch.device("cpu"))
+
+
+def _batch(agent, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    H, B = agent.cfg.planner.horizon, agent.cfg.optim.batch_size
+    return (torch.randn(H + 1, B, OBS, generator=g), torch.rand(H, B, ACT, generator=g) * 2 - 1,
+            torch.rand(H, B, 1, generator=g), torch.zeros(H, B, 1))
+
+
+def _noise(agent, seed=1):
+    torch.manual_seed(seed)
+    H, B = agent.cfg.planner.horizon, agent.cfg.optim.batch_size
+    return UpdateNoise.draw(H, B, ACT, len(agent.model.qs), torch.device("cpu"))
+
+
+def test_compile_setting():
+    cpu = torch.device("cpu")
+    assert compile_enabled("true", cpu) and compile_enabled(True, cpu)
+    assert not compile_enabled("false", cpu) and not compile_enabled(False, cpu)
+    assert not compile_enabled("auto", cpu)  # measured not to pay on CPU (docs/speed.md)
+    from tdmpc.config import ConfigError
+
+    with pytest.raises(ConfigError, match="compile.*auto\\|true\\|false"):
+        tiny_cfg(compile="maybe")
+
+
+def test_forward_indexed_equals_the_list_forward():
+    agent = _agent(model__num_q=3)
+    x = torch.randn(4, 7, 16 + ACT)
+    for members in ([2, 0], [1, 1], [0]):
+        want = agent.model.qs(x, members=members)
+        got = agent.model.qs.forward_indexed(x, torch.tensor(members))
+        assert got.shape == (len(members), 4, 7, 21) and torch.equal(got, want)
+    w = agent.model.qs.forward_indexed(x, torch.tensor([0, 1]), detach=True)
+    assert not w.requires_grad
+
+
+@pytest.mark.parametrize("eval_mode", [True, False])
+def test_plan_step_is_the_eager_planner_given_the_same_noise(eval_mode):
+    """``plan_step`` (compiled and exported) computes, bit for bit, what ``MPPIPlanner.plan(noise=...)`` does."""
+    agent = _agent()
+    z = agent.model.encode(torch.randn(1, OBS))
+    for prev in (None, torch.rand(agent.cfg.planner.horizon, ACT)):
+        noise = PlanNoise.draw(agent.cfg.planner, ACT, 2, torch.Generator().manual_seed(3))
+        agent.planner.prev_mean = None if prev is None else prev.clone()
+        want = agent.planner.plan(z, eval_mode=eval_mode, noise=noise)
+        zeros = torch.zeros(agent.cfg.planner.horizon, ACT)
+        with torch.no_grad():
+            got, mean = plan_step(agent.model, agent.cfg.planner, agent.discount, z,
+                                  zeros if prev is None else prev, noise, eval_mode)
+        assert torch.equal(got, want) and torch.equal(mean, agent.planner.prev_mean)
+
+
+def test_update_with_noise_follows_the_draws():
+    """The update's random draws are those passed in: two eager updates with the same noise are identical,
+    with other noise they differ (so a compiled-vs-eager comparison with shared noise is meaningful)."""
+    a, b, c = _agent(), _agent(), _agent()
+    batch = _batch(a)
+    la = a._update(*batch, noise=_noise(a, 1))
+    lb = b._update(*batch, noise=_noise(b, 1))
+    lc = c._update(*batch, noise=_noise(c, 2))
+    assert all(torch.equal(la[k], lb[k]) for k in la)
+    assert not torch.equal(la["pi_loss"], lc["pi_loss"])
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_losses_stay_tensors_until_logged():
+    agent = _agent()
+    out = agent.update(_batch(agent))
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in out.values())
+
+
+@pytest.fixture(scope="module")
+def compiled_pair():
+    """An eager agent and a compiled copy with the same weights and optimiser state."""
+    eager = _agent()
+    compiled = _agent()
+    compiled.load_state_dict(copy.deepcopy(eager.state_dict()))
+    compiled.set_compile(True)
+    return eager, compiled
+
+
+@pytest.mark.slow
+def test_compiled_update_equals_the_eager_update(compiled_pair):
+    eager, compiled = compiled_pair
+    for step in range(3):
+        batch, noise = _batch(eager, step), _noise(eager, step)
+        eager.model.train(), compiled.model.train()
+        want = eager._update(*batch, noise=noise)
+        got = compiled._compiled_update(*batch, noise=noise)
+        eager.model.eval(), compiled.model.eval()
+        for k in want:
+            assert torch.allclose(got[k], want[k], rtol=1e-4, atol=1e-5), (step, k, got[k], want[k])
+    for (name, p), q in zip(eager.model.named_parameters(), compiled.model.parameters()):
+        assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.slow
+def test_compiled_planner_equals_the_eager_planner(compiled_pair):
+    eager, compiled = compiled_pair
+    compiled.load_state_dict(copy.deepcopy(eager.state_dict()))
+    obs = torch.randn(OBS)
+    for eval_mode in (True, False):
+        eager.planner.reset(), compiled.planner.reset()
+        for t in range(3):  # the warm start is carried inside both planners
+            noise = PlanNoise.draw(eager.cfg.planner, ACT, 2, torch.Generator().manual_seed(t))
+            want = eager.act(obs, eval_mode=eval_mode, noise=noise)
+            got = compiled.act(obs, eval_mode=eval_mode, noise=noise)
+            assert torch.allclose(got, want, atol=1e-5), (t, got, want)
+            assert torch.allclose(compiled.planner.prev_mean, eager.planner.prev_mean, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_an_update_with_module_hooks_runs_eagerly(compiled_pair):
+    """Hooks (pruning's gate capture) are not traced: the agent runs that update eagerly, and the hooks fire."""
+    _, compiled = compiled_pair
+    seen = []
+    handle = compiled.model.reward[0].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    try:
+        assert compiled._hooked()
+        compiled.update(_batch(compiled))
+    finally:
+        handle.remove()
+    assert seen and not compiled._hooked()
+
+
+@pytest.mark.slow
+def test_a_pruned_model_is_recompiled_and_still_matches(compiled_pair):
+    from pruning import model_groups, prune
+
+    eager, compiled = compiled_pair
+    compiled.load_state_dict(copy.deepcopy(eager.state_dict()))
+    for agent in (eager, compiled):
+        groups = model_groups(agent.model, couplings=True)
+        prune(groups, {g.name: torch.arange(g.size, dtype=torch.float32) for g in groups}, 0.5, scope="global")
+        agent.build_optimizers()
+    assert eager.model.widths() == compiled.model.widths()
+    obs = torch.randn(OBS)
+    noise = PlanNoise.draw(eager.cfg.planner, ACT, 2, torch.Generator().manual_seed(5))
+    eager.planner.reset(), compiled.planner.reset()
+    assert torch.allclose(compiled.act(obs, eval_mode=True, noise=noise),
+                          eager.act(obs, eval_mode=True, noise=noise), atol=1e-5)
+    batch, noise = _batch(eager, 9), _noise(eager, 9)
+    eager.model.train(), compiled.model.train()
+    want, got = eager._update(*batch, noise=noise), compiled._compiled_update(*batch, noise=noise)
+    assert all(torch.allclose(got[k], want[k], rtol=1e-4, atol=1e-5) for k in want)
+
+
+def _train(tmp_path, name, steps, compile_setting):
+    from tdmpc.trainer import Trainer
+
+    cfg = tiny_cfg(steps=steps, eval_freq=2000, checkpoint_freq=2000, compile=compile_setting)
+    t = Trainer(cfg, tmp_path / name)
+    t.train()
+    return t
+
+
+@pytest.mark.slow
+def test_a_compiled_run_resumes_exactly_and_eager_and_compiled_resume_each_other(tmp_path):
+    import pandas as pd
+
+    torch._dynamo.reset()  # as in separate processes: every run compiles afresh
+    full = _train(tmp_path, "full", 3000, "true")
+    torch._dynamo.reset()
+    _train(tmp_path, "part", 2000, "true")  # "killed" right after its checkpoint at 2000 ...
+    torch._dynamo.reset()
+    resumed = _train(tmp_path, "part", 3000, "true")  # ... and resumed
+    a = pd.read_csv(tmp_path / "full" / "train.csv")
+    b = pd.read_csv(tmp_path / "part" / "train.csv")
+    assert (a["episode_return"].values == b["episode_return"].values).all()
+    for (k, p), q in zip(full.agent.model.state_dict().items(), resumed.agent.model.state_dict().values()):
+        assert torch.equal(p, q), k
+    # an eager checkpoint continues compiled and vice versa (compile is free to change on resume)
+    _train(tmp_path, "eager", 2000, "false")
+    cross = _train(tmp_path, "eager", 3000, "true")
+    assert cross.agent.compiled and cross.env_step == 3000
+    back = _train(tmp_path, "part", 4000, "false")
+    assert not back.agent.compiled and back.env_step == 4000
