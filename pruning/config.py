@@ -82,7 +82,8 @@ class TrackingConfig:
     - ``interval``: read the gradients every ``interval`` updates.
     - ``gate_interval``: capture per-sample gate derivatives (``fisher``, ``bayes``; activation x
       output-gradient hooks) on tracked updates that are also multiples of this (1: every tracked update;
-      the hooks cost ~20 % of a CPU-preset update while on, see ``benchmarks/RESULTS.md``).
+      the hooks cost ~12 % of a CPU-preset update while on; 10 cuts that to ~3 % but moves fisher's
+      ranking to rho 0.90 of its every-update ranking, see ``benchmarks/RESULTS.md``).
     - ``snapshot_interval``: store the scores of every metric every ``snapshot_interval`` updates
       (written to ``importance.parquet`` at checkpoints); ``0`` = never.
     - ``smoothing``: ``ema`` or ``cumulative``: what ``scores()`` returns by default (both are kept).
