@@ -5,7 +5,8 @@
 
 Any ``key=value`` is passed to scripts/train.py (defaults below). Writes
 ``benchmarks/results/learning_curve_<task>_<model_size>.json`` (curve, wall-clock, steps/s, command) and
-a PNG plot next to it; the training run itself lives in ``runs/benchmarks/...`` (not committed).
+a PNG plot next to it (``_seed<N>`` for seeds other than 1 and ``_compiled`` for ``compile=true`` are added to
+the name); the training run itself lives in ``runs/benchmarks/...`` (not committed).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ DEFAULTS = {"task": "cartpole-swingup", "model_size": "cpu", "steps": "100000", 
 def main(argv: list[str]) -> None:
     overrides = parse_args(argv, DEFAULTS, passthrough=True)  # every key=value goes on to scripts/train.py
     tag = f"{overrides['task']}_{overrides['model_size']}_seed{overrides['seed']}"
+    compiled = str(overrides.get("compile", "auto")).lower() == "true"
+    # the result file of seed 1, eager keeps its old name; other seeds and compiled runs get their own
+    suffix = ("" if overrides["seed"] == "1" else f"_seed{overrides['seed']}") + ("_compiled" if compiled else "")
+    tag += "_compiled" if compiled else ""
     run_dir = ROOT / "runs" / "benchmarks" / f"learning_curve_{tag}"
     overrides.setdefault("run_dir", str(run_dir))
     cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), *[f"{k}={v}" for k, v in overrides.items()]]
@@ -56,7 +61,7 @@ def main(argv: list[str]) -> None:
     }
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"learning_curve_{overrides['task']}_{overrides['model_size']}.json"
+    out = out_dir / f"learning_curve_{overrides['task']}_{overrides['model_size']}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     try:
         import matplotlib

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +71,17 @@ class UpdateNoise:
         )
 
 
+def _quiet_profiler_notice() -> None:
+    """Drop dynamo's one-line notice that it ignores ``record_function`` inside ``Optimizer.step`` (printed on
+    every compiled run; it says nothing about this run). Other messages of that logger are kept."""
+    log = logging.getLogger("torch._dynamo.variables.ctx_manager")
+    if not any(getattr(f, "ca_prune", False) for f in log.filters):
+        notice = logging.Filter()
+        notice.filter = lambda record: not str(record.msg).startswith("Profiler record function")
+        notice.ca_prune = True
+        log.addFilter(notice)
+
+
 def compile_enabled(setting: str | bool, device: torch.device) -> bool:
     """``compile`` = ``true`` | ``false`` | ``auto``; ``auto`` compiles where it was measured to pay
     (``AUTO_COMPILE_DEVICES``, see ``docs/speed.md``)."""
@@ -119,6 +131,7 @@ class TDMPC:
         self.compiled = bool(enabled)
         if enabled:  # dynamo caches per code object: every agent and every pruned shape is one more entry
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+            _quiet_profiler_notice()
         self._compiled_update = torch.compile(self._update, dynamic=False) if enabled else None
         self.planner.compile(enabled)
 
