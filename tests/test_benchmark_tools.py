@@ -59,6 +59,7 @@ def test_deploy_latency_refuses_a_bad_budget_with_exit_2(capsys):
     assert capsys.readouterr().err.strip() == "error: invalid argument budget='params'; allowed: flops|channels"
 
 
+@pytest.mark.slow
 def test_removal_vs_zeroing_on_a_tiny_checkpoint(tracked_checkpoint, tmp_path):
     from benchmarks.removal_vs_zeroing import DEFAULTS, main
 

@@ -62,6 +62,7 @@ def test_typo_in_task_suggests_the_right_name():
         tiny_cfg(task="cartpole-swingupp")
 
 
+@pytest.mark.slow
 def test_cli_bad_value_exits_nonzero_with_one_line(tmp_path):
     res = run_train_cli(["task=cartpole-swingupp", "logger=disabled"], tmp_path)
     assert res.returncode == 2

@@ -205,6 +205,7 @@ def test_quadruped_escape_needs_no_renderer():
     assert env._env.physics._contexts is None
 
 
+@pytest.mark.slow
 def test_every_task_builds_resets_and_steps():
     for task in TASKS:
         env = make_env(task, 0, action_repeat=1, max_episode_steps=2)

@@ -89,6 +89,7 @@ def test_experiment_local_launcher_reuses_the_trained_run(basic_run, tmp_path):
     assert (basic["params"] == local["params"]).all() and (basic["flops_plan"] == local["flops_plan"]).all()
 
 
+@pytest.mark.slow
 def test_experiment_prints_every_stage_and_counts_prune_jobs(basic_run):
     out, res = basic_run
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -107,6 +108,7 @@ def test_experiment_prints_every_stage_and_counts_prune_jobs(basic_run):
     ("prune_seeds=[]", "prune_seeds=[]"), ("scope=globl", "scope='globl'"), ("num_threads=-3", "num_threads=-3"),
     ("train_threads=-1", "train_threads=-1"), ("wandb_mode=onlin", "wandb_mode='onlin'"),
 ])
+@pytest.mark.slow
 def test_experiment_refuses_bad_settings_before_training(tmp_path, override, expected):
     out = tmp_path / "exp"
     cmd = [sys.executable, str(ROOT / "scripts" / "experiment.py"), f"out_dir={out}", override,
@@ -119,6 +121,7 @@ def test_experiment_refuses_bad_settings_before_training(tmp_path, override, exp
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_experiment_refuses_a_dir_owned_by_another_job(tmp_path):
     from tdmpc.run_dir import claim, identity
 
@@ -171,6 +174,7 @@ def test_experiment_ctrl_c_stops_every_stage_in_one_line_and_the_rerun_resumes(t
     assert "[resume]" in again.stdout and "pruning: 2/2 jobs done" in again.stdout
 
 
+@pytest.mark.slow
 def test_presets_compose_from_their_python_definitions(tmp_path):
     import yaml
 

@@ -67,6 +67,7 @@ def _noise(inputs: dict[str, np.ndarray]) -> PlanNoise:
                      q_members=t["q_members"], gumbel_u=t["gumbel_u"], action_eps=torch.zeros(2))
 
 
+@pytest.mark.slow
 def test_controller_json_describes_the_model_and_the_checkpoint(exported):
     import onnx
 
@@ -175,6 +176,7 @@ def test_policy_check_returns_equal_the_torch_agents(exported):
     assert result["summary"]["max_action_diff"] < TOL
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_and_unknown_key_are_one_line_exit_2(tmp_path):
     missing = tmp_path / "nope" / "checkpoint.pt"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "export.py"), f"checkpoint={missing}"],

@@ -85,6 +85,7 @@ def test_a_live_lock_refuses_and_a_dead_holders_lock_does_not(tmp_path):
     ({"resume": "false"}, "re-run with resume=true to continue it, or add overwrite=true"),
     ({"logger.wandb.mode": "online"}, "online needs wandb installed and an API key"),  # no key in this HOME
 ])
+@pytest.mark.slow
 def test_refused_command_on_an_existing_run_changes_nothing(finished_run, extra, expected):
     before = hashes(finished_run)
     res = run_train_cli(train_args(finished_run, **{"steps": 3000, **extra}), finished_run.parent)
@@ -101,6 +102,7 @@ def test_refused_command_on_an_existing_run_changes_nothing(finished_run, extra,
     ("foo=1", "Key 'foo' not in 'TrainConfig'"),
     ("logger=nope", "Could not find 'logger/nope'; Available options in 'logger':"),
 ])
+@pytest.mark.slow
 def test_hydra_level_errors_are_one_line_and_change_nothing(finished_run, override, expected):
     before = hashes(finished_run)
     res = run_train_cli([*train_args(finished_run), override], finished_run.parent)
@@ -108,6 +110,7 @@ def test_hydra_level_errors_are_one_line_and_change_nothing(finished_run, overri
     assert_unchanged(finished_run, before)
 
 
+@pytest.mark.slow
 def test_two_processes_in_one_run_dir_the_second_is_refused(finished_run):
     settings = read_manifest(finished_run)["settings"]
     with claim(finished_run, "train", identity(settings), settings=settings):  # a live job holds the dir
@@ -118,6 +121,7 @@ def test_two_processes_in_one_run_dir_the_second_is_refused(finished_run):
         assert_unchanged(finished_run, before)
 
 
+@pytest.mark.slow
 def test_a_prune_jobs_dir_is_not_adopted_by_training(tmp_path):
     run = tmp_path / "P"
     claim(run, "prune", identity({"metric": "fisher"})).release()
@@ -127,6 +131,7 @@ def test_a_prune_jobs_dir_is_not_adopted_by_training(tmp_path):
     assert_unchanged(run, before)
 
 
+@pytest.mark.slow
 def test_a_run_without_manifest_is_checked_against_its_checkpoint(run_copy):
     (run_copy / MANIFEST).unlink()  # a run from before manifests existed
     before = hashes(run_copy)
@@ -149,6 +154,7 @@ def _age_manifest(run: Path, drop: str) -> dict:
     return manifest
 
 
+@pytest.mark.slow
 def test_a_setting_added_after_a_run_was_recorded_compares_as_its_default(run_copy):
     _age_manifest(run_copy, "pruning.gate_interval")
     before = hashes(run_copy)
@@ -166,6 +172,7 @@ def test_a_setting_added_after_a_run_was_recorded_compares_as_its_default(run_co
 
 @pytest.mark.parametrize("override, key", [({"buffer_size": 10**12}, "buffer_size=1000000000000"),
                                            ({"model.mlp_dim": 300_000}, "model='enc_dim=32, mlp_dim=300000")])
+@pytest.mark.slow
 def test_allocations_too_large_for_the_machine_are_refused_in_one_line(tmp_path, override, key):
     run = tmp_path / "big"
     res = run_train_cli(train_args(run, **override), tmp_path)
@@ -241,6 +248,7 @@ def test_sigterm_during_pretraining_stops_at_once_from_the_seeding_checkpoint(tm
     assert state["counters"]["env_step"] == 1000 and state["counters"]["updates"] == 0
 
 
+@pytest.mark.slow
 def test_progress_lines_and_the_job_log(finished_run):
     log = (finished_run / "train.log").read_text()
     assert "[pretrain]    125/125 updates (100 %)" in log and "updates/s" in log

@@ -81,6 +81,7 @@ def test_importance_images_of_a_damaged_file_are_skipped_and_the_file_left_alone
     assert str(path) in line and path.read_bytes() == b"PAR1 not really"
 
 
+@pytest.mark.slow
 def test_training_resumes_past_a_damaged_file_to_the_end(tmp_path):
     run_dir = tmp_path / "run"
     common = ["action_repeat=50", "eval_freq=1000", "checkpoint_freq=1000", "pruning.snapshot_interval=10",

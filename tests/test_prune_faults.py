@@ -32,6 +32,7 @@ def _prune_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_prune_job_never_adopts_a_training_run_dir(finished_run):
     before = hashes(finished_run)
     res = _prune_cli(f"checkpoint={finished_run / 'checkpoint.pt'}", f"run_dir={finished_run}", "metric=fisher",
@@ -58,6 +59,7 @@ def test_a_prune_dir_is_reused_only_by_the_same_job(finished_run, tmp_path):
     assert_unchanged(job, {k: v for k, v in before.items() if k != LOCK})  # the lock names its last holder
 
 
+@pytest.mark.slow
 def test_a_prune_job_in_a_training_runs_hydra_dir_changes_nothing(finished_run):
     before = hashes(finished_run)  # .hydra/ of the training run included
     res = _prune_cli(f"checkpoint={finished_run / 'checkpoint.pt'}", f"hydra.run.dir={finished_run}",
@@ -66,6 +68,7 @@ def test_a_prune_job_in_a_training_runs_hydra_dir_changes_nothing(finished_run):
     assert_unchanged(finished_run, before)
 
 
+@pytest.mark.slow
 def test_a_prune_job_that_cannot_reach_its_budget_is_refused(finished_run, tmp_path):
     job = tmp_path / "job"
     res = _prune_cli(f"checkpoint={finished_run / 'checkpoint.pt'}", f"run_dir={job}", "metric=l1",
@@ -102,6 +105,7 @@ def test_a_sweep_job_whose_checkpoint_changed_runs_anew_and_keeps_the_old_result
     assert read_manifest(job)["source_sha256"] != read_manifest(old)["source_sha256"]
 
 
+@pytest.mark.slow
 def test_pruning_by_a_metric_training_did_not_track_is_refused_in_one_line(tmp_path):
     run = tmp_path / "R"
     res = run_train_cli(train_args(run, **{"pruning.metrics": "[l1,grad_acc]"}), tmp_path)
@@ -116,6 +120,7 @@ def test_pruning_by_a_metric_training_did_not_track_is_refused_in_one_line(tmp_p
                       "dynamics|encoder|policy|qs|reward (unknown: encodr)"),
     ("3", "per_component_ratios=3; allowed: a mapping"),
 ])
+@pytest.mark.slow
 def test_bad_per_component_ratios_are_refused_in_one_line(finished_run, tmp_path, value, expected):
     res = _prune_cli(f"checkpoint={finished_run / 'checkpoint.pt'}", f"run_dir={tmp_path / 'p'}", "metric=l1",
                      "budget=channels", "scope=per_component", f"per_component_ratios={value}", cwd=tmp_path)
@@ -123,6 +128,7 @@ def test_bad_per_component_ratios_are_refused_in_one_line(finished_run, tmp_path
     assert not (tmp_path / "p" / "result.json").exists()
 
 
+@pytest.mark.slow
 def test_per_component_ratios_as_a_plain_override_prune_that_component_less(finished_run, tmp_path):
     res = _prune_cli(f"checkpoint={finished_run / 'checkpoint.pt'}", f"run_dir={tmp_path / 'p'}", "metric=l1",
                      "budget=channels", "scope=per_component", "ratio=0.5", "per_component_ratios={encoder:0.25}",
@@ -138,6 +144,7 @@ def test_per_component_ratios_as_a_plain_override_prune_that_component_less(fini
     assert hidden(w, "dynamics") == hidden(d, "dynamics") // 2 and hidden(w, "reward") == hidden(d, "reward") // 2
 
 
+@pytest.mark.slow
 def test_a_refused_prune_job_leaves_no_manifest(tmp_path):
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"not a checkpoint")

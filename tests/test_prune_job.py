@@ -31,6 +31,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_prune_job_shrinks_finetunes_and_measures(tracked_checkpoint, tmp_path):
     from pruning.study.prune_job import run_prune_job
     from tdmpc.checkpoint import load_checkpoint
@@ -60,6 +61,7 @@ def test_prune_job_shrinks_finetunes_and_measures(tracked_checkpoint, tmp_path):
     assert state["agent"]["widths"] == res["widths"]
 
 
+@pytest.mark.slow
 def test_channel_budget_removes_that_fraction_of_the_channels(tracked_checkpoint, tmp_path):
     from pruning.study.prune_job import run_prune_job
 
@@ -71,6 +73,7 @@ def test_channel_budget_removes_that_fraction_of_the_channels(tracked_checkpoint
     assert res["flops_ratio_achieved"] > 0.3
 
 
+@pytest.mark.slow
 def test_ratio_zero_is_dense_reference(tracked_checkpoint, tmp_path):
     from pruning.study.prune_job import run_prune_job
 
@@ -79,6 +82,7 @@ def test_ratio_zero_is_dense_reference(tracked_checkpoint, tmp_path):
     assert res["widths"] == res["widths_dense"]
 
 
+@pytest.mark.slow
 def test_skip_completed_and_resume_from_own_checkpoint(tracked_checkpoint, tmp_path):
     from pruning.study.prune_job import run_prune_job
 
@@ -93,6 +97,7 @@ def test_skip_completed_and_resume_from_own_checkpoint(tracked_checkpoint, tmp_p
     assert resumed["widths"] == first["widths"] and resumed["params"] == first["params"]
 
 
+@pytest.mark.slow
 def test_random_metric_depends_on_job_seed(tracked_checkpoint, tmp_path):
     from pruning.study.prune_job import run_prune_job
 
@@ -110,6 +115,7 @@ def test_random_metric_depends_on_job_seed(tracked_checkpoint, tmp_path):
         ("scope=layer", "scope='layer'"),
     ],
 )
+@pytest.mark.slow
 def test_bad_settings_fail_with_one_line(tracked_checkpoint, tmp_path, override, message):
     r = _cli(f"checkpoint={tracked_checkpoint}", override, f"run_dir={tmp_path / 'bad'}", cwd=tmp_path)
     assert r.returncode == 2
@@ -118,6 +124,7 @@ def test_bad_settings_fail_with_one_line(tracked_checkpoint, tmp_path, override,
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_missing_or_corrupt_checkpoint(tmp_path):
     r = _cli(f"checkpoint={tmp_path / 'nope.pt'}", f"run_dir={tmp_path / 'x'}", cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nope.pt" in r.stderr
@@ -127,6 +134,7 @@ def test_missing_or_corrupt_checkpoint(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "corrupt.pt" in r.stderr
 
 
+@pytest.mark.slow
 def test_multirun_basic_launcher_skips_completed_and_survives_a_failure(tracked_checkpoint, tmp_path):
     corrupt = tmp_path / "other" / "run" / "checkpoint.pt"
     corrupt.parent.mkdir(parents=True)
@@ -150,6 +158,7 @@ def test_multirun_basic_launcher_skips_completed_and_survives_a_failure(tracked_
     assert {p: p.stat().st_mtime_ns for p in results} == mtimes
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("wandb_env")
 def test_prune_run_logged_to_wandb_offline(tracked_checkpoint, tmp_path):
     """What a prune run writes to W&B (read back from the offline run folder): grouped by sweep with

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_report_files_numbers_and_plots(sweep, tmp_path):
     out = tmp_path / "report"
     summary = write_report([sweep], out)
@@ -81,6 +82,7 @@ def test_summary_keeps_finetune_budgets_apart_with_their_own_dense_reference():
     assert alone["retained_pct"].iloc[0] == pytest.approx(50.0) and alone["return_std"].iloc[0] == 0.0
 
 
+@pytest.mark.slow
 def test_failed_jobs_of_every_kind_are_listed_and_not_fatal(sweep, tmp_path):
     base = sweep / "cartpole-swingup_seed1"
     killed = base / "fisher_ratio0.9_seed1"  # a prune job that never wrote result.json
@@ -224,6 +226,7 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert err.count("\n") == 1 and "no result.json" in err
 
 
+@pytest.mark.slow
 def test_cli_writes_the_report(sweep, tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep), "--out", str(tmp_path / "out")],
                          capture_output=True, text=True, timeout=120)
@@ -232,6 +235,7 @@ def test_cli_writes_the_report(sweep, tmp_path):
     assert len(pd.read_csv(tmp_path / "out" / "results.csv")) == 2 * len(RETURNS)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("wandb_env")
 def test_report_logged_to_wandb_offline(sweep, tmp_path):
     """The report run holds the results/summary tables and every plot as an image (read from the offline log)."""

@@ -92,6 +92,7 @@ def test_heat_map_panels_share_one_colour_scale_and_readable_layer_names():
     assert any("Q-ensemble member 1" in t.get_text() for t in fig.texts)
 
 
+@pytest.mark.slow
 def test_importance_steps_are_env_steps_when_the_run_finished(sweep, tmp_path):
     train = sweep / "train" / "cartpole-swingup" / "seed1"
     (train / "summary.json").write_text(json.dumps({"env_step": 12000, "updates": 1500}))
@@ -103,6 +104,7 @@ def test_importance_steps_are_env_steps_when_the_run_finished(sweep, tmp_path):
     assert sorted(corr["step"].unique()) == [4000, 8000, 12000]
 
 
+@pytest.mark.slow
 def test_control_rate_points_plot_and_summary_line(sweep, tmp_path):
     from pruning.study.collect import collect_results
     from pruning.study.control_rate import REFERENCE_HZ, control_rate_figure, control_rate_points
@@ -138,6 +140,7 @@ def test_control_rate_points_plot_and_summary_line(sweep, tmp_path):
     assert "[control_rate_cartpole-swingup.png](control_rate_cartpole-swingup.png)" in (out / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_slower_than_dense_is_warned_in_summary_and_printed(tmp_path, capsys):
     root = tmp_path / "sweep"
     for metric, ratio, latency in (("l1", 0.0, 20.0), ("fisher", 0.5, 25.0), ("l1", 0.5, 12.0)):

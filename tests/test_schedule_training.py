@@ -93,6 +93,7 @@ def full_run(tmp_path_factory):
     return run_dir, _train(run_dir, 4000)
 
 
+@pytest.mark.slow
 def test_iterative_cosine_schedule_during_training(full_run):
     run_dir, trainer = full_run
     rows = pd.read_csv(run_dir / f"{PRUNE_STREAM}.csv")
@@ -122,6 +123,7 @@ def test_iterative_cosine_schedule_during_training(full_run):
     assert len(state["extras"][SCHEDULE_KEY]["history"]) == len(STEPS)
 
 
+@pytest.mark.slow
 def test_resume_mid_schedule_equals_an_uninterrupted_run(full_run, tmp_path):
     full_dir, full = full_run
     part_dir = tmp_path / "part"
@@ -241,6 +243,7 @@ def test_schedule_cross_checks_and_unknown_keys():
     assert (s.start_step, s.end_step, s.target) == (7, 7, 0.0)
 
 
+@pytest.mark.slow
 def test_cli_bad_schedule_value_exits_2_with_one_line(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *tiny_cli(),
                           "pruning.schedule.enabled=true", "pruning.schedule.scope=per_group", "logger=disabled"],

@@ -85,6 +85,7 @@ def test_bad_preset_fails_with_one_line_naming_the_key(tmp_path, body, expected)
     assert len(lines) == 1 and lines[0].startswith(f"error: {preset}: ") and expected in lines[0], res.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["train.py", "prune.py"])
 def test_multirun_with_a_bad_preset_fails_with_one_line_before_submitting(tmp_path, script):
     """The preset check also runs by itself at the start of every multirun (tdmpc.launcher.LauncherPresetCheck):

@@ -51,6 +51,7 @@ def test_iqm_equals_the_mean_of_the_middle_half():
         assert min(x) <= row["ci_low"] and row["ci_high"] <= max(x)
 
 
+@pytest.mark.slow
 def test_probability_of_improvement_counts_pairs():
     poi = stats.improvement_table(stats.retained_returns(table()))
     for ratio in (0.25, 0.5):
@@ -72,12 +73,14 @@ def test_auc_is_the_mean_retained_return_over_the_flops_range():
         assert auc.set_index("metric").loc[metric, "auc"] == pytest.approx(np.mean(per_run))
 
 
+@pytest.mark.slow
 def test_statistics_markdown_names_the_budget_and_n():
     lines = stats.statistics_markdown(stats.retained_returns(table()).assign(budget="flops"), "t")
     text = "\n".join(lines)
     assert "planned-action FLOPs removed" in text and "(n = 4)" in text and "P(X > Y)" in text
 
 
+@pytest.mark.slow
 def test_performance_profiles_are_the_fraction_of_runs_above_tau(tmp_path):
     df = stats.retained_returns(table())
     fig = stats.performance_profile_figure(df)
@@ -93,6 +96,7 @@ def test_performance_profiles_are_the_fraction_of_runs_above_tau(tmp_path):
     assert [p.name for p in paths] == ["pp.png", "pp.svg"] and all(p.stat().st_size > 1000 for p in paths)
 
 
+@pytest.mark.slow
 def test_bootstrap_cis_are_reproducible_whatever_the_global_rng():
     df = stats.retained_returns(table())
     np.random.seed(1)

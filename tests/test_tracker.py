@@ -222,6 +222,7 @@ def test_attach_tracker_hooks_into_the_trainer(tmp_path):
     assert len(pd.read_parquet(tmp_path / PARQUET_NAME)) == 2 * len(metric_names()) * t.layout.num_channels
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("wandb_env")
 def test_train_run_logs_its_importance_heatmaps_to_wandb(tmp_path):
     pytest.importorskip("wandb")
@@ -239,6 +240,7 @@ def test_train_run_logs_its_importance_heatmaps_to_wandb(tmp_path):
         "image-file"]
 
 
+@pytest.mark.slow
 def test_cli_bad_pruning_value_exits_2_with_one_line(tmp_path):
     res = run_train_cli(["pruning.interval=0", "logger=disabled"], tmp_path)
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
@@ -246,6 +248,7 @@ def test_cli_bad_pruning_value_exits_2_with_one_line(tmp_path):
     assert lines[0] == "error: invalid config: pruning.interval=0; allowed: an integer >= 1 (updates)"
 
 
+@pytest.mark.slow
 def test_cli_tiny_run_writes_importance_parquet_with_all_metrics_and_resumes(tmp_path):
     run_dir = tmp_path / "run"
     # action_repeat=50: 20 agent steps per cartpole episode; 1 seeding episode, 20 pretraining updates.

@@ -33,6 +33,7 @@ def test_world_model_components_contract():
     assert m.Q(z, torch.zeros(7, 1), "min").shape == (7, 1)
 
 
+@pytest.mark.slow
 def test_a_few_hundred_updates_reduce_the_model_losses(tmp_path):
     trainer = Trainer(tiny_cfg(steps=4000, seed_steps=4000), tmp_path)
     # collect 4 random episodes (500 transitions, seeding: no updates yet) into the buffer
@@ -56,6 +57,7 @@ def _run(tmp_path, name, steps, **kw):
     return Trainer(cfg, tmp_path / name)
 
 
+@pytest.mark.slow
 def test_trainer_writes_logs_and_checkpoint(tmp_path):
     t = _run(tmp_path, "a", 3000)
     summary = t.train()
@@ -70,6 +72,7 @@ def test_trainer_writes_logs_and_checkpoint(tmp_path):
     assert state["counters"]["env_step"] == 3000 and state["buffer"]["num_transitions"] == 375
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_results_as_an_uninterrupted_run(tmp_path):
     full = _run(tmp_path, "full", 6000)
     full.train()
@@ -89,6 +92,7 @@ def test_resume_gives_the_same_results_as_an_uninterrupted_run(tmp_path):
         assert torch.equal(a, b), k
 
 
+@pytest.mark.slow
 def test_resume_drops_rows_logged_after_the_last_checkpoint(tmp_path):
     t = _run(tmp_path, "r", 3000)
     t.train()  # checkpoint at 3000 (end)
@@ -100,6 +104,7 @@ def test_resume_drops_rows_logged_after_the_last_checkpoint(tmp_path):
     assert train["episode_return"].iloc[-1] != 1.0
 
 
+@pytest.mark.slow
 def test_corrupt_and_foreign_checkpoints_give_clear_errors(tmp_path):
     run = tmp_path / "c"
     run.mkdir()
@@ -113,6 +118,7 @@ def test_corrupt_and_foreign_checkpoints_give_clear_errors(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_of_another_task(tmp_path):
     _run(tmp_path, "x", 1000).train()
     with pytest.raises(CheckpointError, match="task="):
@@ -128,6 +134,7 @@ def test_the_trainer_resolves_the_task_defaults_into_its_config(tmp_path):
     assert (w.cfg.action_repeat, w.cfg.seed_steps) == (2, 5000)
 
 
+@pytest.mark.slow
 def test_an_older_checkpoint_with_null_task_defaults_still_resumes(tmp_path):
     import torch
 
@@ -145,6 +152,7 @@ def test_an_older_checkpoint_with_null_task_defaults_still_resumes(tmp_path):
         _run(tmp_path, "old", 2000).load_checkpoint()
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_checkpoints_and_its_wandb_run_is_marked_failed(tmp_path, wandb_env):  # noqa: F811
     """A stop signal (here set by an update hook, as the SIGINT handler sets it) ends training at the episode
     end with a checkpoint; the W&B run gets the signal's exit code (130), not 0."""
