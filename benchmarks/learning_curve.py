@@ -6,7 +6,8 @@
 Any ``key=value`` is passed to scripts/train.py (defaults below). Writes
 ``benchmarks/results/learning_curve_<task>_<model_size>.json`` (curve, wall-clock, steps/s, command) and
 a PNG plot next to it (``_seed<N>`` for seeds other than 1 and ``_compiled`` for ``compile=true`` are added to
-the name); the training run itself lives in ``runs/benchmarks/...`` (not committed).
+the name, and ``label=X`` adds ``_X``: a series of runs that must not overwrite an earlier one); the
+training run itself lives in ``runs/benchmarks/...`` (not committed).
 """
 
 from __future__ import annotations
@@ -27,16 +28,18 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.argv import parse_args  # noqa: E402
 
 DEFAULTS = {"task": "cartpole-swingup", "model_size": "cpu", "steps": "100000", "seed": "1",
-            "eval_freq": "10000", "eval_episodes": "5", "num_threads": "2", "logger": "disabled"}
+            "eval_freq": "10000", "eval_episodes": "5", "num_threads": "2", "logger": "disabled", "label": ""}
 
 
 def main(argv: list[str]) -> None:
     overrides = parse_args(argv, DEFAULTS, passthrough=True)  # every key=value goes on to scripts/train.py
+    label = overrides.pop("label")  # ... except the label, which names the result files only
     tag = f"{overrides['task']}_{overrides['model_size']}_seed{overrides['seed']}"
     compiled = str(overrides.get("compile", "auto")).lower() == "true"
     # the result file of seed 1, eager keeps its old name; other seeds and compiled runs get their own
     suffix = ("" if overrides["seed"] == "1" else f"_seed{overrides['seed']}") + ("_compiled" if compiled else "")
-    tag += "_compiled" if compiled else ""
+    suffix += f"_{label}" if label else ""
+    tag += ("_compiled" if compiled else "") + (f"_{label}" if label else "")
     run_dir = ROOT / "runs" / "benchmarks" / f"learning_curve_{tag}"
     overrides.setdefault("run_dir", str(run_dir))
     cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), *[f"{k}={v}" for k, v in overrides.items()]]
@@ -50,6 +53,7 @@ def main(argv: list[str]) -> None:
     learning = train[train["total_loss"].notna()]
     result = {
         "task": overrides["task"], "model_size": overrides["model_size"], "seed": int(overrides["seed"]),
+        "label": label,
         "command": "python benchmarks/learning_curve.py " + " ".join(argv),
         "overrides": overrides, "machine": platform.processor() or platform.machine(),
         "wall_clock_s_this_invocation": round(wall, 1),

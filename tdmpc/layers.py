@@ -168,27 +168,12 @@ class QEnsemble(nn.Module):
         hooked = bool(self._stacked_input_hooks) and torch.is_grad_enabled()
         k = 0  # index of the stacked Linear
         for layers in zip(*nets):
-            first = layers[0]
-            if isinstance(first, nn.Linear):
+            if isinstance(layers[0], nn.Linear):
                 if hooked:
                     h = self._run_stacked_hooks(k, h, idx)
                 k += 1
                 h = _member_pre_hooks(layers, h)
-                w = torch.stack([m.weight for m in layers])  # (E, out, in)
-                b = torch.stack([m.bias for m in layers]).unsqueeze(1)  # (E, 1, out)
-                if detach:
-                    w, b = w.detach(), b.detach()
-                h = torch.baddbmm(b, h, w.transpose(1, 2))
-            elif isinstance(first, nn.LayerNorm):
-                w = torch.stack([m.weight for m in layers]).unsqueeze(1)
-                b = torch.stack([m.bias for m in layers]).unsqueeze(1)
-                if detach:
-                    w, b = w.detach(), b.detach()
-                h = F.layer_norm(h, first.normalized_shape, eps=first.eps) * w + b
-            elif isinstance(first, (Mish, nn.Mish, nn.Dropout, SimNorm)):
-                h = first(h)
-            else:  # pragma: no cover - guarded by construction
-                raise TypeError(f"QEnsemble cannot batch layer type {type(first).__name__}")
+            h = _stacked_layer(layers, h, detach)
         return h.reshape(len(nets), *lead, h.shape[-1])
 
     def forward_indexed(self, x: torch.Tensor, members: torch.Tensor, detach: bool = False) -> torch.Tensor:
@@ -200,16 +185,25 @@ class QEnsemble(nn.Module):
         lead = x.shape[:-1]
         h = x.reshape(1, -1, x.shape[-1]).expand(members.shape[0], -1, -1)
         for layers in zip(*self.members):
-            first = layers[0]
-            if isinstance(first, (nn.Linear, nn.LayerNorm)):
-                w = torch.stack([m.weight for m in layers]).index_select(0, members)
-                b = torch.stack([m.bias for m in layers]).index_select(0, members).unsqueeze(1)
-                if detach:
-                    w, b = w.detach(), b.detach()
-                if isinstance(first, nn.Linear):
-                    h = torch.baddbmm(b, h, w.transpose(1, 2))
-                else:
-                    h = F.layer_norm(h, first.normalized_shape, eps=first.eps) * w.unsqueeze(1) + b
-            else:  # Mish, Dropout, SimNorm
-                h = first(h)
+            h = _stacked_layer(layers, h, detach, members)
         return h.reshape(members.shape[0], *lead, h.shape[-1])
+
+
+def _stacked_layer(layers: tuple[nn.Module, ...], h: torch.Tensor, detach: bool,
+                   index: torch.Tensor | None = None) -> torch.Tensor:
+    """One layer position of a :class:`QEnsemble` on the stacked input ``h (E, N, in)``: the members' weights
+    stacked (``index`` picks the rows of the chosen members from all of them) and applied in one batched call."""
+    first = layers[0]
+    if isinstance(first, (nn.Linear, nn.LayerNorm)):
+        w = torch.stack([m.weight for m in layers])  # (E, out, in) or (E, F)
+        b = torch.stack([m.bias for m in layers])
+        if index is not None:
+            w, b = w.index_select(0, index), b.index_select(0, index)
+        if detach:
+            w, b = w.detach(), b.detach()
+        if isinstance(first, nn.Linear):
+            return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+        return F.layer_norm(h, first.normalized_shape, eps=first.eps) * w.unsqueeze(1) + b.unsqueeze(1)
+    if isinstance(first, (Mish, nn.Mish, nn.Dropout, SimNorm)):
+        return first(h)
+    raise TypeError(f"QEnsemble cannot batch layer type {type(first).__name__}")  # pragma: no cover - guarded by construction

@@ -62,8 +62,8 @@ class PlanNoise:
 
 def model_return(model: WorldModel, z: torch.Tensor, actions: torch.Tensor, gamma: float):
     """Discounted model reward of ``actions (H, n, A)`` from latents ``z (n, Z)``: ``(G (n, 1), terminal
-    latent, gamma**H)``. The one rollout, shared by :meth:`MPPIPlanner.estimate_value` and the exported
-    planner graph."""
+    latent, gamma**H)``. The one rollout, shared by :func:`estimate_value` (the eager, compiled and exported
+    planner)."""
     G = torch.zeros(z.shape[0], 1, device=z.device)
     discount = 1.0
     for t in range(actions.shape[0]):
@@ -88,17 +88,31 @@ def elite_update(actions: torch.Tensor, value: torch.Tensor, cfg: PlannerConfig)
     return mean, std, score, elite_actions
 
 
-def prior_actions(model: WorldModel, z: torch.Tensor, pi_eps: torch.Tensor) -> torch.Tensor:
-    """``(H, P, A)`` actions of the policy-prior rollouts from ``z (1, Z)`` with draws ``pi_eps (H, P, A)``."""
-    H, n_pi = pi_eps.shape[0], pi_eps.shape[1]
+def prior_actions(model: WorldModel, z: torch.Tensor, shape: tuple[int, int, int],
+                  pi_eps: torch.Tensor | None = None) -> torch.Tensor:
+    """``shape = (H, n_pi, A)`` actions of the policy-prior rollouts from ``z (1, Z)``; ``pi_eps`` (that shape)
+    replaces the policy's own standard-normal draws (``None``: drawn inline from the global torch RNG)."""
+    horizon, n_pi, _ = shape
     if n_pi == 0:
-        return pi_eps
+        return z.new_zeros(shape)
     _z, steps = z.expand(n_pi, -1), []
-    for t in range(H):
-        steps.append(model.pi(_z, eps=pi_eps[t])[1])
-        if t < H - 1:
+    for t in range(horizon):
+        steps.append(model.pi(_z, eps=None if pi_eps is None else pi_eps[t])[1])
+        if t < horizon - 1:
             _z = model.next(_z, steps[-1])
     return torch.stack(steps)
+
+
+def estimate_value(model: WorldModel, z: torch.Tensor, actions: torch.Tensor, discount: float,
+                   terminal_eps: torch.Tensor | None = None,
+                   q_members: torch.Tensor | list[int] | None = None) -> torch.Tensor:
+    """Discounted model return of ``actions (H, N, A)`` from latents ``z (N, Z)`` plus the terminal Q-value: ``(N, 1)``.
+
+    ``terminal_eps`` and ``q_members`` replace the random draws of the terminal action and of the two Q-members
+    (see :class:`PlanNoise`); ``None`` draws them. Members given as a tensor are read without a host sync."""
+    G, z, gamma_h = model_return(model, z, actions, discount)
+    terminal_action = model.pi(z, eps=terminal_eps)[1]
+    return G + gamma_h * model.Q(z, terminal_action, return_type="avg", members=q_members)
 
 
 def plan_step(model: WorldModel, cfg: PlannerConfig, discount: float, z: torch.Tensor, prev_mean: torch.Tensor,
@@ -111,7 +125,7 @@ def plan_step(model: WorldModel, cfg: PlannerConfig, discount: float, z: torch.T
     same noise it computes what :meth:`MPPIPlanner.plan` computes, operation for operation.
     """
     A = prev_mean.shape[-1]
-    pi_actions = prior_actions(model, z, noise.pi_eps)
+    pi_actions = prior_actions(model, z, (cfg.horizon, cfg.num_pi_trajs, A), noise.pi_eps)
     z_all = z.expand(cfg.num_samples + cfg.num_pi_trajs, -1)
     mean = torch.cat([prev_mean[1:], prev_mean.new_zeros(1, A)])
     std = torch.full_like(mean, cfg.max_std)
@@ -119,9 +133,7 @@ def plan_step(model: WorldModel, cfg: PlannerConfig, discount: float, z: torch.T
     for i in range(cfg.iterations):
         sampled = (mean.unsqueeze(1) + std.unsqueeze(1) * noise.sample_eps[i]).clamp(-1, 1)
         actions = torch.cat([pi_actions, sampled], dim=1)  # policy trajectories first, as in plan()
-        G, z_end, gamma_h = model_return(model, z_all, actions, discount)
-        terminal_action = model.pi(z_end, eps=noise.terminal_eps[i])[1]
-        value = G + gamma_h * model.Q(z_end, terminal_action, return_type="avg", members=noise.q_members[i])
+        value = estimate_value(model, z_all, actions, discount, noise.terminal_eps[i], noise.q_members[i])
         mean, std, score, elite_actions = elite_update(actions, value.nan_to_num(0.0).squeeze(-1), cfg)
     gumbel = -torch.log(-torch.log(noise.gumbel_u.clamp_min(1e-20)))
     chosen = torch.argmax(score.log() + gumbel)
@@ -157,36 +169,6 @@ class MPPIPlanner:
         """Forget the warm start (call at the start of each episode)."""
         self.prev_mean = None
 
-    def _pi_action(self, z: torch.Tensor, eps: torch.Tensor | None) -> torch.Tensor:
-        """A sampled policy-prior action; ``eps`` replaces the model's own draw when given."""
-        return (self.model.pi(z) if eps is None else self.model.pi(z, eps=eps))[1]
-
-    @torch.no_grad()
-    def estimate_value(self, z: torch.Tensor, actions: torch.Tensor, terminal_eps: torch.Tensor | None = None,
-                       q_members: list[int] | None = None) -> torch.Tensor:
-        """Discounted model return of ``actions (H, N, A)`` from latents ``z (N, Z)`` plus terminal Q.
-
-        ``terminal_eps`` and ``q_members`` replace the random draws of the terminal action and of the two
-        Q-members (see :class:`PlanNoise`); ``None`` draws them.
-        """
-        G, z, discount = model_return(self.model, z, actions, self.discount)
-        terminal_action = self._pi_action(z, terminal_eps)
-        if q_members is None:
-            return G + discount * self.model.Q(z, terminal_action, return_type="avg")
-        return G + discount * self.model.Q(z, terminal_action, return_type="avg", members=q_members)
-
-    def _prior_actions(self, z: torch.Tensor, noise: PlanNoise | None) -> torch.Tensor:
-        """``(H, num_pi_trajs, A)`` actions of the policy-prior rollouts from ``z (1, Z)``."""
-        H, n_pi = self.cfg.horizon, self.cfg.num_pi_trajs
-        pi_actions = torch.empty(H, n_pi, self.action_dim, device=z.device)
-        if n_pi > 0:
-            _z = z.expand(n_pi, -1)
-            for t in range(H - 1):
-                pi_actions[t] = self._pi_action(_z, None if noise is None else noise.pi_eps[t])
-                _z = self.model.next(_z, pi_actions[t])
-            pi_actions[-1] = self._pi_action(_z, None if noise is None else noise.pi_eps[-1])
-        return pi_actions
-
     @torch.no_grad()
     def plan(self, z: torch.Tensor, eval_mode: bool = False, noise: PlanNoise | None = None) -> torch.Tensor:
         """One action (A,) for a single latent ``z (1, Z)``.
@@ -203,7 +185,7 @@ class MPPIPlanner:
             action, self.prev_mean = self._step(self.model, cfg, self.discount, z, prev, noise, eval_mode)
             return action
         n_pi = cfg.num_pi_trajs
-        pi_actions = self._prior_actions(z, noise)
+        pi_actions = prior_actions(self.model, z, (H, n_pi, A), None if noise is None else noise.pi_eps)
 
         n = cfg.num_samples + n_pi
         z_all = z.expand(n, -1)
@@ -221,7 +203,8 @@ class MPPIPlanner:
             else:
                 eps, terminal_eps, members = noise.sample_eps[i], noise.terminal_eps[i], noise.q_members[i].tolist()
             actions[:, n_pi:] = (mean.unsqueeze(1) + std.unsqueeze(1) * eps).clamp(-1, 1)
-            value = self.estimate_value(z_all, actions, terminal_eps, members).nan_to_num(0.0).squeeze(-1)  # (n,)
+            value = estimate_value(self.model, z_all, actions, self.discount, terminal_eps, members)
+            value = value.nan_to_num(0.0).squeeze(-1)  # (n,)
             mean, std, score, elite_actions = elite_update(actions, value, cfg)
 
         # Pick one elite trajectory in proportion to its score (Gumbel-max sampling).

@@ -26,11 +26,11 @@ class ToyModel:
     def next(self, z, a):
         return z
 
-    def pi(self, z):
+    def pi(self, z, eps=None):  # the planner's model protocol; the toy prior ignores a given draw
         a = torch.rand(z.shape[0], self.target.numel()) * 2 - 1
         return a, a, torch.zeros(z.shape[0], 1), torch.zeros_like(a)
 
-    def Q(self, z, a, return_type="avg"):
+    def Q(self, z, a, return_type="avg", members=None):
         return torch.zeros(z.shape[0], 1)
 
 
