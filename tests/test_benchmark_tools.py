@@ -70,3 +70,25 @@ def test_removal_vs_zeroing_on_a_tiny_checkpoint(tracked_checkpoint, tmp_path):
         assert r["dense"] == out["rows"][0]["dense"]  # the same dense agent and episodes every time
         assert r["removed"] != r["zeroed"]  # LayerNorm statistics differ between removal and masking
     assert (tmp_path / "r.json").is_file()
+
+
+def test_learning_curve_compare_equals_a_hand_computation():
+    import numpy as np
+
+    from benchmarks.learning_curve_compare import compare, permutation_p
+
+    a = np.array([[100.0, 500, 800], [200, 600, 900], [150, 400, 850]])
+    b = np.array([[120.0, 700, 820], [90, 450, 880], [160, 550, 860]])
+    out = compare(a, b)
+    # b's mean (123.3, 566.7, 853.3) vs a's range [100, 200], [400, 600], [800, 900]: all inside
+    assert out["b_mean_in_a_range"] == [True, True, True]
+    # b seeds: 120 in, 90 out, 160 in | 700 out, 450 in, 550 in | all three in -> 7 of 9
+    assert out["b_seeds_in_a_range"] == pytest.approx(7 / 9)
+    # a's seeds held out: seed 0 vs range of seeds 1-2 ([150, 200], [400, 600], [850, 900]): out, in, out;
+    # seed 1 vs [100, 150], [400, 500], [800, 850]: out x3; seed 2 vs [100, 200], [500, 600], [800, 900]: in, out, in
+    assert out["a_loo_in_a_range"] == pytest.approx(3 / 9)
+    assert out["curve_mean"]["a"] == pytest.approx(a.mean())
+    assert out["final"]["b"] == pytest.approx(2560 / 3)
+    # permutation test: 20 splits of 6 values; identical sets give p = 1, fully separated ones 2/20
+    assert permutation_p(np.array([1.0, 2, 3]), np.array([1.0, 2, 3])) == 1.0
+    assert permutation_p(np.array([1.0, 2, 3]), np.array([10.0, 11, 12])) == pytest.approx(0.1)
