@@ -57,10 +57,11 @@ TASK = "cartpole-swingup"
 ENV_SPEC = {"obs_dim": 5, "action_dim": 1, "action_low": [-1.0], "action_high": [1.0], "episode_length": 125,
             "action_repeat": 8}  # cartpole-swingup (pruning.study.export.task_spec), fixed so no env is built here
 
-def compiled_runtime(agent, obs: torch.Tensor) -> tuple[Callable, Callable]:
+def compiled_runtime(agent, obs: torch.Tensor) -> tuple[Callable, Callable, float]:
     """``torch_compiled``: a copy of ``agent`` with ``set_compile(True)`` (``torch.compile`` of the planner's
     ``plan_step``, noise drawn from the torch RNG per call) and the policy mean action compiled; the first call
-    of each is made here, so its compile time is not in the latency (it is in ``compile_s``)."""
+    of each is made here, so its compile time is not in the latency: it is returned (seconds) with the two
+    callables."""
     twin = copy.deepcopy(agent)
     twin.set_compile(True)
     model = twin.model
@@ -77,11 +78,7 @@ def compiled_runtime(agent, obs: torch.Tensor) -> tuple[Callable, Callable]:
 
     t0 = time.perf_counter()
     plan(), pol()
-    compiled_runtime.compile_s.append(time.perf_counter() - t0)
-    return plan, pol
-
-
-compiled_runtime.compile_s = []  # seconds of the first calls, per model
+    return plan, pol, time.perf_counter() - t0
 
 
 def build_agent(size: str, ratio: float, prune_latent: bool, budget: str):
@@ -104,8 +101,9 @@ def build_agent(size: str, ratio: float, prune_latent: bool, budget: str):
     return agent, cfg, removed
 
 
-def runtimes(agent, cfg, tmp: Path, compiled: bool) -> dict[str, tuple[Callable, Callable]]:
-    """``runtime -> (planned_action, policy_action)`` callables for one agent (batch-1 observation)."""
+def runtimes(agent, cfg, tmp: Path, compiled: bool) -> tuple[dict[str, tuple[Callable, Callable]], float | None]:
+    """``runtime -> (planned_action, policy_action)`` callables for one agent (batch-1 observation), and the
+    compile time of ``torch_compiled`` (``None`` without it)."""
     obs_np = np.random.default_rng(0).standard_normal(ENV_SPEC["obs_dim"]).astype(np.float32)
     obs = torch.from_numpy(obs_np)
     model = agent.model
@@ -122,9 +120,11 @@ def runtimes(agent, cfg, tmp: Path, compiled: bool) -> dict[str, tuple[Callable,
     planner, policy = Controller.load(tmp, mode="plan", num_threads=1), Controller.load(tmp, mode="policy")
     out = {"torch_eager": (torch_plan, torch_policy),
            "onnxruntime": (lambda: planner.act(obs_np), lambda: policy.act(obs_np))}
+    compile_s = None
     if compiled:
-        out["torch_compiled"] = compiled_runtime(agent, obs)
-    return out
+        plan_fn, policy_fn, compile_s = compiled_runtime(agent, obs)
+        out["torch_compiled"] = (plan_fn, policy_fn)
+    return out, compile_s
 
 
 def time_calls(fn: Callable, n: int) -> tuple[list[float], list[float]]:
@@ -138,13 +138,10 @@ def time_calls(fn: Callable, n: int) -> tuple[list[float], list[float]]:
     return wall, cpu
 
 
-#: 1-minute load average at the end of every timing round (the benchmark's own thread counts ~1).
-ROUND_LOADS: list[float] = []
-
-
-def measure(fns: dict, repeats: int, rounds: int, warmup: int = 5) -> dict:
-    """Interleaved timing of every ``(ratio, runtime, kind)`` callable in ``fns``; returns its samples."""
-    samples = {key: ([], []) for key in fns}
+def measure(fns: dict, repeats: int, rounds: int, warmup: int = 5) -> tuple[dict, list[float]]:
+    """Interleaved timing of every ``(ratio, runtime, kind)`` callable in ``fns``; returns its samples and the
+    1-minute load average at the end of every round (the benchmark's own thread counts ~1)."""
+    samples, loads = {key: ([], []) for key in fns}, []
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -153,9 +150,9 @@ def measure(fns: dict, repeats: int, rounds: int, warmup: int = 5) -> dict:
             wall, cpu = time_calls(fn, repeats)
             samples[key][0].extend(wall)
             samples[key][1].extend(cpu)
-        ROUND_LOADS.append(os.getloadavg()[0])
-        print(f"  round {rnd + 1}/{rounds} done (load average {ROUND_LOADS[-1]:.2f})", flush=True)
-    return samples
+        loads.append(os.getloadavg()[0])
+        print(f"  round {rnd + 1}/{rounds} done (load average {loads[-1]:.2f})", flush=True)
+    return samples, loads
 
 
 def make_row(ratio: float, runtime: str, agent, cfg, channel_ratio: float, dense_flops: int, samples: dict,
@@ -206,30 +203,33 @@ def main(argv: list[str]) -> None:
     ratios = sorted({0.0, *(float(x) for x in args["ratios"].split(","))})
     latent, size, budget = args["latent"], args["size"], args["budget"]
     load_before, started = list(os.getloadavg()), time.time()
-    agents, fns = {}, {}
+    agents, fns, compile_s = {}, {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for r in ratios:
             agent, cfg, cr = build_agent(size, r, latent, budget)
             agents[r] = (agent, cfg, cr)
-            for runtime, (plan_fn, policy_fn) in runtimes(agent, cfg, Path(tmp) / f"r{r}", args["compiled"]).items():
+            fns_r, seconds = runtimes(agent, cfg, Path(tmp) / f"r{r}", args["compiled"])
+            for runtime, (plan_fn, policy_fn) in fns_r.items():
                 fns[(r, runtime, "plan")], fns[(r, runtime, "policy")] = plan_fn, policy_fn
+            if seconds is not None:
+                compile_s.append(seconds)
             print(f"ratio {r}: channel ratio {cr:.4f}, plan {plan_flops(agent.model, cfg.planner) / 1e6:.1f} MFLOP",
                   flush=True)
-        samples = measure(fns, int(args["repeats"]), int(args["rounds"]))
+        samples, round_loads = measure(fns, int(args["repeats"]), int(args["rounds"]))
     dense_flops = plan_flops(agents[0.0][0].model, agents[0.0][1].planner)
     rows = [make_row(r, rt, agents[r][0], agents[r][1], agents[r][2], dense_flops, samples, budget)
             for (r, rt, kind) in fns if kind == "plan"]
     load_after = list(os.getloadavg())
     # The benchmark itself keeps one thread busy: loaded = other work took more than half a core meanwhile.
-    loaded = float(np.median(ROUND_LOADS)) > 1.5
+    loaded = float(np.median(round_loads)) > 1.5
     result = {"command": " ".join(["python benchmarks/deploy_latency.py", *argv]), "model_size": size,
               "task_shapes": TASK, "budget": budget, "prune_latent": latent, "threads": 1,
               "repeats": int(args["repeats"]), "rounds": int(args["rounds"]),
               "load_average_before": load_before, "load_average_after": load_after,
-              "load_average_rounds": [round(x, 2) for x in ROUND_LOADS], "cpu_count": os.cpu_count(),
+              "load_average_rounds": [round(x, 2) for x in round_loads], "cpu_count": os.cpu_count(),
               "final": not loaded, "note": ("machine loaded (median load average over the rounds > 1.5: other work used more than half a core): indicative figures, "
                                             "not final") if loaded else "machine idle enough for final figures",
-              "compile_s": [round(x, 1) for x in compiled_runtime.compile_s],
+              "compile_s": [round(x, 1) for x in compile_s],
               "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
               "machine": platform.processor() or platform.machine(), "bar": bar(rows), "bar_torch_compiled": bar(rows, "torch_compiled"), "rows": rows,
               "wall_clock_s": round(time.time() - started, 1)}
