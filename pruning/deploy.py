@@ -1,5 +1,8 @@
 """Runtime of an exported controller: onnxruntime and numpy only (no torch, no dm_control, no Hydra).
 
+(A ``format=pt2`` export is run by the same class through :mod:`pruning.deploy_pt2`, which needs torch; it is
+imported only when ``controller.json`` names ``.pt2`` files.)
+
     from pruning.deploy import Controller
 
     ctrl = Controller.load("RUN_DIR")          # policy.onnx, planner.onnx, controller.json (scripts/export.py)
@@ -36,9 +39,16 @@ class DeployError(ValueError):
     """The exported controller cannot be loaded or used; the message is one line."""
 
 
-def _session(path: Path, num_threads: int) -> ort.InferenceSession:
+def _session(path: Path, num_threads: int, inputs: list[dict], outputs: list[dict]):
+    """An ``onnxruntime.InferenceSession`` of ``path``, or for a ``.pt2`` package its
+    :class:`pruning.deploy_pt2.Pt2Session` (same ``run`` interface; ``inputs`` / ``outputs``: the specs of
+    ``controller.json``, whose order is the package's positional order)."""
     if not path.is_file():
         raise DeployError(f"exported model not found: {path}")
+    if path.suffix == ".pt2":
+        from pruning.deploy_pt2 import Pt2Session
+
+        return Pt2Session(path, [s["name"] for s in inputs], [s["name"] for s in outputs], num_threads)
     options = ort.SessionOptions()
     options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = 1
@@ -62,8 +72,9 @@ def draw_input(spec: dict, rng: np.random.Generator) -> np.ndarray:
 class Controller:
     """An exported TD-MPC controller: :meth:`load`, :meth:`reset`, :meth:`act` (see the module docstring)."""
 
-    def __init__(self, spec: dict, policy: ort.InferenceSession, planner: ort.InferenceSession | None,
-                 mode: str = "plan", seed: int = 0):
+    def __init__(self, spec: dict, policy, planner, mode: str = "plan", seed: int = 0):
+        """``policy`` / ``planner``: sessions with ``run(output_names, inputs)`` (onnxruntime's, or
+        :class:`pruning.deploy_pt2.Pt2Session`); ``planner`` is ``None`` in ``policy`` mode."""
         if mode not in MODES:
             raise DeployError(f"mode must be one of {'|'.join(MODES)}, got {mode!r}")
         self.spec, self.mode, self.seed = spec, mode, seed
@@ -79,7 +90,8 @@ class Controller:
 
     @classmethod
     def load(cls, directory: str | Path, mode: str = "plan", seed: int = 0, num_threads: int = 1) -> Controller:
-        """Load ``controller.json`` and the ONNX files of ``directory`` (``planner.onnx`` only for ``plan``)."""
+        """Load ``controller.json`` and the graphs it names in ``directory`` (ONNX, or ``.pt2`` packages; the
+        planner only for ``plan``)."""
         directory = Path(directory)
         path = directory / "controller.json"
         if not path.is_file():
@@ -89,8 +101,10 @@ class Controller:
             raise DeployError(f"{path} is not a {CONTROLLER_FORMAT} file (found format {spec.get('format')!r})")
         if mode not in MODES:
             raise DeployError(f"mode must be one of {'|'.join(MODES)}, got {mode!r}")
-        policy = _session(directory / spec["files"]["policy"], num_threads)
-        planner = _session(directory / spec["files"]["planner"], num_threads) if mode == "plan" else None
+        policy = _session(directory / spec["files"]["policy"], num_threads, spec["policy_inputs"],
+                          spec["policy_outputs"])
+        planner = _session(directory / spec["files"]["planner"], num_threads, spec["planner_inputs"],
+                           spec["planner_outputs"]) if mode == "plan" else None
         return cls(spec, policy, planner, mode, seed)
 
     def reset(self, seed: int | None = None) -> None:

@@ -32,11 +32,12 @@ TOL = 1e-4
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.export's pytree deprecation notice
 
 
-def _checkpoint(path: Path, pruned: bool) -> Path:
-    """A minimal training checkpoint (format, config, agent) of a tiny random agent, optionally pruned."""
+def _checkpoint(path: Path, pruned: bool, **overrides) -> Path:
+    """A minimal training checkpoint (format, config, agent) of a tiny random agent, optionally pruned
+    (``overrides``: more :func:`tiny_cfg` settings)."""
     from pruning import model_groups, prune
 
-    cfg = tiny_cfg(task=TASK, model__num_q=3)  # 3 members: which two the terminal value averages matters
+    cfg = tiny_cfg(task=TASK, model__num_q=3, **overrides)  # 3 members: which two the terminal value averages matters
     torch.manual_seed(1)
     agent = TDMPC(4, 2, 250, cfg, torch.device("cpu"))
     with torch.no_grad():
@@ -192,7 +193,7 @@ def test_missing_checkpoint_and_unknown_key_are_one_line_exit_2(tmp_path):
 
 
 @pytest.mark.parametrize("override, line", [
-    ({"format": "pt2"}, "error: invalid config: format='pt2'; allowed: onnx (pt2 is not implemented yet)"),
+    ({"format": "tflite"}, "error: invalid config: format='tflite'; allowed: onnx|pt2"),
     ({"episodes": 0}, "error: invalid config: episodes=0; allowed: an integer >= 1"),
     ({"mode": "mpc"}, "error: invalid config: mode='mpc'; allowed: plan|policy"),
 ])
@@ -215,3 +216,32 @@ def test_plan_noise_replays_a_plan_whatever_the_global_rng():
         actions.append(agent.act(obs, eval_mode=False, noise=noise))
     assert torch.equal(actions[0], actions[1])
     assert noise.q_members.shape == (2, 2) and all(len(set(r.tolist())) == 2 for r in noise.q_members)
+
+
+@pytest.mark.slow
+def test_pt2_export_plans_and_acts_like_the_torch_agent(tmp_path):
+    """format=pt2 (AOTInductor packages) through the same Controller: planner and policy equal the agent."""
+    # one planner iteration over a horizon of 2: AOTInductor compiles C++ per kernel, and the unrolled graph's size
+    # sets the compile time (the arithmetic is that of the ONNX tests above)
+    ckpt = _checkpoint(tmp_path / "checkpoint.pt", pruned=True, planner__iterations=1, planner__horizon=2)
+    agent, cfg, env_spec = load_agent(ckpt)
+    out = write_controller(agent, cfg, env_spec, tmp_path / "pt2", checkpoint=ckpt, fmt="pt2")
+    spec = json.loads((out / "controller.json").read_text())
+    assert spec["files"] == {"policy": "policy.pt2", "planner": "planner.pt2"} and spec["artifact_format"] == "pt2"
+    assert spec["exports"]["planner"]["exporter"] == "aoti"
+    ctrl = Controller.load(out, seed=5)
+    rng = np.random.default_rng(0)
+    for step in range(3):
+        obs = rng.standard_normal(4).astype(np.float32)
+        action = ctrl.act(obs)
+        inputs = ctrl.last_inputs
+        agent.planner.prev_mean = torch.from_numpy(inputs["prev_mean"].copy()) if step else None
+        ref = agent.act(torch.from_numpy(obs), eval_mode=True, noise=_noise(inputs)).numpy()
+        assert action.shape == (2,) and np.abs(action - ref).max() < TOL
+        assert np.abs(ctrl.prev_mean - agent.planner.prev_mean.numpy()).max() < TOL
+    policy = Controller.load(out, mode="policy")
+    obs = torch.randn(3, 4)
+    with torch.no_grad():
+        ref = agent.model.pi(agent.model.encode(obs))[0].numpy()
+    got = np.stack([policy.act(o) for o in obs.numpy()])
+    assert np.abs(got - ref).max() < TOL and np.abs(ref).max() > 0.05

@@ -1,6 +1,13 @@
 """Export a (pruned) TD-MPC checkpoint to ONNX: ``policy.onnx``, ``planner.onnx`` and ``controller.json``.
 
     python scripts/export.py checkpoint=RUN_DIR/checkpoint.pt format=onnx [out=DIR] [check=true episodes=N]
+    python scripts/export.py checkpoint=RUN_DIR/checkpoint.pt format=pt2     # policy.pt2, planner.pt2
+
+``format=pt2`` writes the same two graphs as AOTInductor packages (``torch.export`` then
+``torch._inductor.aoti_compile_and_package``: compiled C++ kernels, loaded with
+``torch._inductor.aoti_load_package``; running them needs libtorch, not the Python training stack). It
+plans faster than onnxruntime on CPU (``benchmarks/pt2_latency.py``, ``docs/deploy.md``); compiling it
+takes a minute or two per graph. :class:`pruning.deploy.Controller` loads either format.
 
 - ``policy.onnx``: ``obs (1, obs_dim)`` -> ``action (1, A)``, the deterministic policy prior
   (``tanh`` of the policy mean, ``TDMPC.act(obs, eval_mode=True)`` with ``planner.mpc=false``).
@@ -42,7 +49,9 @@ from pruning.study.export_graphs import PlanGraph, PolicyGraph
 
 CONTROLLER_FORMAT = "ca-prune/controller/v1"
 POLICY_FILE, PLANNER_FILE, CONTROLLER_FILE = "policy.onnx", "planner.onnx", "controller.json"
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "pt2")
+#: ``format -> (policy file, planner file)``
+FILES = {"onnx": (POLICY_FILE, PLANNER_FILE), "pt2": ("policy.pt2", "planner.pt2")}
 EXPORTERS = ("auto", "dynamo", "torchscript")
 
 
@@ -169,7 +178,25 @@ def export_graph(module: nn.Module, args: tuple, path: Path, input_names: list[s
     return {"exporter": used, "opset": int(opset), "fallback_reason": reason}
 
 
-def controller_spec(agent: Any, cfg: Any, env_spec: dict, checkpoint: Path | None, exports: dict) -> dict:
+def export_pt2(module: nn.Module, args: tuple, path: Path) -> dict:
+    """``torch.export`` ``module(*args)`` (static shapes) and compile it with AOTInductor into the package
+    ``path``; returns ``{"exporter": "aoti", "compile_s"}``. The package is loaded back and run once on
+    ``args``: a package that does not reproduce the module's outputs to 1e-4 raises ``RuntimeError``."""
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        want = copy.deepcopy(module)(*args)  # on a copy: tracing leaves fake tensors in the module's caches
+        program = torch.export.export(module, args)
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+        got = torch._inductor.aoti_load_package(str(path))(*args)
+    got, want = (got if isinstance(got, (tuple, list)) else (got,)), (want if isinstance(want, tuple) else (want,))
+    diff = max(float((g - w).abs().max()) for g, w in zip(got, want))
+    if len(got) != len(want) or diff > 1e-4:
+        raise RuntimeError(f"{path.name}: the compiled package differs from the module by {diff:.3g}")
+    return {"exporter": "aoti", "compile_s": round(time.perf_counter() - t0, 1)}
+
+
+def controller_spec(agent: Any, cfg: Any, env_spec: dict, checkpoint: Path | None, exports: dict,
+                    fmt: str = "onnx") -> dict:
     """The content of ``controller.json`` (see the module docstring); ``checkpoint`` may be ``None``."""
     import onnx
 
@@ -186,7 +213,7 @@ def controller_spec(agent: Any, cfg: Any, env_spec: dict, checkpoint: Path | Non
         "action_range": [-1.0, 1.0],  # actions out of both graphs; the env maps them linearly onto low..high
         "widths": model.widths(), "num_q": len(model.qs), "latent_dim": model.widths()["encoder"][-1],
         "discount": float(agent.discount), "planner": planner,
-        "files": {"policy": POLICY_FILE, "planner": PLANNER_FILE},
+        "files": dict(zip(("policy", "planner"), FILES[fmt])), "artifact_format": fmt,
         "policy_inputs": [{"name": "obs", "shape": [1, env_spec["obs_dim"]], "dtype": "float32"}],
         "policy_outputs": [{"name": "action", "shape": [1, env_spec["action_dim"]], "dtype": "float32"}],
         "planner_inputs": plan_input_specs(p, env_spec["action_dim"], env_spec["obs_dim"], len(model.qs)),
@@ -201,10 +228,13 @@ def controller_spec(agent: Any, cfg: Any, env_spec: dict, checkpoint: Path | Non
 
 
 def write_controller(agent: Any, cfg: Any, env_spec: dict, out_dir: str | Path, exporter: str = "auto",
-                     checkpoint: Path | None = None) -> Path:
-    """Export ``agent`` (a ``TDMPC`` in eval mode) into ``out_dir``: ``policy.onnx``, ``planner.onnx`` and
+                     checkpoint: Path | None = None, fmt: str = "onnx") -> Path:
+    """Export ``agent`` (a ``TDMPC`` in eval mode) into ``out_dir``: the policy and planner graphs in ``fmt``
+    (``onnx``: ``policy.onnx``, ``planner.onnx``; ``pt2``: ``policy.pt2``, ``planner.pt2``) and
     ``controller.json`` (``checkpoint``: the source file named and hashed there, ``None`` for an agent
     built in memory). ``env_spec`` as returned by :func:`load_agent`. Returns ``out_dir``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     from tdmpc.planner import PlanNoise
 
     out = Path(out_dir)
@@ -213,25 +243,31 @@ def write_controller(agent: Any, cfg: Any, env_spec: dict, out_dir: str | Path, 
     # bins of ``TwoHot.bins``) would break the caller's model for eager use afterwards.
     model = copy.deepcopy(agent.model).eval()
     obs = torch.zeros(1, env_spec["obs_dim"])
-    exports = {"policy": export_graph(PolicyGraph(model).eval(), (obs,), out / POLICY_FILE, ["obs"],
-                                      ["action"], exporter)}
+    policy_file, planner_file = FILES[fmt]
     noise = PlanNoise.draw(cfg.planner, env_spec["action_dim"], len(model.qs), torch.Generator().manual_seed(0))
     inputs = plan_inputs(obs[0], None, noise)
     graph = PlanGraph(copy.deepcopy(agent.model).eval(), cfg.planner, agent.discount).eval()
-    exports["planner"] = export_graph(graph, tuple(inputs.values()), out / PLANNER_FILE, list(inputs),
-                                      ["action", "mean"], exporter)
-    spec = controller_spec(agent, cfg, env_spec, checkpoint, exports)
+    if fmt == "pt2":
+        exports = {"policy": export_pt2(PolicyGraph(model).eval(), (obs,), out / policy_file),
+                   "planner": export_pt2(graph, tuple(inputs.values()), out / planner_file)}
+    else:
+        exports = {"policy": export_graph(PolicyGraph(model).eval(), (obs,), out / policy_file, ["obs"],
+                                          ["action"], exporter),
+                   "planner": export_graph(graph, tuple(inputs.values()), out / planner_file, list(inputs),
+                                           ["action", "mean"], exporter)}
+    spec = controller_spec(agent, cfg, env_spec, checkpoint, exports, fmt)
     (out / CONTROLLER_FILE).write_text(json.dumps(spec, indent=2) + "\n")
     return out
 
 
-def export_controller(checkpoint: str | Path, out_dir: str | Path | None = None, exporter: str = "auto") -> Path:
-    """Write ``policy.onnx``, ``planner.onnx`` and ``controller.json`` of ``checkpoint`` into ``out_dir``
-    (default: the checkpoint's folder); returns ``out_dir``."""
+def export_controller(checkpoint: str | Path, out_dir: str | Path | None = None, exporter: str = "auto",
+                      fmt: str = "onnx") -> Path:
+    """Write the policy and planner graphs (in ``fmt``) and ``controller.json`` of ``checkpoint`` into
+    ``out_dir`` (default: the checkpoint's folder); returns ``out_dir``."""
     checkpoint = Path(checkpoint).expanduser()
     agent, cfg, env_spec = load_agent(checkpoint)
     out = Path(out_dir) if out_dir is not None else checkpoint.parent
-    return write_controller(agent, cfg, env_spec, out, exporter, checkpoint)
+    return write_controller(agent, cfg, env_spec, out, exporter, checkpoint, fmt)
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -242,9 +278,9 @@ class ExportConfig:
     """``scripts/export.py`` (``conf/export.yaml``); every key is validated by :func:`validate_export`."""
 
     checkpoint: str = ""  # a training or prune-job checkpoint.pt (required)
-    format: str = "onnx"  # onnx (the only format so far)
+    format: str = "onnx"  # onnx (onnxruntime, no torch needed) | pt2 (AOTInductor packages, need libtorch)
     out: str | None = None  # output folder; None: the checkpoint's folder
-    exporter: str = "auto"  # auto (dynamo, TorchScript if dynamo fails) | dynamo | torchscript
+    exporter: str = "auto"  # format=onnx: auto (dynamo, TorchScript if dynamo fails) | dynamo | torchscript
     check: bool = False  # after exporting, run the closed-loop check (pruning/study/deploy_check.py)
     episodes: int = 3  # episodes of the check, env seeds seed, seed + 1, ...
     seed: int = 1  # first env seed of the check (also seeds the controllers' noise)
@@ -258,7 +294,7 @@ def validate_export(cfg: ExportConfig) -> ExportConfig:
     from pruning.config import require
 
     require(bool(cfg.checkpoint), "checkpoint", cfg.checkpoint, "path of a training or prune-job checkpoint.pt")
-    require(cfg.format in FORMATS, "format", cfg.format, "|".join(FORMATS) + " (pt2 is not implemented yet)")
+    require(cfg.format in FORMATS, "format", cfg.format, "|".join(FORMATS))
     require(cfg.exporter in EXPORTERS, "exporter", cfg.exporter, "|".join(EXPORTERS))
     require(isinstance(cfg.check, bool), "check", cfg.check, "true|false")
     require(isinstance(cfg.episodes, int) and cfg.episodes >= 1, "episodes", cfg.episodes, "an integer >= 1")
@@ -294,13 +330,14 @@ def run_export_cli(cfg: Any) -> int:
     try:
         data = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
         job = validate_export(from_dict(ExportConfig, {k: v for k, v in data.items() if k != "hydra"}))
-        out = export_controller(job.checkpoint, job.out, job.exporter)
+        out = export_controller(job.checkpoint, job.out, job.exporter, job.format)
     except (PruningConfigError, ConfigError, CheckpointError) as err:
         fail(str(err))
     spec = json.loads((out / CONTROLLER_FILE).read_text())
-    print(f"[export] {out / POLICY_FILE}, {out / PLANNER_FILE}, {out / CONTROLLER_FILE} "
-          f"(exporter {spec['exports']['planner']['exporter']}, opset {spec['exports']['planner']['opset']})",
-          flush=True)
+    planner = spec["exports"]["planner"]
+    how = f"opset {planner['opset']}" if "opset" in planner else f"compiled in {planner['compile_s']} s"
+    print(f"[export] {out / spec['files']['policy']}, {out / spec['files']['planner']}, {out / CONTROLLER_FILE} "
+          f"(exporter {planner['exporter']}, {how})", flush=True)
     if job.check:
         from pruning.study.deploy_check import run_check
 
