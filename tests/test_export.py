@@ -68,6 +68,26 @@ def _noise(inputs: dict[str, np.ndarray]) -> PlanNoise:
                      q_members=t["q_members"], gumbel_u=t["gumbel_u"], action_eps=torch.zeros(2))
 
 
+def _plans_like_torch(ctrl: Controller, agent: TDMPC, obs: np.ndarray, step: int) -> dict[str, np.ndarray]:
+    """One planned action of ``ctrl`` equals the agent's on the same inputs (the warm start too, from step 1);
+    returns the inputs."""
+    action = ctrl.act(obs)
+    inputs = ctrl.last_inputs
+    agent.planner.prev_mean = torch.from_numpy(inputs["prev_mean"].copy()) if step else None
+    ref = agent.act(torch.from_numpy(obs), eval_mode=True, noise=_noise(inputs)).numpy()
+    assert action.shape == (2,) and np.abs(action - ref).max() < TOL
+    assert np.abs(ctrl.prev_mean - agent.planner.prev_mean.numpy()).max() < TOL
+    return inputs
+
+
+def _acts_like_the_policy_mean(ctrl: Controller, agent: TDMPC, n: int) -> None:
+    obs = torch.randn(n, 4)
+    with torch.no_grad():
+        ref = agent.model.pi(agent.model.encode(obs))[0].numpy()
+    got = np.stack([ctrl.act(o) for o in obs.numpy()])
+    assert np.abs(got - ref).max() < TOL and np.abs(ref).max() > 0.05
+
+
 @pytest.mark.slow
 def test_controller_json_describes_the_model_and_the_checkpoint(exported):
     import onnx
@@ -105,13 +125,8 @@ def test_exported_planner_gives_the_torch_planners_action(exported):
     rng = np.random.default_rng(0)
     for step in range(4):
         obs = rng.standard_normal(4).astype(np.float32)
-        action = ctrl.act(obs)
-        inputs = ctrl.last_inputs
+        inputs = _plans_like_torch(ctrl, agent, obs, step)
         assert (np.abs(inputs["prev_mean"]).max() > 0.05) == (step > 0)  # the warm start is in use
-        agent.planner.prev_mean = torch.from_numpy(inputs["prev_mean"].copy()) if step else None
-        ref = agent.act(torch.from_numpy(obs), eval_mode=True, noise=_noise(inputs)).numpy()
-        assert action.shape == (2,) and np.abs(action - ref).max() < TOL
-        assert np.abs(ctrl.prev_mean - agent.planner.prev_mean.numpy()).max() < TOL
         if step > 0:  # the comparison is sensitive: without the warm start the torch plan differs
             agent.planner.prev_mean = None
             agent.act(torch.from_numpy(obs), eval_mode=True, noise=_noise(inputs))
@@ -122,12 +137,7 @@ def test_exported_planner_gives_the_torch_planners_action(exported):
 
 def test_exported_policy_gives_the_policy_mean(exported):
     ckpt, out, agent = exported
-    ctrl = Controller.load(out, mode="policy")
-    obs = torch.randn(5, 4)
-    with torch.no_grad():
-        ref = agent.model.pi(agent.model.encode(obs))[0].numpy()
-    got = np.stack([ctrl.act(o) for o in obs.numpy()])
-    assert np.abs(got - ref).max() < TOL and np.abs(ref).max() > 0.05
+    _acts_like_the_policy_mean(Controller.load(out, mode="policy"), agent, 5)
 
 
 def test_runtime_imports_and_acts_without_torch(exported, tmp_path):
@@ -232,16 +242,5 @@ def test_pt2_export_plans_and_acts_like_the_torch_agent(tmp_path):
     ctrl = Controller.load(out, seed=5)
     rng = np.random.default_rng(0)
     for step in range(3):
-        obs = rng.standard_normal(4).astype(np.float32)
-        action = ctrl.act(obs)
-        inputs = ctrl.last_inputs
-        agent.planner.prev_mean = torch.from_numpy(inputs["prev_mean"].copy()) if step else None
-        ref = agent.act(torch.from_numpy(obs), eval_mode=True, noise=_noise(inputs)).numpy()
-        assert action.shape == (2,) and np.abs(action - ref).max() < TOL
-        assert np.abs(ctrl.prev_mean - agent.planner.prev_mean.numpy()).max() < TOL
-    policy = Controller.load(out, mode="policy")
-    obs = torch.randn(3, 4)
-    with torch.no_grad():
-        ref = agent.model.pi(agent.model.encode(obs))[0].numpy()
-    got = np.stack([policy.act(o) for o in obs.numpy()])
-    assert np.abs(got - ref).max() < TOL and np.abs(ref).max() > 0.05
+        _plans_like_torch(ctrl, agent, rng.standard_normal(4).astype(np.float32), step)
+    _acts_like_the_policy_mean(Controller.load(out, mode="policy"), agent, 3)
