@@ -52,7 +52,10 @@ def test_prune_job_shrinks_finetunes_and_measures(tracked_checkpoint, tmp_path):
     # the return right after pruning, before fine-tuning, is recorded; the dense return is the training run's
     post = json.loads((tmp_path / "job" / "post_prune.json").read_text())
     assert res["return_post_prune"] == post["return_mean"] and post["episodes"] == 1
-    assert res["dense_return"] == pytest.approx(200.28347, abs=1e-3)
+    # (read from the training run's eval.csv: the trained return itself depends on the CPU's kernel rounding)
+    with open(tracked_checkpoint.parent / "eval.csv") as f:
+        last = list(__import__("csv").DictReader(f))[-1]
+    assert res["dense_return"] == pytest.approx(float(last["return_mean"]), abs=1e-6) and res["dense_return"] > 0
     on_disk = json.loads((tmp_path / "job" / "result.json").read_text())
     assert on_disk["params"] == res["params"]
     # Fine-tuning ran 1000 env steps past training and saved the pruned model.
