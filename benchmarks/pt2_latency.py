@@ -39,8 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.argv import parse_args  # noqa: E402
 from benchmarks.deploy_latency import ENV_SPEC, build_agent  # noqa: E402
+from pruning.deploy import Controller  # noqa: E402
 from pruning.study.cost_model import plan_flops  # noqa: E402
-from pruning.study.export import PLANNER_FILE, plan_inputs, write_controller  # noqa: E402
+from pruning.study.export import plan_inputs, write_controller  # noqa: E402
 from pruning.study.export_graphs import PlanGraph  # noqa: E402
 from tdmpc.planner import PlanNoise  # noqa: E402
 
@@ -49,8 +50,6 @@ DEFAULTS = {"size": "cpu", "ratios": "0,0.5", "repeats": 30, "rounds": 5, "out":
 
 def ways(agent, cfg, tmp: Path) -> tuple[dict, dict, tuple]:
     """``{way: callable(*inputs)}``, ``{way: build seconds}`` and the inputs, for one agent."""
-    import onnxruntime as ort
-
     model = copy.deepcopy(agent.model).eval()
     noise = PlanNoise.draw(cfg.planner, ENV_SPEC["action_dim"], len(model.qs), torch.Generator().manual_seed(0))
     obs = torch.from_numpy(np.random.default_rng(0).standard_normal(ENV_SPEC["obs_dim"]).astype(np.float32))
@@ -72,9 +71,7 @@ def ways(agent, cfg, tmp: Path) -> tuple[dict, dict, tuple]:
     fns["compiled"], fns["aoti"] = compiled, aoti
     t0 = time.perf_counter()
     write_controller(agent, cfg, ENV_SPEC, tmp)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(tmp / PLANNER_FILE), opts, providers=["CPUExecutionProvider"])
+    session = Controller.load(tmp, mode="plan", num_threads=1).planner_session  # the deployed runtime's session
     feed = {k: v.numpy() for k, v in inputs.items()}
     build_s["onnxruntime"] = time.perf_counter() - t0
     fns["onnxruntime"] = lambda *_: session.run(None, feed)
