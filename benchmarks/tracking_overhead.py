@@ -10,7 +10,9 @@ alternating order (interleaved, so machine noise hits both alike); each block is
 and by the process's CPU time (``time.process_time``: on a machine shared with other work it counts the
 CPU this process got rather than the time it waited for a core). The result is the median (and IQR) over
 repeats of the per-update time, ``overhead_pct = 100 * (median_with / median_without - 1)`` (wall clock)
-and ``overhead_cpu_pct`` (CPU time), with the load average before and after the run. Because the
+and ``overhead_cpu_pct`` (CPU time), with the load average before and after the run; ``overhead_paired``
+is the median of the per-repeat ratios (the two blocks of one repeat run back to back) with a bootstrap
+95 % interval, the statistic least affected by the machine's drift. Because the
 difference is small next to the noise of a shared machine, ``tracker.step`` alone is also timed
 (``blocked_autorange``, after an update so that every ``.grad`` is populated) and reported relative to the
 update (``step_pct``). Snapshots (every ``snapshot_interval`` updates, not per step) are timed separately.
@@ -50,6 +52,17 @@ def _stats(x: list[float]) -> dict:
 
 DEFAULTS = {"model_size": "cpu", "threads": 2, "repeats": 20, "number": 3, "min_run_time": 2.0,
             "metrics": "", "gate_interval": 1, "out": "tracking_overhead.json"}  # metrics "": all registered
+
+
+def _paired(with_: list[float], without: list[float], resamples: int = 2000) -> dict:
+    """Median over repeats of the per-repeat overhead ``100 * (with_r / without_r - 1)`` (the two blocks of
+    a repeat run back to back, so slow drifts of a shared machine cancel in the ratio), with a percentile
+    bootstrap 95 % interval of that median (resampling repeats; seed 0)."""
+    pct = 100.0 * (np.asarray(with_) / np.asarray(without) - 1.0)
+    rng = np.random.default_rng(0)
+    boot = np.median(rng.choice(pct, size=(resamples, len(pct)), replace=True), axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"median_pct": float(np.median(pct)), "ci95_pct": [float(lo), float(hi)], "repeats": len(pct)}
 
 
 def _interleaved(agent: Any, buf: Any, cfg: Any, tracker: ImportanceTracker, repeats: int, number: int) -> dict:
@@ -104,6 +117,7 @@ def main(argv: list[str]) -> dict:
     cpu_without, cpu_with = _stats(t["cpu"]["without"]), _stats(t["cpu"]["with"])
     overhead = 100.0 * (with_["median_ms"] / without["median_ms"] - 1.0)
     overhead_cpu = 100.0 * (cpu_with["median_ms"] / cpu_without["median_ms"] - 1.0)
+    paired = _paired(t["wall"]["with"], t["wall"]["without"])
     step_ms = step.median * 1e3
     step_pct = 100.0 * step_ms / without["median_ms"]
     out = {
@@ -114,7 +128,7 @@ def main(argv: list[str]) -> dict:
         "updates_per_repeat": number, "gate_interval": tcfg.gate_interval,
         "update_without_tracker": without, "update_with_tracker": with_, "overhead_pct": overhead,
         "cpu_time_without_tracker": cpu_without, "cpu_time_with_tracker": cpu_with,
-        "overhead_cpu_pct": overhead_cpu,
+        "overhead_cpu_pct": overhead_cpu, "overhead_paired": paired,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
         "tracker_step": {"median_ms": step_ms, "iqr_ms": step.iqr * 1e3, "repeats": len(step.times)},
@@ -125,7 +139,8 @@ def main(argv: list[str]) -> dict:
     }
     print(f"update {without['median_ms']:.1f} ms (IQR {without['iqr_ms']:.1f}) without, "
           f"{with_['median_ms']:.1f} ms (IQR {with_['iqr_ms']:.1f}) with tracker: overhead {overhead:+.2f} % "
-          f"(CPU time {overhead_cpu:+.2f} %, load average {load_before[0]:.2f} -> {load_after[0]:.2f}); "
+          f"(CPU time {overhead_cpu:+.2f} %; paired per repeat {paired['median_pct']:+.2f} %, 95 % CI "
+          f"[{paired['ci95_pct'][0]:+.2f}, {paired['ci95_pct'][1]:+.2f}]; load average {load_before[0]:.2f} -> {load_after[0]:.2f}); "
           f"tracker.step alone {step_ms:.2f} ms = {step_pct:.2f} % of an update; snapshot {snap.median * 1e3:.1f} ms")
     path = ROOT / "benchmarks" / "results" / Path(args["out"]).name
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,10 @@ optimiser step, so the metrics see the clipped gradient the optimiser used).
   statistic is 0 is left unchanged;
 - :func:`bias_correction` of the EMA (:math:`1-\beta^n`) and :func:`random_scores`.
 
-Vectorisation (the hot path runs every update): the per-element statistics are computed for all
-parameters at once with ``torch._foreach_mul``; each parameter is then reduced once per dimension that
-groups slice (row sums and/or column sums of a weight, the vector itself for a bias / LayerNorm), all
-reductions are concatenated, and one ``index_add_`` scatters them onto the flat channel vector of all
+Vectorisation (the hot path runs every update): each parameter is reduced once per statistic and
+dimension that groups slice (row sums and/or column sums of a weight, one ``vecdot`` each for a product
+such as :math:`g^2` or :math:`\theta g`; the vector itself for a bias / LayerNorm), all reductions are
+concatenated, and one ``index_add_`` scatters them onto the flat channel vector of all
 groups (:class:`ChannelLayout`). There is no Python loop over channels or groups per step.
 """
 
@@ -123,24 +123,33 @@ class ChannelLayout:
             out.append(torch.zeros_like(p) if g is None else g)
         return out
 
-    def channel_sums(self, stats: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
-        """Per-channel sums of per-element statistics: ``stats[k][j]`` has the shape of parameter ``j``.
+    def channel_sums(self, stats: Callable[..., Sequence[tuple[torch.Tensor, torch.Tensor | None]]],
+                     grads: bool = False) -> torch.Tensor:
+        """Per-channel sums of element-wise statistics of each parameter (and its ``.grad`` if ``grads``).
 
-        Returns ``(len(stats), num_channels)`` float64: entry ``[k, c] = sum_{S_c} stats[k]``.
+        ``stats(theta)`` or ``stats(theta, g)`` receives one parameter (and its gradient) and returns ``k``
+        pairs ``(a, b)`` of tensors of its shape: statistic ``i`` is the element-wise product ``a * b``
+        (``b = None``: ``a`` itself). Returns ``(k, num_channels)`` float64: entry ``[i, c] = sum_{S_c}``
+        of statistic ``i``. A product summed over one dimension is one ``vecdot`` (no ``a * b``
+        temporary is written and read back: measured 1.09 vs 1.54 ms per step on the CPU preset).
         """
-        k = len(stats)
-        if not self._reduce:
+        params = self.params()
+        tensors = list(zip(params, self.grads(params))) if grads else [(p,) for p in params]
+        parts: list[list[torch.Tensor]] = []
+        for args, reductions in zip(tensors, self._reduce):
+            pairs = stats(*args)
+            if not parts:
+                parts = [[] for _ in pairs]
+            for i, (a, b) in enumerate(pairs):
+                parts[i].extend(_sum_product(a, b, other) for _, other in reductions)
+        if not parts:
+            k = len(stats(*([torch.zeros(0)] * (2 if grads else 1))))
             return torch.zeros(k, self.num_channels, dtype=torch.float64)
-        parts: list[list[torch.Tensor]] = [[] for _ in range(k)]  # per statistic, in plan order
-        for j, reductions in enumerate(self._reduce):
-            for _, other in reductions:
-                for i, s in enumerate(stats):
-                    parts[i].append(s[j].sum(dim=other) if other else s[j])
         flat = torch.stack([torch.cat(p) for p in parts])  # (k, positions), positions ordered like _dst
         if self._device != flat.device:
             self._dst = self._dst.to(flat.device)
             self._device = flat.device
-        out = torch.zeros(k, self.num_channels + 1, dtype=torch.float64, device=flat.device)
+        out = torch.zeros(len(parts), self.num_channels + 1, dtype=torch.float64, device=flat.device)
         out.index_add_(1, self._dst, flat.to(torch.float64))
         return out[:, : self.num_channels]
 
@@ -149,32 +158,37 @@ class ChannelLayout:
         return dict(zip(self.names, flat.split(self.sizes)))
 
 
+def _sum_product(a: torch.Tensor, b: torch.Tensor | None, dims: list[int]) -> torch.Tensor:
+    """``(a * b).sum(dims)`` (``b = None``: ``a.sum(dims)``; no ``dims``: the element-wise value)."""
+    if b is None:
+        return a.sum(dim=dims) if dims else a
+    if not dims:
+        return a * b
+    if len(dims) == 1:
+        return torch.linalg.vecdot(a, b, dim=dims[0])
+    return (a * b).sum(dim=dims)
+
+
 def gradient_sums(layout: ChannelLayout, stats: Sequence[str]) -> dict[str, torch.Tensor]:
     """Per-channel sums of the requested gradient statistics (``g2``, ``tg``, ``t2g2``) from ``.grad``."""
+    names = [s for s in ("g2", "tg", "t2g2") if s in stats]
+
+    def pairs(theta: torch.Tensor, g: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        tg = theta * g if "t2g2" in names else None
+        out = {"g2": lambda: (g, g), "tg": lambda: (theta, g), "t2g2": lambda: (tg, tg)}
+        return [out[s]() for s in names]
+
     with torch.no_grad():
-        params = layout.params()
-        grads = layout.grads(params)
-        per: dict[str, list[torch.Tensor]] = {}
-        if "g2" in stats:
-            per["g2"] = torch._foreach_mul(grads, grads)
-        if "tg" in stats or "t2g2" in stats:
-            tg = torch._foreach_mul(params, grads)
-            if "tg" in stats:
-                per["tg"] = tg
-            if "t2g2" in stats:
-                per["t2g2"] = torch._foreach_mul(tg, tg)
-        names = [s for s in stats if s in per]
-        sums = layout.channel_sums([per[s] for s in names])
+        sums = layout.channel_sums(pairs, grads=True)
     return dict(zip(names, sums))
 
 
 def weight_sums(layout: ChannelLayout, stats: Sequence[str] = ("abs", "t2")) -> dict[str, torch.Tensor]:
     """Per-channel ``abs`` = sum |theta| and/or ``t2`` = sum theta^2 of the current (trainable) weights."""
+    names = [s for s in ("abs", "t2") if s in stats]
+    fns = {"abs": lambda t: (t.abs(), None), "t2": lambda t: (t, t)}
     with torch.no_grad():
-        params = layout.params()
-        fns = {"abs": lambda: torch._foreach_abs(params), "t2": lambda: torch._foreach_mul(params, params)}
-        names = [s for s in ("abs", "t2") if s in stats]
-        sums = layout.channel_sums([fns[s]() for s in names])
+        sums = layout.channel_sums(lambda theta: [fns[s](theta) for s in names])
     return dict(zip(names, sums))
 
 
