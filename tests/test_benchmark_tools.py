@@ -92,3 +92,18 @@ def test_learning_curve_compare_equals_a_hand_computation():
     # permutation test: 20 splits of 6 values; identical sets give p = 1, fully separated ones 2/20
     assert permutation_p(np.array([1.0, 2, 3]), np.array([1.0, 2, 3])) == 1.0
     assert permutation_p(np.array([1.0, 2, 3]), np.array([10.0, 11, 12])) == pytest.approx(0.1)
+
+
+def test_tracking_overhead_paired_statistic_is_the_median_of_per_repeat_ratios():
+    from benchmarks.tracking_overhead import _paired
+
+    # per-repeat overheads: +10 %, +5 %, +20 %, 0 %, +5 %  -> median +5 %
+    without = [100.0, 200.0, 50.0, 80.0, 120.0]
+    with_ = [110.0, 210.0, 60.0, 80.0, 126.0]
+    out = _paired(with_, without, resamples=500)
+    assert out["median_pct"] == pytest.approx(5.0)
+    assert out["repeats"] == 5
+    lo, hi = out["ci95_pct"]
+    assert 0.0 <= lo <= 5.0 <= hi <= 20.0  # a bootstrap median lies within the sample's range
+    # a ratio of medians would say (110 / 100 - 1) = +10 % here: the paired statistic is not that
+    assert out["median_pct"] != pytest.approx(100 * (sorted(with_)[2] / sorted(without)[2] - 1))
