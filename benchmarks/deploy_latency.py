@@ -14,7 +14,9 @@ Runtimes (all single-threaded, ``threads=1``): ``torch_eager`` (``MPPIPlanner.pl
 the policy mean for the policy action), ``onnxruntime`` (:class:`pruning.deploy.Controller`, exported by
 :func:`pruning.study.export.write_controller`; a planned action includes drawing its noise with numpy) and
 ``torch_compiled`` (:func:`compiled_runtime`: the agent's ``compile=true`` planner, noise drawn with torch;
-``compiled=0`` leaves it out; compile times in ``compile_s``).
+``compiled=0`` leaves it out; compile times in ``compile_s``) and ``aotinductor`` (the same
+:class:`pruning.deploy.Controller` on the ``format=pt2`` export, ``torch.export`` + AOTInductor, noise drawn
+with numpy as for onnxruntime; ``pt2=0`` leaves it out; build times in ``pt2_build_s``).
 
 Timing: every (model, runtime, action kind) is timed ``repeats`` single calls per round, the combinations
 in turn, ``rounds`` times (interleaved: a slow phase of a shared machine hits all alike). Per row: median
@@ -101,9 +103,10 @@ def build_agent(size: str, ratio: float, prune_latent: bool, budget: str):
     return agent, cfg, removed
 
 
-def runtimes(agent, cfg, tmp: Path, compiled: bool) -> tuple[dict[str, tuple[Callable, Callable]], float | None]:
-    """``runtime -> (planned_action, policy_action)`` callables for one agent (batch-1 observation), and the
-    compile time of ``torch_compiled`` (``None`` without it)."""
+def runtimes(agent, cfg, tmp: Path, compiled: bool, pt2: bool = False
+             ) -> tuple[dict[str, tuple[Callable, Callable]], float | None, float | None]:
+    """``runtime -> (planned_action, policy_action)`` callables for one agent (batch-1 observation), the
+    compile time of ``torch_compiled`` and the build time of the ``aotinductor`` export (``None`` without)."""
     obs_np = np.random.default_rng(0).standard_normal(ENV_SPEC["obs_dim"]).astype(np.float32)
     obs = torch.from_numpy(obs_np)
     model = agent.model
@@ -120,11 +123,18 @@ def runtimes(agent, cfg, tmp: Path, compiled: bool) -> tuple[dict[str, tuple[Cal
     planner, policy = Controller.load(tmp, mode="plan", num_threads=1), Controller.load(tmp, mode="policy")
     out = {"torch_eager": (torch_plan, torch_policy),
            "onnxruntime": (lambda: planner.act(obs_np), lambda: policy.act(obs_np))}
-    compile_s = None
+    compile_s = build_s = None
     if compiled:
         plan_fn, policy_fn, compile_s = compiled_runtime(agent, obs)
         out["torch_compiled"] = (plan_fn, policy_fn)
-    return out, compile_s
+    if pt2:
+        t0 = time.perf_counter()
+        write_controller(agent, cfg, ENV_SPEC, tmp / "pt2", fmt="pt2")
+        build_s = time.perf_counter() - t0
+        aoti_plan = Controller.load(tmp / "pt2", mode="plan", num_threads=1)
+        aoti_policy = Controller.load(tmp / "pt2", mode="policy", num_threads=1)
+        out["aotinductor"] = (lambda: aoti_plan.act(obs_np), lambda: aoti_policy.act(obs_np))
+    return out, compile_s, build_s
 
 
 def time_calls(fn: Callable, n: int) -> tuple[list[float], list[float]]:
@@ -187,7 +197,7 @@ def bar(rows: list[dict], runtime: str = "onnxruntime") -> dict | None:
 
 
 DEFAULTS = {"size": "cpu", "ratios": "0,0.25,0.5,0.75", "budget": "flops", "latent": True, "repeats": 50,
-            "rounds": 5, "compiled": True, "out": str(ROOT / "benchmarks" / "results" / "deploy_latency.json")}
+            "rounds": 5, "compiled": True, "pt2": True, "out": str(ROOT / "benchmarks" / "results" / "deploy_latency.json")}
 
 
 def parse(argv: list[str]) -> dict:
@@ -203,16 +213,18 @@ def main(argv: list[str]) -> None:
     ratios = sorted({0.0, *(float(x) for x in args["ratios"].split(","))})
     latent, size, budget = args["latent"], args["size"], args["budget"]
     load_before, started = list(os.getloadavg()), time.time()
-    agents, fns, compile_s = {}, {}, []
+    agents, fns, compile_s, build_s = {}, {}, [], []
     with tempfile.TemporaryDirectory() as tmp:
         for r in ratios:
             agent, cfg, cr = build_agent(size, r, latent, budget)
             agents[r] = (agent, cfg, cr)
-            fns_r, seconds = runtimes(agent, cfg, Path(tmp) / f"r{r}", args["compiled"])
+            fns_r, seconds, built = runtimes(agent, cfg, Path(tmp) / f"r{r}", args["compiled"], args["pt2"])
             for runtime, (plan_fn, policy_fn) in fns_r.items():
                 fns[(r, runtime, "plan")], fns[(r, runtime, "policy")] = plan_fn, policy_fn
             if seconds is not None:
                 compile_s.append(seconds)
+            if built is not None:
+                build_s.append(built)
             print(f"ratio {r}: channel ratio {cr:.4f}, plan {plan_flops(agent.model, cfg.planner) / 1e6:.1f} MFLOP",
                   flush=True)
         samples, round_loads = measure(fns, int(args["repeats"]), int(args["rounds"]))
@@ -229,9 +241,10 @@ def main(argv: list[str]) -> None:
               "load_average_rounds": [round(x, 2) for x in round_loads], "cpu_count": os.cpu_count(),
               "final": not loaded, "note": ("machine loaded (median load average over the rounds > 1.5: other work used more than half a core): indicative figures, "
                                             "not final") if loaded else "machine idle enough for final figures",
-              "compile_s": [round(x, 1) for x in compile_s],
+              "compile_s": [round(x, 1) for x in compile_s], "pt2_build_s": [round(x, 1) for x in build_s],
               "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
-              "machine": platform.processor() or platform.machine(), "bar": bar(rows), "bar_torch_compiled": bar(rows, "torch_compiled"), "rows": rows,
+              "machine": platform.processor() or platform.machine(), "bar": bar(rows), "bar_torch_compiled": bar(rows, "torch_compiled"),
+              "bar_aotinductor": bar(rows, "aotinductor"), "rows": rows,
               "wall_clock_s": round(time.time() - started, 1)}
     for r in rows:
         print(f"{r['runtime']:>12} ratio={r['ratio']:.2f} (channels {r['channel_ratio']:.3f}): plan "

@@ -140,6 +140,26 @@ def test_exported_policy_gives_the_policy_mean(exported):
     _acts_like_the_policy_mean(Controller.load(out, mode="policy"), agent, 5)
 
 
+def test_ort_op_profile_splits_the_planners_kernel_time_by_operator_kind(exported, tmp_path):
+    """benchmarks/ort_op_profile.py: every node of every run is attributed to an operator type and kind, the
+    kinds add up to the kernel total and the kernels fit inside onnxruntime's own model_run time."""
+    import shutil
+
+    from benchmarks.ort_op_profile import KINDS, kind, profile
+
+    d = shutil.copytree(exported[1], tmp_path / "export")
+    prof = profile(d, calls=3, warmup=1)
+    assert set(prof["kinds_ms"]) == set(KINDS)
+    assert sum(prof["kinds_ms"].values()) == pytest.approx(prof["kernel_ms"])
+    assert sum(prof["ops_ms"].values()) == pytest.approx(prof["kernel_ms"])
+    assert 0 < prof["kernel_ms"] <= prof["model_run_ms"]
+    assert prof["kinds_ms"]["matmul"] > 0 and prof["kinds_ms"]["elementwise"] > 0
+    assert {"Gemm", "LayerNormalization"} <= set(prof["ops_ms"]) or "FusedMatMul" in prof["ops_ms"]
+    assert prof["node_runs_per_call"] > 50  # an unrolled planner: iterations x horizon x every layer
+    assert kind("Gemm") == "matmul" and kind("Mul") == "elementwise" and kind("Concat") == "data"
+    assert kind("SomethingNew") == "other"
+
+
 def test_runtime_imports_and_acts_without_torch(exported, tmp_path):
     _, out, _ = exported
     shim = tmp_path / "shim"
