@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.argv import parse_args  # noqa: E402
+from benchmarks.result_file import write_result  # noqa: E402
 
 MATMUL = {"Gemm", "MatMul", "FusedMatMul", "FusedGemm", "MatMulInteger"}
 DATA = {"Gather", "GatherElements", "Concat", "Reshape", "Unsqueeze", "Squeeze", "Slice", "Transpose", "Expand",
@@ -136,10 +137,7 @@ def main(argv: list[str]) -> dict:
         print(f"ratio {row['ratio']}: FLOPs fall {row['flops_fall']:.2f}x; model_run fall {row['model_run_fall']:.2f}x"
               f" (ratio {row['model_run_fall'] / row['flops_fall']:.2f}); by kind: "
               + ", ".join(f"{k} {v:.2f}x" for k, v in row["kind_fall"].items() if v))
-    path = Path(args["out"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_result(Path(args["out"]), out)
     return out
 
 

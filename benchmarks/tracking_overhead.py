@@ -21,7 +21,6 @@ Writes benchmarks/results/tracking_overhead.json (``out=<name>`` for another fil
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -37,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.argv import parse_args  # noqa: E402
+from benchmarks.result_file import write_result  # noqa: E402
 from benchmarks.train_speed import build  # noqa: E402
 from pruning.config import TrackingConfig  # noqa: E402
 from pruning.metrics import metric_names  # noqa: E402
@@ -142,10 +142,7 @@ def main(argv: list[str]) -> dict:
           f"(CPU time {overhead_cpu:+.2f} %; paired per repeat {paired['median_pct']:+.2f} %, 95 % CI "
           f"[{paired['ci95_pct'][0]:+.2f}, {paired['ci95_pct'][1]:+.2f}]; load average {load_before[0]:.2f} -> {load_after[0]:.2f}); "
           f"tracker.step alone {step_ms:.2f} ms = {step_pct:.2f} % of an update; snapshot {snap.median * 1e3:.1f} ms")
-    path = ROOT / "benchmarks" / "results" / Path(args["out"]).name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_result(ROOT / "benchmarks" / "results" / Path(args["out"]).name, out)
     return out
 
 
