@@ -59,16 +59,14 @@ def profile(directory: Path, calls: int, warmup: int = 5) -> dict:
     """Kernel time per operator type (ms per planned action) of ``directory``'s planner under onnxruntime."""
     import onnxruntime as ort
 
-    from pruning.deploy import Controller
+    from pruning.deploy import Controller, session_options
 
     controller = Controller.load(directory, mode="plan", num_threads=1)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options = session_options(1)  # the deployed settings, plus the profiler
     options.enable_profiling = True
     options.profile_file_prefix = str(directory / "ort_profile")
-    controller.planner_session = ort.InferenceSession(str(directory / "planner.onnx"), options,
-                                                      providers=["CPUExecutionProvider"])
+    controller.planner_session = ort.InferenceSession(str(directory / controller.spec["files"]["planner"]),
+                                                      options, providers=["CPUExecutionProvider"])
     obs = np.random.default_rng(0).standard_normal(controller.obs_dim).astype(np.float32)
     for _ in range(warmup):
         controller.act(obs)

@@ -49,11 +49,16 @@ def _session(path: Path, num_threads: int, inputs: list[dict], outputs: list[dic
         from pruning.deploy_pt2 import Pt2Session
 
         return Pt2Session(path, [s["name"] for s in inputs], [s["name"] for s in outputs], num_threads)
+    return ort.InferenceSession(str(path), session_options(num_threads), providers=["CPUExecutionProvider"])
+
+
+def session_options(num_threads: int) -> ort.SessionOptions:
+    """The onnxruntime settings of every deployed graph: ``num_threads`` intra-op threads, sequential."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return options
 
 
 def draw_input(spec: dict, rng: np.random.Generator) -> np.ndarray:

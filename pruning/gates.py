@@ -69,9 +69,9 @@ class _Block:
 class _Tap(torch.autograd.Function):
     """Identity whose backward hands ``(input, gradient)`` to :meth:`GateCapture._add`.
 
-    One autograd node per consumer call. (A tensor hook on a ``view_as`` alias does the same, but
-    ``Tensor.register_hook`` costs ~4x a ``Function.apply`` in Python per call, measured in a CPU-preset
-    update: ~25 vs ~6 us, 22 calls per update.)"""
+    One autograd node per consumer call. (A tensor hook on a ``view_as`` alias does the same; measured,
+    ``Tensor.register_hook`` took ~23 us per call inside a CPU-preset update, a ``Function.apply`` ~6 us
+    on its own; the end-to-end overhead did not change measurably, ``benchmarks/RESULTS.md``.)"""
 
     @staticmethod
     def forward(ctx, x, capture, block, members):
