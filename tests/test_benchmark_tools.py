@@ -107,3 +107,36 @@ def test_tracking_overhead_paired_statistic_is_the_median_of_per_repeat_ratios()
     assert 0.0 <= lo <= 5.0 <= hi <= 20.0  # a bootstrap median lies within the sample's range
     # a ratio of medians would say (110 / 100 - 1) = +10 % here: the paired statistic is not that
     assert out["median_pct"] != pytest.approx(100 * (sorted(with_)[2] / sorted(without)[2] - 1))
+
+
+@pytest.mark.slow
+def test_deploy_rate_times_every_exported_model_of_a_sweep(tracked_checkpoint, tmp_path):
+    """Two prune jobs (the dense reference and fisher at 50 % of the FLOPs) exported and timed in onnxruntime."""
+    import json
+
+    from benchmarks.deploy_rate import main
+    from pruning.study.prune_job import PruneJobConfig, run_prune_job
+
+    results = {}
+    for metric, ratio in (("l1", 0.0), ("fisher", 0.5)):
+        job = PruneJobConfig(checkpoint=str(tracked_checkpoint), metric=metric, ratio=ratio, finetune_steps=250,
+                             eval_episodes=1, latency_min_run_time=0.05, num_threads=1)
+        job.logger.wandb.mode, job.logger.progress = "disabled", False
+        results[metric] = run_prune_job(job, tmp_path / "prune" / metric)
+    main([f"runs={tmp_path / 'prune'}", "repeats=3", "rounds=2", f"out={tmp_path / 'out'}"])
+    out = json.loads((tmp_path / "out" / "deploy_rate_cartpole-swingup.json").read_text())
+    models = {m["metric"]: m for m in out["models"]}
+    assert set(models) == {"l1", "fisher"} and out["runtime"] == "onnxruntime"
+    for metric, m in models.items():
+        assert m["latency_plan_ms_torch"] == results[metric]["latency_plan_ms"]  # the prune job's own figure
+        assert m["flops_plan"] == results[metric]["flops_plan"]
+        assert m["latency_plan_ms"] > 0 and m["rate_plan_hz"] == pytest.approx(1000 / m["latency_plan_ms"])
+        assert m["p99_plan_ms"] >= m["latency_plan_ms"]
+    assert models["l1"]["retained"] == 100.0
+    assert models["fisher"]["retained"] == pytest.approx(
+        100 * results["fisher"]["return_mean"] / results["l1"]["return_mean"])
+    assert len(out["load_average_rounds"]) == 2
+    points = {p["metric"]: p for p in out["points"]}
+    assert points["fisher"]["hz"] == pytest.approx(models["fisher"]["rate_plan_hz"])  # one run: its own median
+    for ext in ("png", "svg", "csv"):
+        assert (tmp_path / "out" / f"deploy_rate_cartpole-swingup.{ext}").stat().st_size > 0
