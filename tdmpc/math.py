@@ -37,6 +37,11 @@ class TwoHot:
         self._bins: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def bins(self, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            # Inside a compiled graph the bins are one constant op: reading the eager cache would make dynamo
+            # guard on the dict's keys, and the first call (which fills the cache) would compile the whole
+            # planner or update a second time at its next call (seen with TORCH_LOGS=recompiles).
+            return torch.linspace(self.vmin, self.vmax, self.num_bins, device=device, dtype=dtype)
         key = (device, dtype)
         if key not in self._bins:
             self._bins[key] = torch.linspace(self.vmin, self.vmax, self.num_bins, device=device, dtype=dtype)
