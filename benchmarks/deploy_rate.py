@@ -16,7 +16,8 @@ agent's dense return after the same fine-tune, as in the report.
 Writes ``benchmarks/results/deploy_rate_<task>.{json,csv,png,svg}`` (``out=DIR`` to change the folder): per model
 the ORT (or AOTI) median and p99 latency, thread-CPU median, control rate, the prune job's PyTorch latency, the
 FLOPs, the retained return; the plotted points; load averages before, after and per round (``final: false``
-when other work took more than half a core).
+when other work took more than half a core, or the hypervisor more than 10 % of the CPU time:
+``cpu_steal_pct``, :mod:`benchmarks.cpu_steal`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.argv import fail, parse_args  # noqa: E402
+from benchmarks.cpu_steal import STEAL_LIMIT_PCT, cpu_ticks, steal_pct  # noqa: E402
 from benchmarks.result_file import write_result  # noqa: E402
 
 RUNTIMES = {"onnxruntime": "onnx", "aotinductor": "pt2"}
@@ -94,12 +96,13 @@ def main(argv: list[str]) -> None:
     results = results[[(Path(d) / "checkpoint.pt").is_file() for d in results["run_dir"]]].reset_index(drop=True)
     if results.empty:
         fail(f"invalid argument runs={args['runs']!r}; allowed: a folder holding prune jobs with checkpoint.pt")
-    load_before, started = list(os.getloadavg()), time.time()
+    load_before, started, ticks_before = list(os.getloadavg()), time.time(), cpu_ticks()
     with tempfile.TemporaryDirectory() as tmp:
         df, loads, built = deployed_results(results, args["runtime"], int(args["repeats"]), int(args["rounds"]),
                                             Path(tmp))
-    load_after = list(os.getloadavg())
-    loaded = float(np.median(loads)) > 1.5  # the benchmark's own thread is ~1
+    load_after, steal = list(os.getloadavg()), steal_pct(ticks_before, cpu_ticks())
+    # the benchmark's own thread is ~1; steal: the host took the virtual CPUs (not in the load average)
+    loaded = float(np.median(loads)) > 1.5 or (steal is not None and steal > STEAL_LIMIT_PCT)
     retained = retained_returns(df).set_index("run_dir")["retained"]
     df["retained"] = [float(retained.get(d, 100.0 if r == 0 else np.nan)) for d, r in zip(df["run_dir"], df["ratio"])]
     out = Path(args["out"])
@@ -117,7 +120,8 @@ def main(argv: list[str]) -> None:
             "command": " ".join(["python benchmarks/deploy_rate.py", *argv]), "runtime": args["runtime"],
             "threads": 1, "repeats": int(args["repeats"]), "rounds": int(args["rounds"]),
             "load_average_before": load_before, "load_average_after": load_after,
-            "load_average_rounds": [round(x, 2) for x in loads], "final": not loaded,
+            "load_average_rounds": [round(x, 2) for x in loads],
+            "cpu_steal_pct": None if steal is None else round(steal, 1), "final": not loaded,
             "export_s_median": round(float(np.median(built)), 1), "failed_jobs": len(failures),
             "wall_clock_s": round(time.time() - started, 1),
             "models": [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}

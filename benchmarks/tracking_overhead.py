@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.argv import parse_args  # noqa: E402
+from benchmarks.cpu_steal import cpu_ticks, steal_pct  # noqa: E402
 from benchmarks.result_file import write_result  # noqa: E402
 from benchmarks.train_speed import build  # noqa: E402
 from pruning.config import TrackingConfig  # noqa: E402
@@ -106,9 +107,9 @@ def main(argv: list[str]) -> dict:
     metrics = args["metrics"].split(",") if args["metrics"] else list(metric_names())
     tcfg = TrackingConfig(metrics=metrics, snapshot_interval=0, gate_interval=args["gate_interval"])
     tracker = ImportanceTracker(agent.model, tcfg, samples=agent.cfg.optim.batch_size)
-    load_before = os.getloadavg()
+    load_before, ticks_before = os.getloadavg(), cpu_ticks()
     t = _interleaved(agent, buf, cfg, tracker, repeats, number)
-    load_after = os.getloadavg()
+    load_after, steal = os.getloadavg(), steal_pct(ticks_before, cpu_ticks())
     step = Timer("t.step(1)", globals={"t": tracker}, num_threads=threads).blocked_autorange(
         min_run_time=args["min_run_time"])
     snap = Timer("t.snapshot(1)", globals={"t": tracker}, num_threads=threads).blocked_autorange(
@@ -131,6 +132,7 @@ def main(argv: list[str]) -> dict:
         "overhead_cpu_pct": overhead_cpu, "overhead_paired": paired,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
+        "cpu_steal_pct": None if steal is None else round(steal, 1),
         "tracker_step": {"median_ms": step_ms, "iqr_ms": step.iqr * 1e3, "repeats": len(step.times)},
         "step_pct": step_pct,
         "snapshot": {"median_ms": snap.median * 1e3, "iqr_ms": snap.iqr * 1e3,

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.argv import parse_args  # noqa: E402
+from benchmarks.cpu_steal import cpu_ticks, steal_pct  # noqa: E402
 from tdmpc.agent import TDMPC  # noqa: E402
 from tdmpc.buffer import ReplayBuffer  # noqa: E402
 from tdmpc.config import TrainConfig, resolve_presets  # noqa: E402
@@ -154,6 +155,7 @@ def main(argv: list[str]) -> None:
            "min_run_time_s": args["min_run_time"], "fresh_inductor_cache": args["compiled"] and not args["warm_cache"],
            "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
            "cpu_count": os.cpu_count(), "load_average_before": list(os.getloadavg()), "presets": []}
+    ticks_before = cpu_ticks()
     try:
         for size in [s for s in args["sizes"].split(",") if s]:
             out["presets"].append(bench(size, device, args))
@@ -164,6 +166,7 @@ def main(argv: list[str]) -> None:
         for p in busy:
             p.kill()
     out["load_average_after"] = list(os.getloadavg())
+    out["cpu_steal_pct"] = steal_pct(ticks_before, cpu_ticks())  # the host's share, not in the load average
     path = ROOT / "benchmarks" / "results" / args["out"]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))

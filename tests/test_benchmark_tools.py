@@ -109,6 +109,20 @@ def test_tracking_overhead_paired_statistic_is_the_median_of_per_repeat_ratios()
     assert out["median_pct"] != pytest.approx(100 * (sorted(with_)[2] / sorted(without)[2] - 1))
 
 
+def test_cpu_steal_reads_the_8th_field_of_the_cpu_line():
+    from benchmarks.cpu_steal import cpu_ticks, steal_pct
+
+    before = "cpu  100 5 50 800 10 1 2 32 7 0\ncpu0 50 2 25 400 5 0 1 16 3 0\nintr 1 2\n"
+    after = "cpu  200 5 90 900 10 1 2 92 9 0\ncpu0 99 2 45 450 5 0 1 46 4 0\n"
+    # user nice system idle iowait irq softirq steal (guest, guest_nice are inside user/nice: not summed)
+    assert cpu_ticks(before) == (32, 1000) and cpu_ticks(after) == (92, 1300)
+    assert steal_pct(cpu_ticks(before), cpu_ticks(after)) == pytest.approx(100 * 60 / 300)
+    assert cpu_ticks("cpu  1 2 3 4 5 6 7\n") is None  # a kernel without the steal field
+    assert steal_pct(None, (1, 2)) is None and steal_pct((5, 10), (5, 10)) is None
+    live = cpu_ticks()
+    assert live is None or (0 <= live[0] <= live[1])
+
+
 @pytest.mark.slow
 def test_deploy_rate_times_every_exported_model_of_a_sweep(tracked_checkpoint, tmp_path):
     """Two prune jobs (the dense reference and fisher at 50 % of the FLOPs) exported and timed in onnxruntime."""
