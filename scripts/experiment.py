@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from pruning.config import PruningConfigError  # noqa: E402
 from pruning.study.experiment import ExperimentConfig, register_configs, run_experiment, validate_experiment  # noqa: E402
 from pruning.study.stages import StageInterrupted  # noqa: E402
-from tdmpc.run_dir import RunDirError  # noqa: E402
 from tdmpc.cli import fail, one_line_hydra_errors  # noqa: E402
 from tdmpc.config import ConfigError, from_dict  # noqa: E402
+from tdmpc.run_dir import RunDirError  # noqa: E402
 
 register_configs()
 one_line_hydra_errors()  # bad overrides, unknown keys, wrong types: one line, exit code 2
