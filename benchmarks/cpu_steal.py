@@ -11,8 +11,12 @@ USER_HZ ticks, summed over CPUs; ``man 5 proc``); no library reads it for us wit
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import median
 
 PROC_STAT = Path("/proc/stat")
+#: Above this median 1-minute load average over a single-threaded benchmark's rounds (its own thread is ~1),
+#: other work took more than half a core: the wall-clock figures are marked not final.
+LOAD_LIMIT = 1.5
 #: Above this share of stolen CPU time the wall-clock figures of a run are marked not final.
 STEAL_LIMIT_PCT = 10.0
 
@@ -43,3 +47,10 @@ def steal_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> 
     if before is None or after is None or after[1] <= before[1]:
         return None
     return 100.0 * (after[0] - before[0]) / (after[1] - before[1])
+
+
+def machine_busy(round_loads: list[float], steal: float | None) -> bool:
+    """Whether a single-threaded benchmark's timing was disturbed: the median load average over its rounds
+    above :data:`LOAD_LIMIT`, or more than :data:`STEAL_LIMIT_PCT` of the CPU time stolen (``None``: unknown,
+    not counted)."""
+    return float(median(round_loads)) > LOAD_LIMIT or (steal is not None and steal > STEAL_LIMIT_PCT)

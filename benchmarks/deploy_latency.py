@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.argv import fail, parse_args  # noqa: E402
-from benchmarks.cpu_steal import STEAL_LIMIT_PCT, cpu_ticks, steal_pct  # noqa: E402
+from benchmarks.cpu_steal import LOAD_LIMIT, STEAL_LIMIT_PCT, cpu_ticks, machine_busy, steal_pct  # noqa: E402
 from pruning import model_groups, prune  # noqa: E402
 from pruning.deploy import Controller  # noqa: E402
 from pruning.measure import count_params  # noqa: E402
@@ -150,13 +150,15 @@ def time_calls(fn: Callable, n: int) -> tuple[list[float], list[float]]:
     return wall, cpu
 
 
-def measure(fns: dict, repeats: int, rounds: int, warmup: int = 5) -> tuple[dict, list[float]]:
-    """Interleaved timing of every ``(ratio, runtime, kind)`` callable in ``fns``; returns its samples and the
-    1-minute load average at the end of every round (the benchmark's own thread counts ~1)."""
+def measure(fns: dict, repeats: int, rounds: int, warmup: int = 5) -> tuple[dict, list[float], float | None]:
+    """Interleaved timing of every ``(ratio, runtime, kind)`` callable in ``fns``; returns its samples, the
+    1-minute load average at the end of every round (the benchmark's own thread counts ~1) and the CPU steal
+    (%) over the rounds (:mod:`benchmarks.cpu_steal`; ``None`` where /proc/stat is unreadable)."""
     samples, loads = {key: ([], []) for key in fns}, []
     for fn in fns.values():
         for _ in range(warmup):
             fn()
+    ticks = cpu_ticks()
     for rnd in range(rounds):
         for key, fn in fns.items():
             wall, cpu = time_calls(fn, repeats)
@@ -164,7 +166,7 @@ def measure(fns: dict, repeats: int, rounds: int, warmup: int = 5) -> tuple[dict
             samples[key][1].extend(cpu)
         loads.append(os.getloadavg()[0])
         print(f"  round {rnd + 1}/{rounds} done (load average {loads[-1]:.2f})", flush=True)
-    return samples, loads
+    return samples, loads, steal_pct(ticks, cpu_ticks())
 
 
 def make_row(ratio: float, runtime: str, agent, cfg, channel_ratio: float, dense_flops: int, samples: dict,
@@ -229,23 +231,19 @@ def main(argv: list[str]) -> None:
                 build_s.append(built)
             print(f"ratio {r}: channel ratio {cr:.4f}, plan {plan_flops(agent.model, cfg.planner) / 1e6:.1f} MFLOP",
                   flush=True)
-        ticks_timed = cpu_ticks()  # steal while timing, not while exporting and compiling
-        samples, round_loads = measure(fns, int(args["repeats"]), int(args["rounds"]))
-        steal = steal_pct(ticks_timed, cpu_ticks())
+        samples, round_loads, steal = measure(fns, int(args["repeats"]), int(args["rounds"]))
     dense_flops = plan_flops(agents[0.0][0].model, agents[0.0][1].planner)
     rows = [make_row(r, rt, agents[r][0], agents[r][1], agents[r][2], dense_flops, samples, budget)
             for (r, rt, kind) in fns if kind == "plan"]
     load_after = list(os.getloadavg())
-    # The benchmark itself keeps one thread busy: loaded = other work took more than half a core meanwhile,
-    # or the hypervisor took more than STEAL_LIMIT_PCT of the CPU time (steal is not in the load average).
-    loaded = float(np.median(round_loads)) > 1.5 or (steal is not None and steal > STEAL_LIMIT_PCT)
+    loaded = machine_busy(round_loads, steal)
     result = {"command": " ".join(["python benchmarks/deploy_latency.py", *argv]), "model_size": size,
               "task_shapes": TASK, "budget": budget, "prune_latent": latent, "threads": 1,
               "repeats": int(args["repeats"]), "rounds": int(args["rounds"]),
               "load_average_before": load_before, "load_average_after": load_after,
               "load_average_rounds": [round(x, 2) for x in round_loads], "cpu_count": os.cpu_count(),
               "cpu_steal_pct": None if steal is None else round(steal, 1),
-              "final": not loaded, "note": ("machine loaded (median load average over the rounds > 1.5: other work used more than half a "
+              "final": not loaded, "note": (f"machine loaded (median load average over the rounds > {LOAD_LIMIT:g}: other work used more than half a "
                                             f"core; or CPU steal > {STEAL_LIMIT_PCT:g} %): indicative figures, not final")
               if loaded else "machine idle enough for final figures",
               "compile_s": [round(x, 1) for x in compile_s], "pt2_build_s": [round(x, 1) for x in build_s],

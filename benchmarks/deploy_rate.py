@@ -16,7 +16,7 @@ agent's dense return after the same fine-tune, as in the report.
 Writes ``benchmarks/results/deploy_rate_<task>.{json,csv,png,svg}`` (``out=DIR`` to change the folder): per model
 the ORT (or AOTI) median and p99 latency, thread-CPU median, control rate, the prune job's PyTorch latency, the
 FLOPs, the retained return; the plotted points; load averages before, after and per round (``final: false``
-when other work took more than half a core, or the hypervisor more than 10 % of the CPU time:
+when other work took more than half a core, or the hypervisor more than 10 % of the CPU time while timing:
 ``cpu_steal_pct``, :mod:`benchmarks.cpu_steal`).
 """
 
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.argv import fail, parse_args  # noqa: E402
-from benchmarks.cpu_steal import STEAL_LIMIT_PCT, cpu_ticks, steal_pct  # noqa: E402
+from benchmarks.cpu_steal import machine_busy  # noqa: E402
 from benchmarks.result_file import write_result  # noqa: E402
 
 RUNTIMES = {"onnxruntime": "onnx", "aotinductor": "pt2"}
@@ -55,7 +55,7 @@ def parse(argv: list[str]) -> dict:
 
 def deployed_results(results, runtime: str, repeats: int, rounds: int, tmp: Path):
     """``results`` (the report's rows) with ``latency_plan_ms`` etc. replaced by the deployed controller's, and
-    the per-round load averages."""
+    the per-round load averages, the CPU steal over the timed rounds and the export times."""
     import torch
 
     from benchmarks.deploy_latency import measure
@@ -73,7 +73,7 @@ def deployed_results(results, runtime: str, repeats: int, rounds: int, tmp: Path
         fns[i] = (lambda c=ctrl, o=obs: c.act(o))
         print(f"exported {i + 1}/{len(results)}: {row.metric} ratio={row.ratio} seed={row.seed} "
               f"({built[-1]:.1f} s)", flush=True)
-    samples, loads = measure(fns, repeats, rounds)
+    samples, loads, steal = measure(fns, repeats, rounds)
     df = results.copy()
     df["latency_plan_ms_torch"] = df["latency_plan_ms"]
     wall = [np.asarray(samples[i][0]) for i in range(len(df))]
@@ -82,7 +82,7 @@ def deployed_results(results, runtime: str, repeats: int, rounds: int, tmp: Path
     df["latency_plan_cpu_ms"] = [float(np.median(samples[i][1])) for i in range(len(df))]
     df["latency_threads"], df["latency_clock"] = 1, "wall"  # the runtime is named in the plot title
     df["rate_plan_hz"] = 1e3 / df["latency_plan_ms"]
-    return df, loads, built
+    return df, loads, steal, built
 
 
 def main(argv: list[str]) -> None:
@@ -96,13 +96,12 @@ def main(argv: list[str]) -> None:
     results = results[[(Path(d) / "checkpoint.pt").is_file() for d in results["run_dir"]]].reset_index(drop=True)
     if results.empty:
         fail(f"invalid argument runs={args['runs']!r}; allowed: a folder holding prune jobs with checkpoint.pt")
-    load_before, started, ticks_before = list(os.getloadavg()), time.time(), cpu_ticks()
+    load_before, started = list(os.getloadavg()), time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        df, loads, built = deployed_results(results, args["runtime"], int(args["repeats"]), int(args["rounds"]),
+        df, loads, steal, built = deployed_results(results, args["runtime"], int(args["repeats"]), int(args["rounds"]),
                                             Path(tmp))
-    load_after, steal = list(os.getloadavg()), steal_pct(ticks_before, cpu_ticks())
-    # the benchmark's own thread is ~1; steal: the host took the virtual CPUs (not in the load average)
-    loaded = float(np.median(loads)) > 1.5 or (steal is not None and steal > STEAL_LIMIT_PCT)
+    load_after = list(os.getloadavg())
+    loaded = machine_busy(loads, steal)
     retained = retained_returns(df).set_index("run_dir")["retained"]
     df["retained"] = [float(retained.get(d, 100.0 if r == 0 else np.nan)) for d, r in zip(df["run_dir"], df["ratio"])]
     out = Path(args["out"])

@@ -123,6 +123,14 @@ def test_cpu_steal_reads_the_8th_field_of_the_cpu_line():
     assert live is None or (0 <= live[0] <= live[1])
 
 
+def test_machine_busy_is_a_median_load_above_1_5_or_steal_above_10_pct():
+    from benchmarks.cpu_steal import machine_busy
+
+    assert not machine_busy([1.0, 1.2, 3.0], None)  # median 1.2: one outlying round does not count
+    assert machine_busy([1.0, 1.6, 3.0], None)  # median 1.6
+    assert not machine_busy([1.0], 10.0) and machine_busy([1.0], 10.5)
+
+
 @pytest.mark.slow
 def test_deploy_rate_times_every_exported_model_of_a_sweep(tracked_checkpoint, tmp_path):
     """Two prune jobs (the dense reference and fisher at 50 % of the FLOPs) exported and timed in onnxruntime."""
