@@ -162,3 +162,25 @@ def test_deploy_rate_times_every_exported_model_of_a_sweep(tracked_checkpoint, t
     assert points["fisher"]["hz"] == pytest.approx(models["fisher"]["rate_plan_hz"])  # one run: its own median
     for ext in ("png", "svg", "csv"):
         assert (tmp_path / "out" / f"deploy_rate_cartpole-swingup.{ext}").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_ort_mish_exports_the_agent_formula_as_seven_nodes_and_nn_mish_as_one(tmp_path):
+    """The two graphs ``benchmarks/ort_mish.py`` compares: what ``planner.onnx`` holds for every Mish (the agent's
+    formula) and ONNX's ``Mish`` operator; both compute Mish to float32 rounding in onnxruntime."""
+    import json
+
+    import numpy as np
+
+    from benchmarks.ort_mish import export_variants, main
+
+    variants = export_variants(4, 6, tmp_path)
+    assert variants["agent_formula"]["nodes"] == ["Clip", "Exp", "Add", "Mul", "Add", "Div", "Mul"]
+    assert variants["onnx_mish"]["nodes"] == ["Mish"] and variants["onnx_mish"]["opset"] >= 18
+    out = main(["rows=4", "width=6", "repeats=2", "rounds=1", f"out={tmp_path / 'm.json'}"])
+    assert json.loads((tmp_path / "m.json").read_text())["rows"] == 4
+    for row in out["results"]:
+        assert row["max_abs_err"] < 1e-5 and row["median_us"] > 0  # inputs up to |x| ~ 9: float32 rounding
+    assert out["onnx_mish_over_agent_formula"] == pytest.approx(
+        out["results"][1]["median_us"] / out["results"][0]["median_us"])
+    assert np.isfinite(out["onnx_mish_over_agent_formula"])
