@@ -13,7 +13,8 @@ numpy inside the call), interleaved over models: ``rounds`` rounds of ``repeats`
 exported controller returns the same is what ``scripts/export.py check=true`` tests): retained % of the same
 agent's dense return after the same fine-tune, as in the report.
 
-Writes ``benchmarks/results/deploy_rate_<task>.{json,csv,png,svg}`` (``out=DIR`` to change the folder): per model
+Writes ``benchmarks/results/deploy_rate_<task>.{json,csv,png,svg}`` (``deploy_rate_<task>_aotinductor.*`` for
+``runtime=aotinductor``; ``out=DIR`` to change the folder): per model
 the ORT (or AOTI) median and p99 latency, thread-CPU median, control rate, the prune job's PyTorch latency, the
 FLOPs, the retained return; the plotted points; load averages before, after and per round (``final: false``
 when other work took more than half a core, or the hypervisor more than 10 % of the CPU time while timing:
@@ -51,6 +52,14 @@ def parse(argv: list[str]) -> dict:
     if not Path(args["runs"]).is_dir():
         fail(f"invalid argument runs={args['runs']!r}; allowed: a folder of prune jobs (RUN/prune of the main job)")
     return args
+
+
+def output_stem(task: str, runtime: str) -> str:
+    """``deploy_rate_<task>`` for onnxruntime, ``deploy_rate_<task>_<runtime>`` otherwise: one file set per
+    runtime, so that an AOTInductor run does not overwrite the onnxruntime figures."""
+    from pruning.study.plots import slug
+
+    return f"deploy_rate_{slug(task)}" + ("" if runtime == "onnxruntime" else f"_{runtime}")
 
 
 def deployed_results(results, runtime: str, repeats: int, rounds: int, tmp: Path):
@@ -110,7 +119,7 @@ def main(argv: list[str]) -> None:
     keep = ["task", "metric", "ratio", "seed", "train_seed", "flops_plan", "latency_plan_ms_torch", "latency_plan_ms",
             "p99_plan_ms", "latency_plan_cpu_ms", "rate_plan_hz", "retained", "return_mean", "dense_return", "run_dir"]
     for task, p in points.groupby("task", sort=True):
-        stem = f"deploy_rate_{slug(task)}"
+        stem = output_stem(task, args["runtime"])
         p.to_csv(out / f"{stem}.csv", index=False)
         t = df[df["task"] == task]
         setting = f"{args['runtime']}, {latency_setting(t)}"

@@ -184,3 +184,10 @@ def test_ort_mish_exports_the_agent_formula_as_seven_nodes_and_nn_mish_as_one(tm
     assert out["onnx_mish_over_agent_formula"] == pytest.approx(
         out["results"][1]["median_us"] / out["results"][0]["median_us"])
     assert np.isfinite(out["onnx_mish_over_agent_formula"])
+
+
+def test_deploy_rate_writes_one_file_set_per_runtime():
+    from benchmarks.deploy_rate import output_stem
+
+    assert output_stem("cartpole-swingup", "onnxruntime") == "deploy_rate_cartpole-swingup"
+    assert output_stem("cartpole-swingup", "aotinductor") == "deploy_rate_cartpole-swingup_aotinductor"
