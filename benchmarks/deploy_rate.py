@@ -98,7 +98,7 @@ def main(argv: list[str]) -> None:
     args = parse(argv)
     from pruning.study.collect import collect_results
     from pruning.study.control_rate import control_rate_figure, control_rate_points
-    from pruning.study.plots import latency_setting, save, slug
+    from pruning.study.plots import latency_setting, save
     from pruning.study.stats import retained_returns
 
     results, failures = collect_results([args["runs"]])

@@ -10,7 +10,8 @@ exports as one ONNX ``Mish`` node (opset 18; onnxscript's torchlib). Fewer nodes
 ONNX defines ``Mish`` as a function, ``x * tanh(softplus(x))``, which a runtime without its own kernel expands.
 This script exports both modules with the exporter the deployment uses (:func:`pruning.study.export.export_graph`)
 and times them in the deployment's onnxruntime settings (:func:`pruning.deploy.session_options`, 1 thread),
-interleaved: ``rounds`` rounds of ``repeats`` calls each, median and IQR per variant, the largest absolute
+interleaved (:func:`benchmarks.deploy_latency.measure`): ``rounds`` rounds of ``repeats`` calls each, median and
+IQR per variant, the largest absolute
 difference from float64 ``x * tanh(softplus(x))``, and the node types of each graph.
 
 Writes benchmarks/results/ort_mish.json (``out=...``), with the load averages and the CPU steal
@@ -23,7 +24,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.argv import fail, parse_args  # noqa: E402
-from benchmarks.cpu_steal import cpu_ticks, machine_busy, steal_pct  # noqa: E402
+from benchmarks.cpu_steal import machine_busy  # noqa: E402
+from benchmarks.deploy_latency import measure  # noqa: E402
 from benchmarks.result_file import write_result  # noqa: E402
 
 DEFAULTS = {"rows": 272, "width": 192, "repeats": 50, "rounds": 20,
@@ -59,24 +60,14 @@ def export_variants(rows: int, width: int, folder: Path) -> dict[str, dict]:
     return out
 
 
-def time_variants(variants: dict[str, dict], x: np.ndarray, repeats: int, rounds: int) -> dict[str, list[float]]:
-    """Microseconds per call of each variant, ``rounds`` interleaved rounds of ``repeats`` calls."""
+def sessions(variants: dict[str, dict]) -> dict:
+    """One onnxruntime session per variant, in the deployment's settings (1 thread)."""
     import onnxruntime as ort
 
     from pruning.deploy import session_options
 
-    sessions = {k: ort.InferenceSession(str(v["path"]), session_options(1), providers=["CPUExecutionProvider"])
-                for k, v in variants.items()}
-    for s in sessions.values():  # warm-up
-        s.run(None, {"x": x})
-    samples: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            for _ in range(repeats):
-                t = time.perf_counter()
-                s.run(None, {"x": x})
-                samples[k].append((time.perf_counter() - t) * 1e6)
-    return samples
+    return {k: ort.InferenceSession(str(v["path"]), session_options(1), providers=["CPUExecutionProvider"])
+            for k, v in variants.items()}
 
 
 def main(argv: list[str]) -> dict:
@@ -93,17 +84,14 @@ def main(argv: list[str]) -> dict:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         variants = export_variants(args["rows"], args["width"], Path(tmp))
-        errors = {}
-        for k, v in variants.items():
-            sess = ort.InferenceSession(str(v["path"]), providers=["CPUExecutionProvider"])
-            errors[k] = float(np.abs(sess.run(None, {"x": x})[0] - ref).max())
-        ticks = cpu_ticks()
-        samples = time_variants(variants, x, args["repeats"], args["rounds"])
-        steal = steal_pct(ticks, cpu_ticks())
+        runs = sessions(variants)
+        errors = {k: float(np.abs(s.run(None, {"x": x})[0] - ref).max()) for k, s in runs.items()}
+        fns = {k: (lambda s=s: s.run(None, {"x": x})) for k, s in runs.items()}
+        samples, round_loads, steal = measure(fns, args["repeats"], args["rounds"])
     load_after = os.getloadavg()
     rows = []
     for k, v in variants.items():
-        q1, med, q3 = np.percentile(samples[k], [25, 50, 75])
+        q1, med, q3 = np.percentile(np.asarray(samples[k][0]) * 1e3, [25, 50, 75])  # ms -> us
         rows.append({"variant": k, "median_us": float(med), "iqr_us": float(q3 - q1), "max_abs_err": errors[k],
                      "nodes": v["nodes"], "opset": v["opset"]})
         print(f"{k:14s} {med:8.1f} us (IQR {q3 - q1:.1f})  max |err| {errors[k]:.2e}  nodes {v['nodes']}")
@@ -112,8 +100,9 @@ def main(argv: list[str]) -> dict:
         "command": "python benchmarks/ort_mish.py " + " ".join(argv), "rows": args["rows"], "width": args["width"],
         "repeats": args["repeats"], "rounds": args["rounds"], "threads": 1, "results": rows,
         "onnx_mish_over_agent_formula": by["onnx_mish"] / by["agent_formula"],
-        "load_average_before": list(load_before), "load_average_after": list(load_after), "cpu_steal_pct": steal,
-        "final": not machine_busy([load_before[0], load_after[0]], steal),
+        "load_average_before": list(load_before), "load_average_after": list(load_after),
+        "load_average_rounds": [round(v, 2) for v in round_loads],
+        "cpu_steal_pct": None if steal is None else round(steal, 1), "final": not machine_busy(round_loads, steal),
         "onnxruntime": ort.__version__, "torch": torch.__version__, "machine": platform.machine(),
     }
     write_result(args["out"], result)
