@@ -147,6 +147,10 @@ class QEnsemble(nn.Module):
         self._stacked_input_hooks[handle.id] = (int(index), hook)
         return handle
 
+    def _has_hooks(self) -> bool:
+        return bool(self._stacked_input_hooks) or any(
+            m._forward_pre_hooks for net in self.members for m in net if isinstance(m, nn.Linear))
+
     def _run_stacked_hooks(self, index: int, h: torch.Tensor, members: list[int]) -> torch.Tensor:
         for k, hook in list(self._stacked_input_hooks.values()):
             if k == index:
@@ -181,7 +185,13 @@ class QEnsemble(nn.Module):
         gradient hooks and without reading the indices on the host: every member's weights are stacked and the
         chosen ones picked with ``index_select``. Same numbers as ``forward(x, members=members.tolist())``
         (the same stacked weights reach the same ``baddbmm``), but traceable as one graph (``torch.compile``,
-        ONNX export), where a Python list of members would be a host sync and a graph break."""
+        ONNX export), where a Python list of members would be a host sync and a graph break.
+
+        While gradients are recorded and a hook is registered (:meth:`register_stacked_input_hook`, or a
+        pre-hook on a member's ``nn.Linear``), this *is* ``forward(x, members=members.tolist())``, so that the
+        hooks see these calls too (one host read of ``members``; a hooked update runs eagerly anyway)."""
+        if torch.is_grad_enabled() and self._has_hooks():
+            return self.forward(x, detach=detach, members=members.tolist())
         lead = x.shape[:-1]
         h = x.reshape(1, -1, x.shape[-1]).expand(members.shape[0], -1, -1)
         for layers in zip(*self.members):

@@ -94,6 +94,33 @@ def test_losses_stay_tensors_until_logged():
     assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in out.values())
 
 
+def test_an_update_given_its_noise_captures_the_gates_of_the_list_path():
+    """A compiled agent's update gets its noise (Q members as tensors) and, while pruning's gate hooks are on,
+    runs eagerly: its captured gate derivatives equal those of the same update with the members as lists
+    (the path that always ran the hooks), for every channel, the latent and the Q members included."""
+    from pruning.config import TrackingConfig
+    from pruning.tracker import ImportanceTracker
+
+    caps = []
+    for as_lists in (False, True):
+        agent = _agent()
+        if as_lists:
+            def as_list(*a, q=agent.model.Q, members=None, **k):
+                return q(*a, members=members.tolist() if isinstance(members, torch.Tensor) else members, **k)
+            agent.model.Q = as_list
+        tracker = ImportanceTracker(agent.model, TrackingConfig(metrics=["fisher"], snapshot_interval=0),
+                                    samples=agent.cfg.optim.batch_size)
+        agent.model.train()
+        for step in range(2):  # the second: the zero-initialised reward output layer has moved (gates != 0)
+            tracker.gates.reset()
+            out = agent._update(*_batch(agent, step), noise=_noise(agent, step))
+        caps.append((out, tracker.gates.take().gates))
+    (out, got), (want_out, want) = caps
+    assert all(torch.equal(out[k], want_out[k]) for k in out)
+    assert got.shape == want.shape and bool((want.abs().sum(0) > 0).all())
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-12)
+
+
 @pytest.fixture(scope="module")
 def compiled_pair():
     """An eager agent and a compiled copy with the same weights and optimiser state."""

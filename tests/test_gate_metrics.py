@@ -239,6 +239,28 @@ def test_stacked_ensemble_is_captured_once_per_layer_including_member_subsets():
     assert not model.qs._stacked_input_hooks
 
 
+def test_an_indexed_ensemble_call_is_captured_like_the_list_call():
+    """``forward_indexed`` (members as an int64 tensor: how a compiled agent's update, given its noise, calls
+    ``Q(..., return_type="avg")``) is seen by the gate hooks like ``forward(members=[...])``; it used to skip
+    them, so those updates lost the policy loss's Q evidence (channels of the Q members and of the latent)."""
+    model = Ens()
+    t = ImportanceTracker(model, cfg(), samples=7)
+    x = torch.randn(4, 7, 3)
+    out = model.qs.forward_indexed(x, torch.tensor([1, 0]))
+    assert torch.equal(out, model.qs(x, members=[1, 0]).detach())
+    out.square().sum((0, 1, 3)).mean().backward()
+    t.step(1)
+    for e, member in enumerate(model.qs.members):
+        def loss(g, xi, m=member):  # each member read once
+            h = F.mish(F.layer_norm(F.linear(xi, m[0].weight, m[0].bias), (5,), m[1].weight, m[1].bias)) * g
+            return F.linear(h, m[3].weight, m[3].bias).square().sum()
+        d = vmap(grad(loss), in_dims=(None, 1))(torch.ones(5), x).detach().double()
+        assert d.abs().max() > 0
+        np.testing.assert_allclose(t.scores("fisher")[f"qs/{e}/0"].numpy(), d.square().mean(0).numpy(), rtol=1e-5)
+    with torch.no_grad():  # no gradients recorded: the indexed path itself, no hook, no host read
+        assert torch.equal(model.qs.forward_indexed(x, torch.tensor([1, 0])), out.detach())
+
+
 def test_fused_reductions_equal_the_per_sample_matrix_and_expire_with_the_next_update():
     model = Coupled()
     t = ImportanceTracker(model, cfg(), samples=6)
