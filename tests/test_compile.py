@@ -180,6 +180,40 @@ def test_an_update_with_module_hooks_runs_eagerly(compiled_pair):
 
 
 @pytest.mark.slow
+def test_tracking_scores_equal_between_compiled_and_eager_updates(compiled_pair):
+    """Every registered metric scores a compiled update as it scores the eager update of the same batch and
+    noise: without gate hooks the compiled graph runs and the tracker reads its ``.grad``; with them (``fisher``,
+    ``bayes``) the compiled agent runs that update eagerly, given its noise."""
+    from pruning.config import TrackingConfig
+    from pruning.metrics import metric_names
+    from pruning.tracker import ImportanceTracker
+
+    eager, compiled = compiled_pair
+    compiled.load_state_dict(copy.deepcopy(eager.state_dict()))
+    gate_free = ["grad_acc", "grad_sq", "taylor", "l1", "l2", "l1_group", "l2_group", "random"]
+    for step, (metrics, gated) in enumerate(((gate_free, False), (list(metric_names()), True))):
+        trackers = [ImportanceTracker(a.model, TrackingConfig(metrics=metrics, snapshot_interval=0),
+                                      samples=a.cfg.optim.batch_size) for a in (eager, compiled)]
+        assert compiled._hooked() == gated
+        batch, noise = _batch(eager, 20 + step), _noise(eager, 20 + step)
+        eager.model.train(), compiled.model.train()
+        eager._update(*batch, noise=noise)
+        (compiled._update if gated else compiled._compiled_update)(*batch, noise=noise)
+        eager.model.eval(), compiled.model.eval()
+        for t in trackers:
+            t.step(1)
+        for m in metrics:
+            want, got = trackers[0].scores(m), trackers[1].scores(m)
+            assert want.keys() == got.keys()
+            for name in want:
+                scale = float(want[name].abs().max())
+                assert scale > 0, (m, name)
+                torch.testing.assert_close(got[name], want[name], rtol=1e-3, atol=1e-5 * scale, msg=f"{m} {name}")
+        for t in trackers:
+            t.close()
+
+
+@pytest.mark.slow
 def test_a_pruned_model_is_recompiled_and_still_matches(compiled_pair):
     from pruning import model_groups, prune
 
