@@ -182,7 +182,7 @@ class QEnsemble(nn.Module):
 
     def forward_indexed(self, x: torch.Tensor, members: torch.Tensor, detach: bool = False) -> torch.Tensor:
         """The members ``members`` (an int64 tensor ``(k,)``) at ``x (..., in)`` -> ``(k, ..., out)``, without
-        gradient hooks and without reading the indices on the host: every member's weights are stacked and the
+        reading the indices on the host (unless hooked, below): every member's weights are stacked and the
         chosen ones picked with ``index_select``. Same numbers as ``forward(x, members=members.tolist())``
         (the same stacked weights reach the same ``baddbmm``), but traceable as one graph (``torch.compile``,
         ONNX export), where a Python list of members would be a host sync and a graph break.

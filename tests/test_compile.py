@@ -194,23 +194,26 @@ def test_tracking_scores_equal_between_compiled_and_eager_updates(compiled_pair)
     for step, (metrics, gated) in enumerate(((gate_free, False), (list(metric_names()), True))):
         trackers = [ImportanceTracker(a.model, TrackingConfig(metrics=metrics, snapshot_interval=0),
                                       samples=a.cfg.optim.batch_size) for a in (eager, compiled)]
-        assert compiled._hooked() == gated
-        batch, noise = _batch(eager, 20 + step), _noise(eager, 20 + step)
-        eager.model.train(), compiled.model.train()
-        eager._update(*batch, noise=noise)
-        (compiled._update if gated else compiled._compiled_update)(*batch, noise=noise)
-        eager.model.eval(), compiled.model.eval()
-        for t in trackers:
-            t.step(1)
-        for m in metrics:
-            want, got = trackers[0].scores(m), trackers[1].scores(m)
-            assert want.keys() == got.keys()
-            for name in want:
-                scale = float(want[name].abs().max())
-                assert scale > 0, (m, name)
-                torch.testing.assert_close(got[name], want[name], rtol=1e-3, atol=1e-5 * scale, msg=f"{m} {name}")
-        for t in trackers:
-            t.close()
+        try:  # the pair is shared by the module's later tests: never leave hooks on it
+            assert compiled._hooked() == gated
+            batch, noise = _batch(eager, 20 + step), _noise(eager, 20 + step)
+            eager.model.train(), compiled.model.train()
+            eager._update(*batch, noise=noise)
+            (compiled._update if gated else compiled._compiled_update)(*batch, noise=noise)
+            eager.model.eval(), compiled.model.eval()
+            for t in trackers:
+                t.step(1)
+            for m in metrics:
+                want, got = trackers[0].scores(m), trackers[1].scores(m)
+                assert want.keys() == got.keys()
+                for name in want:
+                    scale = float(want[name].abs().max())
+                    assert scale > 0, (m, name)
+                    torch.testing.assert_close(got[name], want[name], rtol=1e-3, atol=1e-5 * scale,
+                                               msg=f"{m} {name}")
+        finally:
+            for t in trackers:
+                t.close()
 
 
 @pytest.mark.slow
