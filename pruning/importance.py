@@ -18,10 +18,11 @@ optimiser step, so the metrics see the clipped gradient the optimiser used).
   statistic is 0 is left unchanged;
 - :func:`bias_correction` of the EMA (:math:`1-\beta^n`) and :func:`random_scores`.
 
-Vectorisation (the hot path runs every update): each parameter is reduced once per statistic and
-dimension that groups slice (row sums and/or column sums of a weight, one ``vecdot`` each for a product
-such as :math:`g^2` or :math:`\theta g`; the vector itself for a bias / LayerNorm), all reductions are
-concatenated, and one ``index_add_`` scatters them onto the flat channel vector of all
+Vectorisation (the hot path runs every update): the biases and LayerNorm elements of all groups are
+concatenated and each statistic of them is one product; each statistic of the weights is one
+``_foreach_mul`` over all weights, then each weight is reduced once per dimension that groups slice
+(row sums and/or column sums); all reductions are concatenated, and one ``index_add_`` scatters them onto
+the flat channel vector of all
 groups (:class:`ChannelLayout`). There is no Python loop over channels or groups per step.
 """
 
@@ -34,6 +35,12 @@ import torch.nn as nn
 
 from pruning.config import NORMALIZATIONS
 from pruning.groups import Group, ParamSlice
+
+#: Element-wise statistics of a parameter θ and its gradient g that :meth:`ChannelLayout.channel_sums`
+#: sums per channel, as a product of two factors (``None``: the first factor alone); ``tg`` = θ·g.
+STATISTICS: dict[str, tuple[str, str | None]] = {
+    "g2": ("g", "g"), "tg": ("t", "g"), "t2g2": ("tg", "tg"), "abs": ("|t|", None), "t2": ("t", "t"),
+}
 
 
 class ChannelLayout:
@@ -81,11 +88,18 @@ class ChannelLayout:
                 dst[s.offset: s.offset + g.size] = torch.arange(off, off + g.size)
         self._keys = list(plan)
         self._shapes = [shapes[k] for k in self._keys]
-        # For each parameter: (dim, dims summed over) per sliced dimension.
+        # Parameters sliced along their only dimension (biases, LayerNorm elements: the statistic of an
+        # element is its channel's term) are concatenated and reduced together; the others (weights)
+        # are reduced per sliced dimension: (dim, dims summed over). Flat positions: vectors first,
+        # then every weight reduction, in this order (``_dst``).
+        self._vectors = [i for i, k in enumerate(self._keys) if len(shapes[k]) == 1]
+        self._weights = [i for i, k in enumerate(self._keys) if len(shapes[k]) != 1]
         self._reduce = [
-            [(d, [i for i in range(len(shapes[k])) if i != d]) for d in sorted(plan[k])] for k in self._keys
+            [(d, [i for i in range(len(shapes[self._keys[j]])) if i != d]) for d in sorted(plan[self._keys[j]])]
+            for j in self._weights
         ]
-        dst = [plan[k][d] for k in self._keys for d in sorted(plan[k])]
+        dst = [plan[self._keys[j]][0] for j in self._vectors]
+        dst += [plan[self._keys[j]][d] for j in self._weights for d in sorted(plan[self._keys[j]])]
         self._dst = torch.cat(dst) if dst else torch.zeros(0, dtype=torch.long)
         self._device: torch.device | None = None
 
@@ -123,34 +137,66 @@ class ChannelLayout:
             out.append(torch.zeros_like(p) if g is None else g)
         return out
 
-    def channel_sums(self, stats: Callable[..., Sequence[tuple[torch.Tensor, torch.Tensor | None]]],
-                     grads: bool = False) -> torch.Tensor:
-        """Per-channel sums of element-wise statistics of each parameter (and its ``.grad`` if ``grads``).
+    def channel_sums(self, stats: Sequence[str]) -> torch.Tensor:
+        """Per-channel sums of element-wise statistics of the parameters (and their ``.grad``).
 
-        ``stats(theta)`` or ``stats(theta, g)`` receives one parameter (and its gradient) and returns ``k``
-        pairs ``(a, b)`` of tensors of its shape: statistic ``i`` is the element-wise product ``a * b``
-        (``b = None``: ``a`` itself). Returns ``(k, num_channels)`` float64: entry ``[i, c] = sum_{S_c}``
-        of statistic ``i``. A product summed over one dimension is one ``vecdot`` (no ``a * b``
-        temporary is written and read back: the reductions alone measured 1.09 vs 1.54 ms on the CPU
-        preset; the whole :func:`gradient_sums` within noise of the old one).
+        ``stats``: names of :data:`STATISTICS` (e.g. ``["g2", "tg"]``). Returns ``(len(stats),
+        num_channels)`` float64: entry ``[i, c] = sum_{S_c}`` of statistic ``i``.
+
+        Cost (every tracked update runs this): the biases and LayerNorm elements are concatenated and
+        their statistics formed in one product each; the weights' products are one ``_foreach_mul`` per
+        statistic over all weights, then one ``sum`` per weight and sliced dimension; one ``index_add_``
+        scatters everything onto the channels. (Measured on the CPU preset, 56 parameters: 0.58 vs 0.79
+        ms for a per-parameter ``vecdot`` per statistic and dimension, the same numbers bit for bit.)
         """
+        unknown = [s for s in stats if s not in STATISTICS]
+        if unknown:
+            raise ValueError(f"unknown statistic(s) {unknown}; known: {sorted(STATISTICS)}")
         params = self.params()
-        tensors = list(zip(params, self.grads(params))) if grads else [(p,) for p in params]
-        parts: list[list[torch.Tensor]] = []
-        for args, reductions in zip(tensors, self._reduce):
-            pairs = stats(*args)
-            if not parts:
-                parts = [[] for _ in pairs]
-            for i, (a, b) in enumerate(pairs):
-                parts[i].extend(_sum_product(a, b, other) for _, other in reductions)
-        if not parts:
-            k = len(stats(*([torch.zeros(0)] * (2 if grads else 1))))
-            return torch.zeros(k, self.num_channels, dtype=torch.float64)
-        flat = torch.stack([torch.cat(p) for p in parts])  # (k, positions), positions ordered like _dst
+        needs_grad = any("g" in STATISTICS[s] or "tg" in STATISTICS[s] for s in stats)
+        grads = self.grads(params) if needs_grad else None
+        if not self._keys:
+            return torch.zeros(len(stats), self.num_channels, dtype=torch.float64)
+
+        def factors(idx: list[int]) -> dict[str, object]:
+            """Lazily built factor tensors of the parameters ``idx``: concatenated vectors (``idx`` =
+            the vectors) or lists (the weights, for ``_foreach`` ops)."""
+            vec = idx is self._vectors
+            t = [params[i] for i in idx]
+            g = [grads[i] for i in idx] if grads is not None else None
+            cache: dict[str, object] = {}
+
+            def get(name: str):
+                if name not in cache:
+                    if name == "t":
+                        cache[name] = torch.cat(t) if vec else t
+                    elif name == "g":
+                        cache[name] = torch.cat(g) if vec else g
+                    elif name == "tg":
+                        cache[name] = get("t") * get("g") if vec else torch._foreach_mul(get("t"), get("g"))
+                    elif name == "|t|":
+                        cache[name] = get("t").abs() if vec else torch._foreach_abs(get("t"))
+                return cache[name]
+            return get
+
+        rows: list[list[torch.Tensor]] = [[] for _ in stats]
+        if self._vectors:
+            get = factors(self._vectors)
+            for i, s in enumerate(stats):
+                a, b = STATISTICS[s]
+                rows[i].append(get(a) if b is None else get(a) * get(b))
+        if self._weights:
+            get = factors(self._weights)
+            for i, s in enumerate(stats):
+                a, b = STATISTICS[s]
+                prods = get(a) if b is None else torch._foreach_mul(get(a), get(b))
+                rows[i].extend(x.sum(dim=other) for x, reductions in zip(prods, self._reduce)
+                               for _, other in reductions)
+        flat = torch.stack([torch.cat(r) for r in rows])  # (k, positions), positions ordered like _dst
         if self._device != flat.device:
             self._dst = self._dst.to(flat.device)
             self._device = flat.device
-        out = torch.zeros(len(parts), self.num_channels + 1, dtype=torch.float64, device=flat.device)
+        out = torch.zeros(len(stats), self.num_channels + 1, dtype=torch.float64, device=flat.device)
         out.index_add_(1, self._dst, flat.to(torch.float64))
         return out[:, : self.num_channels]
 
@@ -159,37 +205,19 @@ class ChannelLayout:
         return dict(zip(self.names, flat.split(self.sizes)))
 
 
-def _sum_product(a: torch.Tensor, b: torch.Tensor | None, dims: list[int]) -> torch.Tensor:
-    """``(a * b).sum(dims)`` (``b = None``: ``a.sum(dims)``; no ``dims``: the element-wise value)."""
-    if b is None:
-        return a.sum(dim=dims) if dims else a
-    if not dims:
-        return a * b
-    if len(dims) == 1:
-        return torch.linalg.vecdot(a, b, dim=dims[0])
-    return (a * b).sum(dim=dims)
-
-
 def gradient_sums(layout: ChannelLayout, stats: Sequence[str]) -> dict[str, torch.Tensor]:
     """Per-channel sums of the requested gradient statistics (``g2``, ``tg``, ``t2g2``) from ``.grad``."""
     names = [s for s in ("g2", "tg", "t2g2") if s in stats]
-
-    def pairs(theta: torch.Tensor, g: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        tg = theta * g if "t2g2" in names else None
-        out = {"g2": lambda: (g, g), "tg": lambda: (theta, g), "t2g2": lambda: (tg, tg)}
-        return [out[s]() for s in names]
-
     with torch.no_grad():
-        sums = layout.channel_sums(pairs, grads=True)
+        sums = layout.channel_sums(names)
     return dict(zip(names, sums))
 
 
 def weight_sums(layout: ChannelLayout, stats: Sequence[str] = ("abs", "t2")) -> dict[str, torch.Tensor]:
     """Per-channel ``abs`` = sum |theta| and/or ``t2`` = sum theta^2 of the current (trainable) weights."""
     names = [s for s in ("abs", "t2") if s in stats]
-    fns = {"abs": lambda t: (t.abs(), None), "t2": lambda t: (t, t)}
     with torch.no_grad():
-        sums = layout.channel_sums(lambda theta: [fns[s](theta) for s in names])
+        sums = layout.channel_sums(names)
     return dict(zip(names, sums))
 
 

@@ -318,3 +318,20 @@ def test_unknown_or_untracked_metric_is_rejected():
         t.scores("fisher", smoothing="window")
     with pytest.raises(ValueError, match="normalize"):
         t.scores("fisher", normalize="median")
+
+
+def test_channel_sums_of_every_statistic_at_once_equal_their_formulas_and_a_missing_gradient_counts_zero():
+    model = Tiny()
+    t = tracker(model)
+    set_grads(model, 5)
+    model.a[1].bias.grad = None  # a parameter the loss did not reach: its terms are 0, not an error
+    stats = ["g2", "tg", "t2g2", "abs", "t2"]
+    got = dict(zip(stats, t.layout.channel_sums(stats)))
+    formulas = {"g2": lambda th, g: g * g, "tg": lambda th, g: th * g, "t2g2": lambda th, g: th * th * g * g,
+                "abs": lambda th, g: np.abs(th), "t2": lambda th, g: th * th}
+    for s, fn in formulas.items():
+        expected = channel_sums(model, fn)
+        for k, v in t.layout.split(got[s]).items():
+            np.testing.assert_allclose(v.numpy(), expected[k], rtol=1e-6, atol=1e-12)
+    with pytest.raises(ValueError, match="unknown statistic"):
+        t.layout.channel_sums(["g3"])
