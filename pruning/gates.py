@@ -42,6 +42,16 @@ Mechanics (the cost is paid in every update, so it is kept to a few tensor opera
   or the full ``(S, C)`` matrix.
 
 Nothing happens while gradients are not recorded (``no_grad`` acting and planning).
+
+**Inside a compiled graph** (``torch.compiler.is_compiling()``) a Python callback in the backward pass
+cannot be traced, so the hooks place the gate itself: the consumer's input ``x`` becomes ``x * m`` with a
+leaf ``m`` of ones ``(members, S, in)`` per consumer (the same tensor for every call of the update,
+broadcast over the positions of each sample), and autograd computes :math:`\partial L/\partial m_{i,c} =
+\sum_{\text{calls}}\sum_{p \in i} x_{p,c}\,\partial L/\partial x_{p,c}` into ``m.grad``: the same sums
+the buffers hold, fused by the compiler into the backward kernels. ``x * 1`` is ``x`` exactly, so training
+is unchanged. :meth:`GateCapture.take` reads (and clears) ``m.grad`` next to the buffers. This needs
+``samples`` (``m`` has a fixed shape) and no activation capture; then every hook callable carries
+:data:`TRACEABLE_HOOK`.
 """
 
 from __future__ import annotations
@@ -52,6 +62,12 @@ import torch
 import torch.nn as nn
 
 from pruning.groups import Group
+
+#: The attribute by which the hooks of a :class:`GateCapture` declare that ``torch.compile`` may trace them
+#: (set to ``True`` on every hook callable when ``samples`` is given and no activations are captured; a
+#: model's compiled training step may then trace them instead of running eagerly, as the TD-MPC agent does,
+#: ``tdmpc.agent.TRACEABLE_HOOK``). Plain data: this package imports no model code.
+TRACEABLE_HOOK = "compile_traceable"
 
 
 class _Block:
@@ -193,19 +209,34 @@ class GateCapture:
         self._written: set[int] = set()  # indices of the blocks written in this update
         self._generation = 0
         self._device_copies: dict[tuple[int, torch.device], torch.Tensor] = {}
+        # gate leaves for compiled graphs (see the module doc), one per block, ones (members, S, width)
+        traceable = samples is not None and not activations
+        self._leaves: list[torch.Tensor | None] = [
+            torch.ones(block.members, samples, block.width, dtype=linear.weight.dtype, device=linear.weight.device,
+                       requires_grad=True) if traceable else None
+            for _, _, linear, block in self._targets]
+        # the hook callables, built once: attach() after remove() registers the same functions again
+        self._hook_fns = []
+        for owner, _, _, block in self._targets:
+            if owner is None:
+                def fn(mod, args, b=block):
+                    return self._pre_hook(b, args)
+            else:
+                def fn(h, members, b=block):
+                    return self._probe(b, h, members) if torch.is_grad_enabled() else None
+            setattr(fn, TRACEABLE_HOOK, traceable)
+            self._hook_fns.append(fn)
         self.attach()
 
     def attach(self) -> None:
         """Register the hooks (done at construction; again after :meth:`remove`, keeping the buffers)."""
         if self._handles:
             return
-        for owner, index, linear, block in self._targets:
+        for (owner, index, linear, _), fn in zip(self._targets, self._hook_fns):
             if owner is None:
-                self._handles.append(linear.register_forward_pre_hook(
-                    lambda mod, args, b=block: self._pre_hook(b, args)))
+                self._handles.append(linear.register_forward_pre_hook(fn))
             else:
-                self._handles.append(owner.register_stacked_input_hook(
-                    index, lambda h, members, b=block: self._probe(b, h, members) if torch.is_grad_enabled() else None))
+                self._handles.append(owner.register_stacked_input_hook(index, fn))
 
     @staticmethod
     def _stacks(model: nn.Module | None, spans: dict) -> list[tuple[nn.Module, int, tuple[nn.Linear, ...]]]:
@@ -240,12 +271,32 @@ class GateCapture:
             return None
         return (self._probe(block, args[0], None), *args[1:])
 
-    def _probe(self, block: _Block, x: torch.Tensor, members: list[int] | None) -> torch.Tensor:
+    def _probe(self, block: _Block, x: torch.Tensor, members: list[int] | torch.Tensor | None) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return self._gate(block, x, members)
         # A fresh alias read by this call only: a hook on ``x`` itself would see the gradient of every
         # use of ``x`` (e.g. a latent read by two heads). Its value is ``x``'s, so nothing else changes.
         if not x.requires_grad:
             x = x.detach().requires_grad_()
         return _Tap.apply(x, self, block, members)
+
+    def _gate(self, b: _Block, x: torch.Tensor, members: list[int] | torch.Tensor | None) -> torch.Tensor:
+        """``x * m`` with the block's gate leaf ``m`` (the compiled path, see the module doc): ``m``'s rows of
+        the members in this call (``members``: a list, a tensor, or ``None`` for every member)."""
+        leaf = self._leaves[b.index]
+        if leaf is None:
+            raise RuntimeError("gate capture inside a compiled graph needs samples=<batch size> and no "
+                               "activation capture (its hooks are not traceable otherwise)")
+        lead = x.shape[0] if b.stacked else 1
+        s = leaf.shape[1]
+        rows = x.numel() // (lead * b.width)
+        if isinstance(members, torch.Tensor):
+            gate = leaf.index_select(0, members)
+        elif members is None or list(members) == list(range(b.members)):
+            gate = leaf
+        else:
+            gate = leaf[list(members)]
+        return (x.reshape(lead, rows // s, s, b.width) * gate.unsqueeze(1)).reshape(x.shape)
 
     def _buffer(self, b: _Block, s: int, like: torch.Tensor) -> torch.Tensor:
         buf = self._bufs[b.index]
@@ -339,8 +390,24 @@ class GateCapture:
         return out
 
     # ------------------------------------------------------------------------------ per update
+    def _take_leaves(self) -> None:
+        """Move what compiled graphs left in the gate leaves' ``.grad`` into the buffers (added to what eager
+        calls of the same update wrote) and clear it."""
+        for b, leaf in zip(self._blocks, self._leaves):
+            if leaf is None or leaf.grad is None:
+                continue
+            if not self._written:  # first evidence of an update: what a previous Capture reads is overwritten
+                self._generation += 1
+            if b.index in self._written:
+                self._bufs[b.index].add_(leaf.grad)
+            else:
+                self._bufs[b.index] = leaf.grad
+                self._written.add(b.index)
+            leaf.grad = None
+
     def take(self) -> Capture:
         """What was captured since the last reset (see :class:`Capture`); resets."""
+        self._take_leaves()
         if not self._written and self._act is None:
             return Capture()
         bufs = None
@@ -359,6 +426,9 @@ class GateCapture:
         return cap
 
     def reset(self) -> None:
+        for leaf in self._leaves:
+            if leaf is not None:
+                leaf.grad = None
         self._written = set()
         self._act = None
         self._generation += 1

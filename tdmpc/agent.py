@@ -96,6 +96,16 @@ RECOMPILE_LIMIT = 64
 #: Device types on which ``compile=auto`` compiles (``docs/speed.md`` has the measurements).
 AUTO_COMPILE_DEVICES: tuple[str, ...] = ()
 
+#: A hook (a module forward pre-hook or forward hook, or a ``QEnsemble`` stacked-input hook) whose callable
+#: carries this attribute set to ``True`` declares that dynamo may trace it into the compiled update: it
+#: behaves the same under ``torch.compiler.is_compiling()`` and has no Python side effects in backward.
+#: Every other hook makes the update run eagerly (hooks are not traced otherwise). The compiled update is
+#: called with ``torch._dynamo.config.skip_nnmodule_hook_guards=False``, so its graphs are guarded on
+#: the hooks they were traced with: registering or removing a hook selects (or compiles) another graph
+#: instead of silently reusing one traced without it. The planner runs under ``no_grad`` and is compiled
+#: without these guards (a traceable hook must be a no-op without gradients).
+TRACEABLE_HOOK = "compile_traceable"
+
 
 class TDMPC:
     """Acts by MPPI planning (or the policy prior) and learns from sub-trajectories.
@@ -124,9 +134,10 @@ class TDMPC:
     def set_compile(self, enabled: bool) -> None:
         """Compile (``torch.compile``) the update and the planner, or run both eagerly (the eager twin).
 
-        The compiled update is the same :meth:`_update` traced by dynamo (graph breaks at ``backward``); an
-        update during which a module of the model carries hooks (e.g. pruning's gate capture) runs eagerly,
-        because hooks registered after compilation are not traced. See ``docs/speed.md``.
+        The compiled update is the same :meth:`_update` traced by dynamo (graph breaks at ``backward``).
+        Module hooks that declare themselves traceable (:data:`TRACEABLE_HOOK`, e.g. pruning's gate capture)
+        are traced into it; an update during which any other hook is registered runs eagerly. See
+        ``docs/speed.md``.
         """
         self.compiled = bool(enabled)
         if enabled:  # dynamo caches per code object: every agent and every pruned shape is one more entry
@@ -135,10 +146,24 @@ class TDMPC:
         self._compiled_update = torch.compile(self._update, dynamic=False) if enabled else None
         self.planner.compile(enabled)
 
+    def _hooks(self) -> list:
+        """Every hook registered on a module of the model (forward pre-hooks, forward hooks and the
+        Q-ensemble's stacked-input hooks)."""
+        out = []
+        for m in self.model.modules():
+            out += list(m._forward_pre_hooks.values()) + list(m._forward_hooks.values())
+            out += [hook for _, hook in getattr(m, "_stacked_input_hooks", {}).values()]
+        return out
+
+    def _run_compiled(self, obs, action, reward, terminated, noise: UpdateNoise) -> dict[str, torch.Tensor]:
+        """The compiled update, its graphs guarded on the traceable hooks they were traced with (see
+        :data:`TRACEABLE_HOOK`; always call it through here, so that no graph is traced without those guards)."""
+        with torch._dynamo.config.patch(skip_nnmodule_hook_guards=False):
+            return self._compiled_update(obs, action, reward, terminated, noise=noise)
+
     def _hooked(self) -> bool:
-        """Whether any module of the model has forward hooks (they force the eager update)."""
-        return bool(self.model.qs._stacked_input_hooks) or any(
-            m._forward_hooks or m._forward_pre_hooks for m in self.model.modules())
+        """Whether a module of the model carries a hook that is not traceable (it forces the eager update)."""
+        return any(not getattr(h, TRACEABLE_HOOK, False) for h in self._hooks())
 
     @staticmethod
     def _check_model_fits(obs_dim: int, action_dim: int, cfg: TrainConfig, device: torch.device) -> None:
@@ -185,11 +210,10 @@ class TDMPC:
         self.model.train()
         if self._compiled_update is None:
             out = self._update(*batch)
-        else:  # noise drawn here, outside the graph; hooked updates run the same function eagerly
+        else:  # noise drawn here, outside the graph; updates with untraceable hooks run it eagerly
             noise = UpdateNoise.draw(batch[1].shape[0], batch[1].shape[1], self.action_dim, len(self.model.qs),
                                      self.device)
-            fn = self._update if self._hooked() else self._compiled_update
-            out = fn(*batch, noise=noise)
+            out = self._update(*batch, noise=noise) if self._hooked() else self._run_compiled(*batch, noise=noise)
         self.model.soft_update_target(self.cfg.optim.tau)
         self.model.eval()
         return out

@@ -15,7 +15,6 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.hooks import RemovableHandle
 
 from tdmpc.math import SimNorm
 
@@ -112,6 +111,16 @@ def _member_pre_hooks(linears: tuple[nn.Linear, ...], h: torch.Tensor) -> torch.
     return torch.stack(parts)
 
 
+class StackedHookHandle:
+    """What :meth:`QEnsemble.register_stacked_input_hook` returns: :meth:`remove` unregisters the hook."""
+
+    def __init__(self, hooks: OrderedDict, key: tuple[int, int, int]):
+        self._hooks, self._key = hooks, key
+
+    def remove(self) -> None:
+        self._hooks.pop(self._key, None)
+
+
 class QEnsemble(nn.Module):
     """An ensemble of independent Q-networks evaluated in one batched pass.
 
@@ -128,8 +137,8 @@ class QEnsemble(nn.Module):
         if not members:
             raise ValueError("QEnsemble needs at least one member")
         self.members = nn.ModuleList(members)
-        # handle id -> (stacked layer index, hook); see register_stacked_input_hook
-        self._stacked_input_hooks: OrderedDict[int, tuple[int, Callable]] = OrderedDict()
+        # (stacked layer index, id(hook), n) -> (stacked layer index, hook); see register_stacked_input_hook
+        self._stacked_input_hooks: OrderedDict[tuple[int, int, int], tuple[int, Callable]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.members)
@@ -138,18 +147,27 @@ class QEnsemble(nn.Module):
         """The members' ``nn.Linear`` s per layer position, each tuple evaluated as one stacked call."""
         return [layers for layers in zip(*self.members) if isinstance(layers[0], nn.Linear)]
 
-    def register_stacked_input_hook(self, index: int, hook: Callable) -> RemovableHandle:
+    def register_stacked_input_hook(self, index: int, hook: Callable) -> StackedHookHandle:
         """Call ``hook(h, members)`` before the ``index``-th stacked ``nn.Linear`` (:meth:`stacked_linears`)
         while gradients are recorded: ``h`` is the stacked input ``(len(members), N, in)``, row ``j`` that of
-        member ``members[j]``; a returned tensor replaces ``h`` (it must have its values). One hook serves
+        member ``members[j]`` (``members``: a list of ints; an int64 tensor in a compiled
+        :meth:`forward_indexed`); a returned tensor replaces ``h`` (it must have its values). One hook serves
         every member (e.g. ``pruning.gates`` captures activation x gradient on the stacked tensor)."""
-        handle = RemovableHandle(self._stacked_input_hooks)
-        self._stacked_input_hooks[handle.id] = (int(index), hook)
-        return handle
+        # Keyed by what is registered, not by a fresh handle id: a compiled graph that runs these hooks is
+        # guarded on the keys, so the same hook removed and registered again (pruning.gates between gate
+        # updates) finds its graph again instead of recompiling.
+        n = 0
+        while (int(index), id(hook), n) in self._stacked_input_hooks:
+            n += 1
+        key = (int(index), id(hook), n)
+        self._stacked_input_hooks[key] = (int(index), hook)
+        return StackedHookHandle(self._stacked_input_hooks, key)
+
+    def _member_hooks(self) -> bool:
+        return any(m._forward_pre_hooks for net in self.members for m in net if isinstance(m, nn.Linear))
 
     def _has_hooks(self) -> bool:
-        return bool(self._stacked_input_hooks) or any(
-            m._forward_pre_hooks for net in self.members for m in net if isinstance(m, nn.Linear))
+        return bool(self._stacked_input_hooks) or self._member_hooks()
 
     def _run_stacked_hooks(self, index: int, h: torch.Tensor, members: list[int]) -> torch.Tensor:
         for k, hook in list(self._stacked_input_hooks.values()):
@@ -187,14 +205,20 @@ class QEnsemble(nn.Module):
         (the same stacked weights reach the same ``baddbmm``), but traceable as one graph (``torch.compile``,
         ONNX export), where a Python list of members would be a host sync and a graph break.
 
-        While gradients are recorded and a hook is registered (:meth:`register_stacked_input_hook`, or a
-        pre-hook on a member's ``nn.Linear``), this *is* ``forward(x, members=members.tolist())``, so that the
-        hooks see these calls too (one host read of ``members``; a hooked update runs eagerly anyway)."""
-        if torch.is_grad_enabled() and self._has_hooks():
+        While gradients are recorded and a hook is registered: inside a compiled graph, the stacked-input
+        hooks (:meth:`register_stacked_input_hook`) are called here with ``members`` as the tensor; otherwise
+        (eagerly, or with a pre-hook on a member's ``nn.Linear``) this *is* ``forward(x,
+        members=members.tolist())``, so that the hooks see these calls too (one host read of ``members``)."""
+        hooked = torch.is_grad_enabled() and self._has_hooks()
+        if hooked and not (torch.compiler.is_compiling() and not self._member_hooks()):
             return self.forward(x, detach=detach, members=members.tolist())
         lead = x.shape[:-1]
         h = x.reshape(1, -1, x.shape[-1]).expand(members.shape[0], -1, -1)
+        k = 0  # index of the stacked Linear
         for layers in zip(*self.members):
+            if hooked and isinstance(layers[0], nn.Linear):
+                h = self._run_stacked_hooks(k, h, members)
+                k += 1
             h = _stacked_layer(layers, h, detach, members)
         return h.reshape(members.shape[0], *lead, h.shape[-1])
 

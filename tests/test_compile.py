@@ -95,9 +95,10 @@ def test_losses_stay_tensors_until_logged():
 
 
 def test_an_update_given_its_noise_captures_the_gates_of_the_list_path():
-    """A compiled agent's update gets its noise (Q members as tensors) and, while pruning's gate hooks are on,
-    runs eagerly: its captured gate derivatives equal those of the same update with the members as lists
-    (the path that always ran the hooks), for every channel, the latent and the Q members included."""
+    """An update given its noise (Q members as tensors), run eagerly (as a compiled agent runs it while an
+    untraceable hook is registered): its captured gate derivatives equal those of the same update with the
+    members as lists (the path that always ran the hooks), for every channel, the latent and the Q members
+    included."""
     from pruning.config import TrackingConfig
     from pruning.tracker import ImportanceTracker
 
@@ -140,7 +141,7 @@ def test_compiled_update_equals_the_eager_update(compiled_pair):
         want = eager._update(*batch, noise=noise)
         # compiled once: later updates run the same graphs (a recompile raises here)
         with torch._dynamo.config.patch(error_on_recompile=step > 0):
-            got = compiled._compiled_update(*batch, noise=noise)
+            got = compiled._run_compiled(*batch, noise=noise)
         eager.model.eval(), compiled.model.eval()
         for k in want:
             assert torch.allclose(got[k], want[k], rtol=1e-4, atol=1e-5), (step, k, got[k], want[k])
@@ -167,7 +168,8 @@ def test_compiled_planner_equals_the_eager_planner(compiled_pair):
 
 @pytest.mark.slow
 def test_an_update_with_module_hooks_runs_eagerly(compiled_pair):
-    """Hooks (pruning's gate capture) are not traced: the agent runs that update eagerly, and the hooks fire."""
+    """A hook that does not declare itself traceable (`TRACEABLE_HOOK`) is not traced: the agent runs that update
+    eagerly, and the hook fires."""
     _, compiled = compiled_pair
     seen = []
     handle = compiled.model.reward[0].register_forward_hook(lambda m, i, o: seen.append(o.shape))
@@ -182,25 +184,35 @@ def test_an_update_with_module_hooks_runs_eagerly(compiled_pair):
 @pytest.mark.slow
 def test_tracking_scores_equal_between_compiled_and_eager_updates(compiled_pair):
     """Every registered metric scores a compiled update as it scores the eager update of the same batch and
-    noise: without gate hooks the compiled graph runs and the tracker reads its ``.grad``; with them (``fisher``,
-    ``bayes``) the compiled agent runs that update eagerly, given its noise."""
+    noise, the gate metrics (``fisher``, ``bayes``) included: the gate hooks are traced into the compiled graph
+    (their gate leaves, ``pruning.gates``), not run eagerly; the eager agent runs the backward-hook path. Then
+    the hooks are removed and the hook-free graph runs again (a cached one: the graphs guard on the hooks)."""
     from pruning.config import TrackingConfig
     from pruning.metrics import metric_names
     from pruning.tracker import ImportanceTracker
 
     eager, compiled = compiled_pair
     compiled.load_state_dict(copy.deepcopy(eager.state_dict()))
+    for a in (eager, compiled):  # one eager update each: the zero-initialised output layers move (gradients != 0)
+        a.model.train()
+        a._update(*_batch(eager, 19), noise=_noise(eager, 19))
+        a.model.eval()
     gate_free = ["grad_acc", "grad_sq", "taylor", "l1", "l2", "l1_group", "l2_group", "random"]
-    for step, (metrics, gated) in enumerate(((gate_free, False), (list(metric_names()), True))):
+    for step, metrics in enumerate((gate_free, list(metric_names()), gate_free)):
         trackers = [ImportanceTracker(a.model, TrackingConfig(metrics=metrics, snapshot_interval=0),
                                       samples=a.cfg.optim.batch_size) for a in (eager, compiled)]
         try:  # the pair is shared by the module's later tests: never leave hooks on it
-            assert compiled._hooked() == gated
+            gated = trackers[1].gates is not None
+            assert gated == (step == 1) and not compiled._hooked()  # the gate hooks are traceable
             batch, noise = _batch(eager, 20 + step), _noise(eager, 20 + step)
             eager.model.train(), compiled.model.train()
             eager._update(*batch, noise=noise)
-            (compiled._update if gated else compiled._compiled_update)(*batch, noise=noise)
+            with torch._dynamo.config.patch(error_on_recompile=step == 2):  # hooks gone: the first graph again
+                compiled._run_compiled(*batch, noise=noise)
             eager.model.eval(), compiled.model.eval()
+            if gated:  # the compiled graph left its evidence in the gate leaves, no eager hook wrote a buffer
+                assert not trackers[1].gates._written
+                assert all(leaf.grad is not None for leaf in trackers[1].gates._leaves)
             for t in trackers:
                 t.step(1)
             for m in metrics:
@@ -211,6 +223,14 @@ def test_tracking_scores_equal_between_compiled_and_eager_updates(compiled_pair)
                     assert scale > 0, (m, name)
                     torch.testing.assert_close(got[name], want[name], rtol=1e-3, atol=1e-5 * scale,
                                                msg=f"{m} {name}")
+            if gated:  # the same hooks removed and registered again (gate_interval > 1): no recompile
+                trackers[1].set_capture(False)
+                trackers[1].set_capture(True)
+                eager.model.train(), compiled.model.train()
+                eager._update(*batch, noise=noise)  # the pair stays equal for the next step
+                with torch._dynamo.config.patch(error_on_recompile=True):
+                    compiled._run_compiled(*batch, noise=noise)
+                eager.model.eval(), compiled.model.eval()
         finally:
             for t in trackers:
                 t.close()
@@ -234,7 +254,7 @@ def test_a_pruned_model_is_recompiled_and_still_matches(compiled_pair):
                           eager.act(obs, eval_mode=True, noise=noise), atol=1e-5)
     batch, noise = _batch(eager, 9), _noise(eager, 9)
     eager.model.train(), compiled.model.train()
-    want, got = eager._update(*batch, noise=noise), compiled._compiled_update(*batch, noise=noise)
+    want, got = eager._update(*batch, noise=noise), compiled._run_compiled(*batch, noise=noise)
     assert all(torch.allclose(got[k], want[k], rtol=1e-4, atol=1e-5) for k in want)
 
 

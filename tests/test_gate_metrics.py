@@ -316,3 +316,69 @@ def test_activation_sq_is_the_mean_square_of_every_read_including_stacked_member
         off = t.layout.offsets[e]
         np.testing.assert_allclose(act[off: off + 5].numpy(), h.square().mean((0, 1)).double().numpy(), rtol=1e-5)
     gc.remove()
+
+
+def _compiled(fn):
+    """``fn`` compiled as the TD-MPC agent compiles its update (graphs guarded on module hooks); ``aot_eager``
+    traces it (dynamo + AOTAutograd, so ``torch.compiler.is_compiling()`` holds in the hooks) without
+    inductor's code generation, which the agent-level test of ``tests/test_compile.py`` covers."""
+    compiled = torch.compile(fn, backend="aot_eager", dynamic=False)
+
+    def run(*args):
+        with torch._dynamo.config.patch(skip_nnmodule_hook_guards=False):
+            return compiled(*args)
+    return run
+
+
+def test_inside_a_compiled_graph_the_gate_leaves_give_the_reference_fisher():
+    """Traced into a compiled graph, the hooks multiply each consumer input by a gate leaf instead of adding
+    a backward callback (pruning/gates.py); the leaves' gradients give the ``torch.func`` reference: a coupled
+    dimension read at every horizon step, and an ensemble called with a tensor of members (``forward_indexed``,
+    as in a compiled TD-MPC update)."""
+    from pruning.gates import TRACEABLE_HOOK
+
+    model, B, H = Coupled(), 6, 2
+    t = ImportanceTracker(model, cfg(), samples=B)
+    assert all(getattr(fn, TRACEABLE_HOOK) for fn in t.gates._hook_fns)
+    x, acts, y = torch.randn(B, 3), torch.randn(H, B, 1), torch.randn(B, 2)
+    eager_loss = model.loss(x, acts, y).detach()  # a no-op gate: the loss does not change
+    t.gates.reset()
+
+    def coupled_step(x, acts, y):
+        loss = model.loss(x, acts, y)
+        loss.backward()
+        return loss.detach()
+    assert torch.equal(_compiled(coupled_step)(x, acts, y), eager_loss)
+    assert not t.gates._written  # no eager backward callback ran
+    t.step(1)
+    d = per_sample_gate_grads(lambda ge, gd, gc, xi, ai, yi: coupled_ref_loss(model, ge, gd, gc, xi, ai, yi),
+                              (torch.ones(6), torch.ones(6), torch.ones(4)), x, acts.transpose(0, 1), y)
+    scores = t.scores("fisher")
+    got = torch.cat([scores["enc/0"], scores["dyn/0"], scores["code"]])
+    np.testing.assert_allclose(got.numpy(), d.square().mean(0).numpy(), rtol=1e-5)
+    assert all(leaf.grad is None for leaf in t.gates._leaves)  # taken: the next update starts from zero
+
+    model = Ens()
+    t = ImportanceTracker(model, cfg(), samples=7)
+    x = torch.randn(4, 7, 3)
+
+    def ensemble_step(x, members):
+        model.qs.forward_indexed(x, members).square().sum((0, 1, 3)).mean().backward()
+    _compiled(ensemble_step)(x, torch.tensor([1, 0]))
+    assert not t.gates._written
+    t.step(1)
+    for e, member in enumerate(model.qs.members):
+        def loss(g, xi, m=member):
+            h = F.mish(F.layer_norm(F.linear(xi, m[0].weight, m[0].bias), (5,), m[1].weight, m[1].bias)) * g
+            return F.linear(h, m[3].weight, m[3].bias).square().sum()
+        d = vmap(grad(loss), in_dims=(None, 1))(torch.ones(5), x).detach().double()
+        np.testing.assert_allclose(t.scores("fisher")[f"qs/{e}/0"].numpy(), d.square().mean(0).numpy(), rtol=1e-5)
+
+
+def test_gate_hooks_are_traceable_only_with_a_fixed_number_of_samples_and_no_activations():
+    from pruning.gates import TRACEABLE_HOOK
+
+    for samples, metrics, traceable in ((8, ["fisher"], True), (None, ["fisher"], False)):
+        t = ImportanceTracker(MLP(), cfg(metrics=metrics), samples=samples)
+        assert [getattr(fn, TRACEABLE_HOOK) for fn in t.gates._hook_fns] == [traceable] * 2
+        assert (t.gates._leaves[0] is not None) == traceable
