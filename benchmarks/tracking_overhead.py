@@ -2,6 +2,7 @@
 
     python benchmarks/tracking_overhead.py                   # cpu preset, every registered metric, 2 threads
     python benchmarks/tracking_overhead.py threads=1 repeats=30 number=4 gate_interval=10
+    python benchmarks/tracking_overhead.py threads=1 compile=true   # the compiled update (gate hooks traced)
 
 Same process, same agent, same replay buffer (cartpole-swingup shapes, as benchmarks/train_speed.py).
 Each repeat runs ``number`` updates without the tracker (its gate hooks removed) and ``number`` updates
@@ -16,6 +17,9 @@ is the median of the per-repeat ratios (the two blocks of one repeat run back to
 difference is small next to the noise of a shared machine, ``tracker.step`` alone is also timed
 (``blocked_autorange``, after an update so that every ``.grad`` is populated) and reported relative to the
 update (``step_pct``). Snapshots (every ``snapshot_interval`` updates, not per step) are timed separately.
+With ``compile=true`` the agent's update is compiled (``torch.compile``): "without" runs the hook-free graph,
+"with" the graph traced with the gate hooks (``pruning.gates``: gate leaves instead of backward callbacks);
+``warmup_s`` (the first two updates of each, both compiles included) is reported next to the figures.
 Writes benchmarks/results/tracking_overhead.json (``out=<name>`` for another file name in that folder).
 """
 
@@ -52,7 +56,7 @@ def _stats(x: list[float]) -> dict:
 
 
 DEFAULTS = {"model_size": "cpu", "threads": 2, "repeats": 20, "number": 3, "min_run_time": 2.0,
-            "metrics": "", "gate_interval": 1, "out": "tracking_overhead.json"}  # metrics "": all registered
+            "metrics": "", "gate_interval": 1, "compile": False, "out": "tracking_overhead.json"}  # metrics "": all registered
 
 
 def _paired(with_: list[float], without: list[float], resamples: int = 2000) -> dict:
@@ -80,8 +84,12 @@ def _interleaved(agent: Any, buf: Any, cfg: Any, tracker: ImportanceTracker, rep
         tracker.step(counter[0])
 
     fns = {"without": update, "with": update_and_track}
-    for f in (update, update_and_track, update, update_and_track):  # warm-up
-        f()
+    w0 = time.perf_counter()
+    for name in ("without", "with", "without", "with"):  # warm-up, hooks set as below (compiled: both compiles)
+        if name == "without" or tracker.cfg.gate_interval == 1:
+            tracker.set_capture(name == "with")
+        fns[name]()
+    warmup = time.perf_counter() - w0
     wall: dict[str, list[float]] = {"without": [], "with": []}
     cpu: dict[str, list[float]] = {"without": [], "with": []}
     for r in range(repeats):
@@ -96,7 +104,7 @@ def _interleaved(agent: Any, buf: Any, cfg: Any, tracker: ImportanceTracker, rep
         print(f"repeat {r + 1}/{repeats}: without {wall['without'][-1] * 1e3:7.1f} ms, "
               f"with {wall['with'][-1] * 1e3:7.1f} ms", flush=True)
     update()  # fresh gradients for the direct timing of tracker.step
-    return {"wall": wall, "cpu": cpu}
+    return {"wall": wall, "cpu": cpu, "warmup_s": warmup}
 
 
 def main(argv: list[str]) -> dict:
@@ -104,6 +112,8 @@ def main(argv: list[str]) -> dict:
     threads, repeats, number = args["threads"], args["repeats"], args["number"]
     torch.set_num_threads(threads)
     agent, buf, cfg = build(args["model_size"], torch.device("cpu"))
+    if args["compile"]:
+        agent.set_compile(True)
     metrics = args["metrics"].split(",") if args["metrics"] else list(metric_names())
     tcfg = TrackingConfig(metrics=metrics, snapshot_interval=0, gate_interval=args["gate_interval"])
     tracker = ImportanceTracker(agent.model, tcfg, samples=agent.cfg.optim.batch_size)
@@ -126,7 +136,8 @@ def main(argv: list[str]) -> dict:
         "model_size": args["model_size"], "device": "cpu", "threads": threads, "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "metrics": tcfg.metrics, "groups": len(tracker.groups), "channels": tracker.layout.num_channels,
-        "updates_per_repeat": number, "gate_interval": tcfg.gate_interval,
+        "updates_per_repeat": number, "gate_interval": tcfg.gate_interval, "compile": bool(args["compile"]),
+        "warmup_s": t["warmup_s"],
         "update_without_tracker": without, "update_with_tracker": with_, "overhead_pct": overhead,
         "cpu_time_without_tracker": cpu_without, "cpu_time_with_tracker": cpu_with,
         "overhead_cpu_pct": overhead_cpu, "overhead_paired": paired,
