@@ -125,6 +125,15 @@ def coupled_ref_loss(m: Coupled, g_enc, g_dyn, g_code, x, acts, y):
     return total
 
 
+def assert_coupled_fisher_is_the_reference(model: Coupled, t: ImportanceTracker, x, acts, y) -> None:
+    """``t``'s fisher scores after one step on ``(x, acts, y)`` equal the ``torch.func`` per-sample reference."""
+    d = per_sample_gate_grads(lambda ge, gd, gc, xi, ai, yi: coupled_ref_loss(model, ge, gd, gc, xi, ai, yi),
+                              (torch.ones(6), torch.ones(6), torch.ones(4)), x, acts.transpose(0, 1), y)
+    scores = t.scores("fisher")
+    got = torch.cat([scores["enc/0"], scores["dyn/0"], scores["code"]])
+    np.testing.assert_allclose(got.numpy(), d.square().mean(0).numpy(), rtol=1e-5)
+
+
 def test_fisher_of_a_coupled_dimension_sums_every_read_over_the_horizon():
     model = Coupled()
     B, H = 6, 2
@@ -133,11 +142,7 @@ def test_fisher_of_a_coupled_dimension_sums_every_read_over_the_horizon():
     x, acts, y = torch.randn(B, 3), torch.randn(H, B, 1), torch.randn(B, 2)
     model.loss(x, acts, y).backward()
     t.step(1)
-    d = per_sample_gate_grads(lambda ge, gd, gc, xi, ai, yi: coupled_ref_loss(model, ge, gd, gc, xi, ai, yi),
-                              (torch.ones(6), torch.ones(6), torch.ones(4)), x, acts.transpose(0, 1), y)
-    scores = t.scores("fisher")
-    got = torch.cat([scores["enc/0"], scores["dyn/0"], scores["code"]])
-    np.testing.assert_allclose(got.numpy(), d.square().mean(0).numpy(), rtol=1e-5)
+    assert_coupled_fisher_is_the_reference(model, t, x, acts, y)
 
 
 def test_bayes_moments_over_steps_match_the_reference_signal():
@@ -351,11 +356,7 @@ def test_inside_a_compiled_graph_the_gate_leaves_give_the_reference_fisher():
     assert torch.equal(_compiled(coupled_step)(x, acts, y), eager_loss)
     assert not t.gates._written  # no eager backward callback ran
     t.step(1)
-    d = per_sample_gate_grads(lambda ge, gd, gc, xi, ai, yi: coupled_ref_loss(model, ge, gd, gc, xi, ai, yi),
-                              (torch.ones(6), torch.ones(6), torch.ones(4)), x, acts.transpose(0, 1), y)
-    scores = t.scores("fisher")
-    got = torch.cat([scores["enc/0"], scores["dyn/0"], scores["code"]])
-    np.testing.assert_allclose(got.numpy(), d.square().mean(0).numpy(), rtol=1e-5)
+    assert_coupled_fisher_is_the_reference(model, t, x, acts, y)
     assert all(leaf.grad is None for leaf in t.gates._leaves)  # taken: the next update starts from zero
 
     model = Ens()
