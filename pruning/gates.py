@@ -290,6 +290,9 @@ class GateCapture:
         lead = x.shape[0] if b.stacked else 1
         s = leaf.shape[1]
         rows = x.numel() // (lead * b.width)
+        if rows % s:
+            raise RuntimeError(f"gate capture: a consumer input has {rows} rows, not a multiple of "
+                               f"samples={s}; the batch must be the innermost leading dimension")
         if isinstance(members, torch.Tensor):
             gate = leaf.index_select(0, members)
         elif members is None or list(members) == list(range(b.members)):

@@ -377,9 +377,19 @@ def test_inside_a_compiled_graph_the_gate_leaves_give_the_reference_fisher():
 
 
 def test_gate_hooks_are_traceable_only_with_a_fixed_number_of_samples_and_no_activations():
-    from pruning.gates import TRACEABLE_HOOK
+    from pruning.gates import TRACEABLE_HOOK, GateCapture
 
-    for samples, metrics, traceable in ((8, ["fisher"], True), (None, ["fisher"], False)):
-        t = ImportanceTracker(MLP(), cfg(metrics=metrics), samples=samples)
+    for samples, traceable in ((8, True), (None, False)):
+        t = ImportanceTracker(MLP(), cfg(metrics=["fisher"]), samples=samples)
         assert [getattr(fn, TRACEABLE_HOOK) for fn in t.gates._hook_fns] == [traceable] * 2
         assert (t.gates._leaves[0] is not None) == traceable
+    gc = GateCapture(t.groups, t.layout.offsets, t.layout.num_channels, samples=8, activations=True)
+    assert not any(getattr(fn, TRACEABLE_HOOK) for fn in gc._hook_fns)  # activations: eager only
+    gc.remove()
+    model = MLP()
+    ImportanceTracker(model, cfg(), samples=8)
+
+    def step(x):
+        model.a(x).sum().backward()
+    with pytest.raises(RuntimeError, match="12 rows, not a multiple of samples=8"):  # as eagerly
+        _compiled(step)(torch.randn(12, 3))
