@@ -84,18 +84,21 @@ def _interleaved(agent: Any, buf: Any, cfg: Any, tracker: ImportanceTracker, rep
         tracker.step(counter[0])
 
     fns = {"without": update, "with": update_and_track}
-    w0 = time.perf_counter()
-    for name in ("without", "with", "without", "with"):  # warm-up, hooks set as below (compiled: both compiles)
-        if name == "without" or tracker.cfg.gate_interval == 1:
+
+    def set_hooks(name: str) -> None:
+        if name == "without" or tracker.cfg.gate_interval == 1:  # without: no gate hooks either
             tracker.set_capture(name == "with")
+
+    w0 = time.perf_counter()
+    for name in ("without", "with", "without", "with"):  # warm-up (compiled: both compiles)
+        set_hooks(name)
         fns[name]()
     warmup = time.perf_counter() - w0
     wall: dict[str, list[float]] = {"without": [], "with": []}
     cpu: dict[str, list[float]] = {"without": [], "with": []}
     for r in range(repeats):
         for name in (("without", "with") if r % 2 == 0 else ("with", "without")):
-            if name == "without" or tracker.cfg.gate_interval == 1:  # without: no gate hooks either
-                tracker.set_capture(name == "with")
+            set_hooks(name)
             w0, c0 = time.perf_counter(), time.process_time()
             for _ in range(number):
                 fns[name]()

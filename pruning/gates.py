@@ -287,12 +287,7 @@ class GateCapture:
         if leaf is None:
             raise RuntimeError("gate capture inside a compiled graph needs samples=<batch size> and no "
                                "activation capture (its hooks are not traceable otherwise)")
-        lead = x.shape[0] if b.stacked else 1
-        s = leaf.shape[1]
-        rows = x.numel() // (lead * b.width)
-        if rows % s:
-            raise RuntimeError(f"gate capture: a consumer input has {rows} rows, not a multiple of "
-                               f"samples={s}; the batch must be the innermost leading dimension")
+        lead, rows, s = self._call_shape(b, x, leaf.shape[1])
         if isinstance(members, torch.Tensor):
             gate = leaf.index_select(0, members)
         elif members is None or list(members) == list(range(b.members)):
@@ -313,13 +308,20 @@ class GateCapture:
         buf = self._bufs[b.index] = torch.empty(b.members, s, b.width, dtype=dtype, device=like.device)
         return buf
 
-    def _add(self, b: _Block, x: torch.Tensor, members: list[int] | None, grad: torch.Tensor) -> None:
-        lead = x.shape[0] if b.stacked else 1  # members in this call
-        rows = x.numel() // (lead * b.width)  # positions per member
-        s = self.samples or rows
+    @staticmethod
+    def _call_shape(b: _Block, x: torch.Tensor, samples: int | None) -> tuple[int, int, int]:
+        """``(members in this call, positions per member, samples)`` of a consumer input ``x``; ``samples``
+        ``None``: every row is a sample. Raises if the rows are not a multiple of the samples."""
+        lead = x.shape[0] if b.stacked else 1
+        rows = x.numel() // (lead * b.width)
+        s = samples or rows
         if rows % s:
             raise RuntimeError(f"gate capture: a consumer input has {rows} rows, not a multiple of "
                                f"samples={s}; the batch must be the innermost leading dimension")
+        return lead, rows, s
+
+    def _add(self, b: _Block, x: torch.Tensor, members: list[int] | None, grad: torch.Tensor) -> None:
+        lead, rows, s = self._call_shape(b, x, self.samples)
         if not self._written:  # first call of an update: what a previous Capture reads is overwritten
             self._generation += 1
         buf = self._buffer(b, s, x)
