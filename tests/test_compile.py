@@ -18,7 +18,7 @@ OBS, ACT = 5, 2
 
 
 def _agent(compile_setting="false", **kw):
-    cfg = tiny_cfg(compile=compile_setting, model__dropout=0.0, **kw)
+    cfg = tiny_cfg(compile=compile_setting, **{"model__dropout": 0.0, **kw})
     torch.manual_seed(0)
     return TDMPC(OBS, ACT, 125, cfg, torch.device("cpu"))
 
@@ -147,6 +147,36 @@ def test_compiled_update_equals_the_eager_update(compiled_pair):
             assert torch.allclose(got[k], want[k], rtol=1e-4, atol=1e-5), (step, k, got[k], want[k])
     for (name, p), q in zip(eager.model.named_parameters(), compiled.model.parameters()):
         assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.slow
+def test_compiled_update_draws_the_eager_dropout_masks():
+    """With dropout on (here 0.3 on the Q members' first layer) the compiled update draws its masks with
+    ATen's generator (``UPDATE_INDUCTOR_OPTIONS``: ``fallback_random``) in the eager update's order, so from the
+    same RNG state both give the same losses; from another RNG state the eager update differs (dropout bites)."""
+    from tdmpc.agent import UPDATE_INDUCTOR_OPTIONS
+
+    assert UPDATE_INDUCTOR_OPTIONS["fallback_random"]
+    eager, compiled, other = (_agent(model__dropout=0.3) for _ in range(3))
+    for a in (eager, compiled, other):  # the zero-initialised Q outputs moved, so that the masks matter
+        g = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            for p in a.model.qs.parameters():
+                if not p.any():
+                    p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    compiled.set_compile(True)
+    for step in range(2):
+        batch = _batch(eager, step)
+        for a in (eager, compiled, other):
+            a.model.train()
+        want = eager._update(*batch, noise=_noise(eager, step))  # _noise seeds the global RNG, then draws
+        got = compiled._run_compiled(*batch, noise=_noise(compiled, step))
+        noise = _noise(other, step)
+        torch.manual_seed(1000 + step)  # the same noise, other dropout masks
+        differ = other._update(*batch, noise=noise)
+        for k in want:
+            assert torch.allclose(got[k], want[k], rtol=1e-4, atol=1e-6), (step, k, got[k], want[k])
+        assert not torch.allclose(differ["value_loss"], want["value_loss"], rtol=1e-3), (step, differ, want)
 
 
 @pytest.mark.slow
