@@ -10,8 +10,8 @@ page faults per update, and the element-wise kernels that first write those outp
 ``tune()`` sets both thresholds with ``mallopt`` (the documented glibc knobs, ``mallopt(3)``; the same as
 the environment variables ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``): blocks up to 32 MiB
 (glibc's largest mmap threshold) come from the heap, and the heap is trimmed only above 1 GiB free. Freed
-memory then stays in the process for the next update; the peak resident memory does not grow (measured:
-466-472 MB either way). Both must be set: a fixed trim threshold alone also fixes the mmap threshold at its
+memory then stays in the process for the next update, at the cost of a few percent more resident memory
+(measured over 400 tracked CPU-preset updates: 527 MB against 490-508 MB). Both must be set: a fixed trim threshold alone also fixes the mmap threshold at its
 128 kB default (glibc then stops raising it), and every activation becomes an ``mmap`` (48 000 faults per
 update, 2x slower). Measured (``python benchmarks/alloc_faults.py``; figures in ``benchmarks/RESULTS.md``,
 "Page faults"): a CPU-preset update without page faults, ~15 % faster with 1 thread, ~13 % with 2; a
