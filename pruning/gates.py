@@ -27,9 +27,10 @@ Mechanics (the cost is paid in every update, so it is kept to a few tensor opera
   by the policy, a detached copy that does; values are unchanged), whose backward sees the gradient;
 - that backward forms ``x * grad``, sums it over the positions of each sample (one fused multiply-add per
   position, ``addcmul_``, when a call holds several rows per sample) and writes it into the consumer's
-  preallocated buffer ``(members, S, in)`` (in the input's dtype, float32 in training; reused from
-  update to update): the first call of an update writes, later calls add. Nothing else happens per
-  call: no Python loop over channels or groups, no host synchronisation;
+  buffer ``(members, S, in)``, a view of its columns of one preallocated ``(S, columns)`` buffer shared by
+  every consumer (in the input's dtype, float32 in training; reused from update to update): the first
+  call of an update writes, later calls add. Nothing else happens per call: no Python loop over channels
+  or groups, no host synchronisation;
 - an **ensemble evaluated as one stacked call** (a module with ``stacked_linears()`` and
   ``register_stacked_input_hook(index, hook)``, e.g. the TD-MPC ``QEnsemble``) gets one hook per
   stacked layer on its stacked input ``(E, N, F)`` instead of one per member: member ``e``'s columns lie
@@ -37,9 +38,9 @@ Mechanics (the cost is paid in every update, so it is kept to a few tensor opera
   given without its ``model`` fall back to member pre-hooks, which the ensemble then runs itself;
 - :class:`Capture` (what :meth:`GateCapture.take` returns) reduces the buffer only when asked: the
   per-channel mean :math:`\frac1S\sum_i d_{i,c}` and mean square :math:`\frac1S\sum_i d_{i,c}^2` (one
-  reduction over samples per buffer, in the buffer's dtype, then one float64 ``index_add_`` onto the
-  channels; a channel read by several consumers, such as the latent, first sums its columns per sample),
-  or the full ``(S, C)`` matrix.
+  sum and one sum of squares over the samples of the shared buffer, in its dtype, then one float64
+  ``index_add_`` onto the channels; a channel read by several consumers, such as the latent, first sums
+  its columns per sample), or the full ``(S, C)`` matrix.
 
 Nothing happens while gradients are not recorded (``no_grad`` acting and planning).
 
@@ -72,14 +73,14 @@ TRACEABLE_HOOK = "compile_traceable"
 
 class _Block:
     """One consumer ``nn.Linear`` (``members=1``) or one stacked call of an ensemble's member ``nn.Linear`` s:
-    its buffer ``(members, S, width)`` and its columns ``start .. start + members * width`` of the flat
-    column order (member ``e`` at ``start + e * width``) that ``GateCapture._dst`` maps onto channels."""
+    its columns ``start .. start + members * width`` of the flat column order (member ``e`` at ``start + e *
+    width``) that ``GateCapture._dst`` maps onto channels; its buffer ``(members, S, width)`` is a view of
+    those columns of the capture's one ``(S, columns)`` buffer."""
 
-    __slots__ = ("index", "start", "members", "width", "stacked", "multi")
+    __slots__ = ("index", "start", "members", "width", "stacked")
 
     def __init__(self, index: int, start: int, members: int, width: int, stacked: bool):
         self.index, self.start, self.members, self.width, self.stacked = index, start, members, width, stacked
-        self.multi: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (member, columns, multi-channel rank)
 
 
 class _Tap(torch.autograd.Function):
@@ -115,13 +116,13 @@ class Capture:
     """
 
     def __init__(self, owner: GateCapture | None = None, generation: int = -1,
-                 bufs: list[torch.Tensor] | None = None, act: list[torch.Tensor] | None = None):
-        self._owner, self._generation, self._bufs, self._act = owner, generation, bufs, act
+                 flat: torch.Tensor | None = None, act: list[torch.Tensor] | None = None):
+        self._owner, self._generation, self._flat, self._act = owner, generation, flat, act
         self._cache: dict[str, torch.Tensor] = {}
 
     @property
     def empty(self) -> bool:
-        return self._bufs is None and self._act is None
+        return self._flat is None and self._act is None
 
     def _get(self, key: str, fn, source) -> torch.Tensor | None:
         if source is None:
@@ -135,24 +136,22 @@ class Capture:
 
     @property
     def samples(self) -> int | None:
-        return None if self._bufs is None else self._bufs[0].shape[1]
+        return None if self._flat is None else self._flat.shape[0]
 
     @property
     def gates(self) -> torch.Tensor | None:
         def full():
-            s = self.samples
-            cols = torch.cat([b.transpose(0, 1).reshape(s, -1) for b in self._bufs], 1).to(torch.float64)
-            return self._owner._to_channels(cols, dim=1) * s
-        return self._get("gates", full, self._bufs)
+            return self._owner._to_channels(self._flat.to(torch.float64), dim=1) * self.samples
+        return self._get("gates", full, self._flat)
 
     @property
     def mean(self) -> torch.Tensor | None:
-        m = self._get("moments", lambda: self._owner._moments(self._bufs), self._bufs)
+        m = self._get("moments", lambda: self._owner._moments(self._flat), self._flat)
         return None if m is None else m[0]
 
     @property
     def sq_mean(self) -> torch.Tensor | None:
-        m = self._get("moments", lambda: self._owner._moments(self._bufs), self._bufs)
+        m = self._get("moments", lambda: self._owner._moments(self._flat), self._flat)
         return None if m is None else m[1]
 
     @property
@@ -204,7 +203,8 @@ class GateCapture:
             self._targets.append((owner, index, linears[0], block))
         self._dst = torch.cat(dst) if dst else torch.zeros(0, dtype=torch.long)
         self._plan_multi()
-        self._bufs: list[torch.Tensor | None] = [None] * len(self._blocks)  # (members, S, width) each
+        self._flat: torch.Tensor | None = None  # (S, columns): every block's per-sample sums, in _dst order
+        self._bufs: list[torch.Tensor] = []  # per block, the (members, S, width) view of its columns of _flat
         self._act: list[torch.Tensor] | None = None  # (2, members, width) each: sum of x^2, positions
         self._written: set[int] = set()  # indices of the blocks written in this update
         self._generation = 0
@@ -252,18 +252,16 @@ class GateCapture:
 
     def _plan_multi(self) -> None:
         """Channels read by several consumer columns (a coupled dimension): per sample, their columns are
-        summed before squaring. ``_multi``: those channels; each block lists its columns of them."""
+        summed before squaring. ``_multi``: those channels; ``_multi_cols``: the columns that read them, and
+        ``_multi_rank`` the position in ``_multi`` of each such column's channel."""
         n = self.num_channels
         reads = torch.bincount(self._dst, minlength=n + 1)[:n]
         self._multi = torch.nonzero(reads > 1).flatten()
         rank = torch.full((n + 1,), -1, dtype=torch.long)
         rank[self._multi] = torch.arange(len(self._multi))
-        for b in self._blocks:
-            for e in range(b.members):
-                r = rank[self._dst[b.start + e * b.width: b.start + (e + 1) * b.width]]
-                cols = torch.nonzero(r >= 0).flatten()
-                if len(cols):
-                    b.multi.append((e, cols, r[cols]))
+        col_rank = rank[self._dst]
+        self._multi_cols = torch.nonzero(col_rank >= 0).flatten()
+        self._multi_rank = col_rank[self._multi_cols]
 
     # ------------------------------------------------------------------------------ hooks
     def _pre_hook(self, block: _Block, args: tuple):
@@ -297,16 +295,18 @@ class GateCapture:
         return (x.reshape(lead, rows // s, s, b.width) * gate.unsqueeze(1)).reshape(x.shape)
 
     def _buffer(self, b: _Block, s: int, like: torch.Tensor) -> torch.Tensor:
-        buf = self._bufs[b.index]
-        if buf is not None and buf.shape[1] == s and buf.device == like.device:
-            return buf
-        other = next((self._bufs[i] for i in self._written), None)
-        if other is not None and other.shape[1] != s:
-            raise RuntimeError(f"gate capture: calls of one update disagree on the number of samples "
-                               f"({other.shape[1]} vs {s}); pass samples=<batch size>")
-        dtype = torch.promote_types(like.dtype, torch.float32)
-        buf = self._bufs[b.index] = torch.empty(b.members, s, b.width, dtype=dtype, device=like.device)
-        return buf
+        """Block ``b``'s ``(members, S, width)`` view of the shared buffer, which is (re)allocated for ``s``
+        samples on ``like``'s device when it has another shape or device."""
+        flat = self._flat
+        if flat is None or flat.shape[0] != s or flat.device != like.device:
+            if self._written and flat.shape[0] != s:
+                raise RuntimeError(f"gate capture: calls of one update disagree on the number of samples "
+                                   f"({flat.shape[0]} vs {s}); pass samples=<batch size>")
+            dtype = torch.promote_types(like.dtype, torch.float32)
+            flat = self._flat = torch.empty(s, len(self._dst), dtype=dtype, device=like.device)
+            self._bufs = [flat[:, k.start: k.start + k.members * k.width].unflatten(1, (k.members, k.width))
+                          .transpose(0, 1) for k in self._blocks]
+        return self._bufs[b.index]
 
     @staticmethod
     def _call_shape(b: _Block, x: torch.Tensor, samples: int | None) -> tuple[int, int, int]:
@@ -378,18 +378,16 @@ class GateCapture:
         out = torch.zeros(shape, dtype=cols.dtype, device=cols.device).index_add_(dim, dst, cols)
         return out.narrow(dim, 0, self.num_channels)
 
-    def _moments(self, bufs: list[torch.Tensor]) -> torch.Tensor:
+    def _moments(self, flat: torch.Tensor) -> torch.Tensor:
         """``(2, C)``: :math:`\\frac1S\\sum_i d_{i,c}` and :math:`\\frac1S\\sum_i d_{i,c}^2` with :math:`d = S\\cdot`
-        buffer (one sum and one dot product over samples per buffer, then one ``index_add_``)."""
-        s = bufs[0].shape[1]
-        cols = torch.cat([torch.stack([b.sum(1), torch.linalg.vecdot(b, b, dim=1)]).flatten(1) for b in bufs], 1)
+        buffer (one sum and one sum of squares over the samples of the shared ``(S, columns)`` buffer, then
+        one ``index_add_``)."""
+        s, dev = flat.shape[0], flat.device
+        cols = torch.stack([flat.sum(0), torch.linalg.vecdot(flat, flat, dim=0)])
         out = self._to_channels(cols.to(torch.float64), dim=1)
         if len(self._multi):  # coupled channels: sum their columns per sample before squaring
-            dev = bufs[0].device
-            per = torch.zeros(s, len(self._multi), dtype=bufs[0].dtype, device=dev)
-            for b in self._blocks:
-                for e, cols_e, rank in b.multi:
-                    per.index_add_(1, self._on(rank, dev), bufs[b.index][e].index_select(1, self._on(cols_e, dev)))
+            per = torch.zeros(s, len(self._multi), dtype=flat.dtype, device=dev).index_add_(
+                1, self._on(self._multi_rank, dev), flat.index_select(1, self._on(self._multi_cols, dev)))
             out[1, self._on(self._multi, dev)] = torch.linalg.vecdot(per, per, dim=0).to(torch.float64)
         out[1] *= s
         return out
@@ -406,7 +404,7 @@ class GateCapture:
             if b.index in self._written:
                 self._bufs[b.index].add_(leaf.grad)
             else:
-                self._bufs[b.index] = leaf.grad
+                self._buffer(b, leaf.shape[1], leaf).copy_(leaf.grad)
                 self._written.add(b.index)
             leaf.grad = None
 
@@ -415,17 +413,13 @@ class GateCapture:
         self._take_leaves()
         if not self._written and self._act is None:
             return Capture()
-        bufs = None
+        flat = None
         if self._written:
-            like = self._bufs[next(iter(self._written))]
             for b in self._blocks:
                 if b.index not in self._written:  # not called in this update: no evidence, zero
-                    buf = self._bufs[b.index]
-                    if buf is None or buf.shape[1] != like.shape[1]:
-                        buf = self._bufs[b.index] = like.new_empty(b.members, like.shape[1], b.width)
-                    buf.zero_()
-            bufs = list(self._bufs)
-        cap = Capture(self, self._generation, bufs, self._act)
+                    self._bufs[b.index].zero_()
+            flat = self._flat
+        cap = Capture(self, self._generation, flat, self._act)
         self._written = set()
         self._act = None
         return cap
