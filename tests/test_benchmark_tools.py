@@ -191,3 +191,18 @@ def test_deploy_rate_writes_one_file_set_per_runtime():
 
     assert output_stem("cartpole-swingup", "onnxruntime") == "deploy_rate_cartpole-swingup"
     assert output_stem("cartpole-swingup", "aotinductor") == "deploy_rate_cartpole-swingup_aotinductor"
+
+
+def test_compile_bound_counts_matmul_flops_and_time_and_bounds_the_speedup():
+    import torch
+
+    from benchmarks.compile_bound import bounds, flops, matmul_ms
+
+    a, b = torch.randn(64, 32), torch.randn(32, 16)
+    assert flops(lambda: torch.mm(a, b)) == 2 * 64 * 32 * 16  # hand count: one multiply-add per term
+    assert flops(lambda: a.exp()) == 0
+    x = torch.randn(256, 256)
+    assert matmul_ms(lambda: x.exp(), 3) == 0.0  # element-wise work is not counted
+    assert matmul_ms(lambda: (torch.mm(x, x), torch.addmm(x, x, x), x.exp()), 3) > 0.0
+    got = bounds({"plan": 20.0, "update": 40.0}, {"plan": 10.0, "update": 10.0})
+    assert got == {"bound_plan": 2.0, "bound_update": 4.0, "bound_steps_per_s": 3.0}
