@@ -10,8 +10,11 @@ planned-action FLOPs) it is run four ways on the same inputs, 1 thread:
 
 - ``eager``: the module itself;
 - ``compiled``: ``torch.compile(graph, fullgraph=True, dynamic=False)`` (what ``compile=true`` plans with);
-- ``aoti``: ``torch.export.export`` then ``torch._inductor.aoti_compile_and_package`` and
-  ``aoti_load_package`` (what a ``format=pt2`` export would ship; it needs libtorch to run);
+- ``aoti``: ``torch.export.export`` then ``torch._inductor.aoti_compile_and_package`` with the export's
+  settings (``pruning.study.export.PT2_INDUCTOR_CONFIGS``: weights frozen) and ``aoti_load_package`` (what
+  a ``format=pt2`` export ships; it needs libtorch to run);
+- ``aoti_unfrozen``: the same package built with inductor's default settings (what ``format=pt2`` shipped
+  until round 2, session 11);
 - ``onnxruntime``: ``planner.onnx`` of :func:`pruning.study.export.write_controller` in an
   ``InferenceSession`` (the graph alone, without :class:`pruning.deploy.Controller` 's numpy noise draws).
 
@@ -41,7 +44,7 @@ from benchmarks.argv import parse_args  # noqa: E402
 from benchmarks.deploy_latency import ENV_SPEC, build_agent  # noqa: E402
 from pruning.deploy import Controller  # noqa: E402
 from pruning.study.cost_model import plan_flops  # noqa: E402
-from pruning.study.export import plan_inputs, write_controller  # noqa: E402
+from pruning.study.export import PT2_INDUCTOR_CONFIGS, plan_inputs, write_controller  # noqa: E402
 from pruning.study.export_graphs import PlanGraph  # noqa: E402
 from tdmpc.planner import PlanNoise  # noqa: E402
 
@@ -62,13 +65,15 @@ def ways(agent, cfg, tmp: Path) -> tuple[dict, dict, tuple]:
         compiled = torch.compile(graph, fullgraph=True, dynamic=False)
         compiled(*args)
         build_s["compiled"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        program = torch.export.export(PlanGraph(copy.deepcopy(model), cfg.planner, agent.discount).eval(), args)
-        package = torch._inductor.aoti_compile_and_package(program, package_path=str(tmp / "planner.pt2"))
-        aoti = torch._inductor.aoti_load_package(package)
-        aoti(*args)
-        build_s["aoti"] = time.perf_counter() - t0
-    fns["compiled"], fns["aoti"] = compiled, aoti
+        for way, configs in (("aoti", PT2_INDUCTOR_CONFIGS), ("aoti_unfrozen", {})):
+            t0 = time.perf_counter()
+            program = torch.export.export(PlanGraph(copy.deepcopy(model), cfg.planner, agent.discount).eval(), args)
+            package = torch._inductor.aoti_compile_and_package(program, package_path=str(tmp / f"{way}.pt2"),
+                                                               inductor_configs=configs)
+            fns[way] = torch._inductor.aoti_load_package(package)
+            fns[way](*args)
+            build_s[way] = time.perf_counter() - t0
+    fns["compiled"] = compiled
     t0 = time.perf_counter()
     write_controller(agent, cfg, ENV_SPEC, tmp)
     session = Controller.load(tmp, mode="plan", num_threads=1).planner_session  # the deployed runtime's session
