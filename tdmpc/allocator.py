@@ -4,18 +4,19 @@ PyTorch's CPU tensors come from plain ``malloc``. glibc serves a block above its
 fresh ``mmap`` and returns it on ``free``, and it trims the top of the heap back to the OS whenever more
 than its *trim threshold* is free there. A training update allocates and frees the same few hundred
 activation and gradient tensors (hundreds of kB each at the CPU preset) every time, so the pages come back
-as fresh, zero-filled pages on first touch: measured on the CPU preset, 1 torch thread, 4 400-4 900 minor
+as fresh, zero-filled pages on first touch: measured on the CPU preset, 1 torch thread, 4 400-5 900 minor
 page faults per update, and the element-wise kernels that first write those outputs paid for them.
 
 ``tune()`` sets both thresholds with ``mallopt`` (the documented glibc knobs, ``mallopt(3)``; the same as
 the environment variables ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``): blocks up to 32 MiB
 (glibc's largest mmap threshold) come from the heap, and the heap is trimmed only above 1 GiB free. Freed
 memory then stays in the process for the next update, at the cost of a few percent more resident memory
-(measured over 400 tracked CPU-preset updates: 527 MB against 490-508 MB). Both must be set: a fixed trim threshold alone also fixes the mmap threshold at its
-128 kB default (glibc then stops raising it), and every activation becomes an ``mmap`` (48 000 faults per
-update, 2x slower). Measured (``python benchmarks/alloc_faults.py``; figures in ``benchmarks/RESULTS.md``,
-"Page faults"): a CPU-preset update without page faults, ~15 % faster with 1 thread, ~13 % with 2; a
-planned action (no_grad, already fault-free) unchanged.
+(measured over 400 tracked CPU-preset updates: 527 MB against 490-508 MB). Both must be set: a fixed trim
+threshold alone also fixes the mmap threshold at its 128 kB default (glibc then stops raising it), and every
+activation becomes an ``mmap`` (48 000 faults per update, 2x slower). Measured (``python
+benchmarks/alloc_faults.py``; ``benchmarks/RESULTS.md``, "Page faults per update"): a CPU-preset update
+without page faults and ~14 % faster with 1 thread (12-16 % with 2 threads in ad-hoc probes); a planned
+action (no_grad, already fault-free) unchanged.
 
 Importing :mod:`tdmpc` calls ``tune()``. It does nothing where the C library is not glibc (macOS, musl),
 where either environment variable is set (that value wins, as with ``GOMP_SPINCOUNT`` in

@@ -178,12 +178,12 @@ def export_graph(module: nn.Module, args: tuple, path: Path, input_names: list[s
     return {"exporter": used, "opset": int(opset), "fallback_reason": reason}
 
 
-#: Inductor settings of the AOTInductor packages. ``freezing``: the exported weights are constants, so inductor
-#: folds what depends on them alone (e.g. the Q ensemble's stacked member weights, stacked per call in the
-#: training code) into the package and lays the weights out for its matrix multiplies once. Measured
-#: (``python benchmarks/pt2_latency.py``, random-weight CPU preset, 1 thread, round 2, session 11): the dense
-#: planned action 16.3 -> 12.3 ms, at 50 % of the planned-action FLOPs removed 10.1 -> 8.1 ms, the same outputs
-#: to 1e-7 (``docs/deploy.md``).
+#: Inductor settings of the AOTInductor packages. ``freezing``: the exported weights are constants, which lets
+#: inductor fold computations on the weights alone (such as the Q ensemble's stacking of its members' weights
+#: at every call) and prepare the weights for its matrix multiplies at build time; which of these gives the
+#: gain was not measured. Measured (``python benchmarks/pt2_latency.py``, random-weight CPU preset, 1 thread,
+#: round 2, session 11): the dense planned action 16.0 -> 11.9 ms, at 50 % of the planned-action FLOPs removed
+#: 9.9 -> 7.9 ms, the same outputs to 1e-7 (``docs/deploy.md``).
 PT2_INDUCTOR_CONFIGS = {"freezing": True}
 
 
