@@ -15,8 +15,8 @@ memory then stays in the process for the next update, at the cost of a few perce
 threshold alone also fixes the mmap threshold at its 128 kB default (glibc then stops raising it), and every
 activation becomes an ``mmap`` (48 000 faults per update, 2x slower). Measured (``python
 benchmarks/alloc_faults.py``; ``benchmarks/RESULTS.md``, "Page faults per update"): a CPU-preset update
-without page faults and ~14 % faster with 1 thread (12-16 % with 2 threads in ad-hoc probes); a planned
-action (no_grad, already fault-free) unchanged.
+without page faults and ~14 % faster with 1 thread, ~15 % with 2; a planned action (no_grad, already
+fault-free) unchanged.
 
 Importing :mod:`tdmpc` calls ``tune()``. It does nothing where the C library is not glibc (macOS, musl),
 where either environment variable is set (that value wins, as with ``GOMP_SPINCOUNT`` in
