@@ -30,9 +30,10 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.argv import parse_args  # noqa: E402
 from benchmarks.cpu_steal import cpu_ticks, steal_pct  # noqa: E402
 from benchmarks.result_file import write_result  # noqa: E402
+from tdmpc import allocator  # noqa: E402
 
 DEFAULTS = {"threads": 1, "rounds": 5, "number": 12, "out": "alloc_faults.json"}
-MODES = {"default": {"CA_PRUNE_MALLOC": "default"}, "tuned": {}}
+MODES = {"default": {allocator.OPT_OUT: "default"}, "tuned": {}}
 
 CHILD = r"""
 import json, resource, sys, time
@@ -69,8 +70,7 @@ print(json.dumps(out))
 
 
 def child(mode: str, threads: int, number: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("CA_PRUNE_MALLOC", "MALLOC_MMAP_THRESHOLD_",
-                                                             "MALLOC_TRIM_THRESHOLD_")}
+    env = {k: v for k, v in os.environ.items() if k not in (allocator.OPT_OUT, *allocator.ENV_KNOBS)}
     env.update(MODES[mode], MUJOCO_GL="disable", PYTHONPATH=str(ROOT))
     res = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(number)], env=env, cwd=ROOT,
                          capture_output=True, text=True, check=True)
