@@ -19,6 +19,13 @@ difference is small next to the noise of a shared machine, ``tracker.step`` alon
 update (``step_pct``); its repeats find the gate capture already taken (no gate moments) and its data in
 cache, so ``tracker_step_in_situ`` also gives the median of the steps timed inside the "with" blocks.
 Snapshots (every ``snapshot_interval`` updates, not per step) are timed separately.
+With ``parts=true`` two more blocks join the interleaved rotation, to split the overhead where it arises:
+"probes" (the gate hooks attached, their autograd nodes run, but the products are skipped: the hooks'
+Python, the identity nodes, and the input gradient of the detached latent that a probe makes autograd
+compute) and "capture" (hooks with the per-sample products and sums, no ``tracker.step``); ``parts`` in the
+JSON gives each block's median and its paired overhead over "without", and the differences "probes",
+"products" (capture - probes) and "step" (with - capture) in ms. The products are skipped by replacing
+the capture's ``_add`` on the instance, in this benchmark only.
 With ``compile=true`` the agent's update is compiled (``torch.compile``): "without" runs the hook-free graph,
 "with" the graph traced with the gate hooks (``pruning.gates``: gate leaves instead of backward callbacks);
 ``warmup_s`` (the first two updates of each, both compiles included) is reported next to the figures.
@@ -58,7 +65,8 @@ def _stats(x: list[float]) -> dict:
 
 
 DEFAULTS = {"model_size": "cpu", "threads": 2, "repeats": 20, "number": 3, "min_run_time": 2.0,
-            "metrics": "", "gate_interval": 1, "compile": False, "out": "tracking_overhead.json"}  # metrics "": all registered
+            "metrics": "", "gate_interval": 1, "compile": False, "parts": False,
+            "out": "tracking_overhead.json"}  # metrics "": all registered
 
 
 def _paired(with_: list[float], without: list[float], resamples: int = 2000) -> dict:
@@ -72,8 +80,10 @@ def _paired(with_: list[float], without: list[float], resamples: int = 2000) -> 
     return {"median_pct": float(np.median(pct)), "ci95_pct": [float(lo), float(hi)], "repeats": len(pct)}
 
 
-def _interleaved(agent: Any, buf: Any, cfg: Any, tracker: ImportanceTracker, repeats: int, number: int) -> dict:
-    """Per-update wall-clock and CPU seconds of ``number`` updates without / with tracking, alternating."""
+def _interleaved(agent: Any, buf: Any, cfg: Any, tracker: ImportanceTracker, repeats: int, number: int,
+                 parts: bool = False) -> dict:
+    """Per-update wall-clock and CPU seconds of ``number`` updates without / with tracking (and, with
+    ``parts``, the "probes" and "capture" blocks of the module doc), in a rotating order."""
     rng = np.random.default_rng(0)
     counter = [0]
 
@@ -89,31 +99,57 @@ def _interleaved(agent: Any, buf: Any, cfg: Any, tracker: ImportanceTracker, rep
         tracker.step(counter[0])
         step_s.append(time.perf_counter() - t0)
 
-    fns = {"without": update, "with": update_and_track}
+    def update_and_drop():  # "probes" / "capture": the update's gate evidence is dropped, no tracker.step
+        update()
+        tracker.gates.reset()
+
+    fns = {"without": update, "with": update_and_track, "probes": update_and_drop, "capture": update_and_drop}
+    names = ("without", "probes", "capture", "with") if parts else ("without", "with")
 
     def set_hooks(name: str) -> None:
         if name == "without" or tracker.cfg.gate_interval == 1:  # without: no gate hooks either
-            tracker.set_capture(name == "with")
+            tracker.set_capture(name != "without")
+        if tracker.gates is not None:
+            if name == "probes":
+                tracker.gates._add = lambda *args: None  # the products skipped (this instance only)
+            else:
+                tracker.gates.__dict__.pop("_add", None)
 
     w0 = time.perf_counter()
-    for name in ("without", "with", "without", "with"):  # warm-up (compiled: both compiles)
+    for name in names * 2:  # warm-up (compiled: every compile)
         set_hooks(name)
         fns[name]()
     warmup = time.perf_counter() - w0
-    wall: dict[str, list[float]] = {"without": [], "with": []}
-    cpu: dict[str, list[float]] = {"without": [], "with": []}
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
-        for name in (("without", "with") if r % 2 == 0 else ("with", "without")):
+        if parts:  # every block in every position: rotate, and reverse the rotation every other cycle
+            k = r % len(names)
+            order = names[k:] + names[:k]
+            order = order if (r // len(names)) % 2 == 0 else order[::-1]
+        else:
+            order = names if r % 2 == 0 else names[::-1]
+        for name in order:
             set_hooks(name)
             w0, c0 = time.perf_counter(), time.process_time()
             for _ in range(number):
                 fns[name]()
             wall[name].append((time.perf_counter() - w0) / number)
             cpu[name].append((time.process_time() - c0) / number)
-        print(f"repeat {r + 1}/{repeats}: without {wall['without'][-1] * 1e3:7.1f} ms, "
-              f"with {wall['with'][-1] * 1e3:7.1f} ms", flush=True)
+        print(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{n} {wall[n][-1] * 1e3:7.1f} ms" for n in names), flush=True)
+    set_hooks("with")
     update()  # fresh gradients for the direct timing of tracker.step
     return {"wall": wall, "cpu": cpu, "warmup_s": warmup, "step_in_situ": step_s[-repeats * number:]}
+
+
+def _parts(wall: dict[str, list[float]]) -> dict:
+    """Each block's median and paired overhead over "without", and the split of the overhead (ms)."""
+    med = {n: float(np.median(v)) * 1e3 for n, v in wall.items()}
+    out = {n: {"median_ms": med[n], "overhead_paired": _paired(wall[n], wall["without"])}
+           for n in wall if n != "without"}
+    out["split_ms"] = {"probes": med["probes"] - med["without"], "products": med["capture"] - med["probes"],
+                       "step": med["with"] - med["capture"]}
+    return out
 
 
 def main(argv: list[str]) -> dict:
@@ -127,7 +163,7 @@ def main(argv: list[str]) -> dict:
     tcfg = TrackingConfig(metrics=metrics, snapshot_interval=0, gate_interval=args["gate_interval"])
     tracker = ImportanceTracker(agent.model, tcfg, samples=agent.cfg.optim.batch_size)
     load_before, ticks_before = os.getloadavg(), cpu_ticks()
-    t = _interleaved(agent, buf, cfg, tracker, repeats, number)
+    t = _interleaved(agent, buf, cfg, tracker, repeats, number, parts=bool(args["parts"]))
     load_after, steal = os.getloadavg(), steal_pct(ticks_before, cpu_ticks())
     step = Timer("t.step(1)", globals={"t": tracker}, num_threads=threads).blocked_autorange(
         min_run_time=args["min_run_time"])
@@ -158,6 +194,7 @@ def main(argv: list[str]) -> dict:
         "tracker_step_in_situ": _stats(t["step_in_situ"]),
         "snapshot": {"median_ms": snap.median * 1e3, "iqr_ms": snap.iqr * 1e3,
                      "note": "once every snapshot_interval updates (default 500)"},
+        "parts": _parts(t["wall"]) if args["parts"] else None,
         "budget_pct": BUDGET_PCT, "within_budget": bool(max(overhead, step_pct) <= BUDGET_PCT),
     }
     print(f"update {without['median_ms']:.1f} ms (IQR {without['iqr_ms']:.1f}) without, "
@@ -166,6 +203,11 @@ def main(argv: list[str]) -> dict:
           f"[{paired['ci95_pct'][0]:+.2f}, {paired['ci95_pct'][1]:+.2f}]; load average {load_before[0]:.2f} -> {load_after[0]:.2f}); "
           f"tracker.step alone {step_ms:.2f} ms = {step_pct:.2f} % of an update (in situ "
           f"{out['tracker_step_in_situ']['median_ms']:.2f} ms); snapshot {snap.median * 1e3:.1f} ms")
+    if out["parts"]:
+        sp, pp = out["parts"]["split_ms"], out["parts"]
+        print("parts (paired overhead over 'without'): " + ", ".join(
+            f"{n} {pp[n]['overhead_paired']['median_pct']:+.2f} %" for n in ("probes", "capture", "with"))
+            + f"; split: probes {sp['probes']:.2f} ms, products {sp['products']:.2f} ms, step {sp['step']:.2f} ms")
     write_result(ROOT / "benchmarks" / "results" / Path(args["out"]).name, out)
     return out
 

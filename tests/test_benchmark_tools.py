@@ -109,6 +109,21 @@ def test_tracking_overhead_paired_statistic_is_the_median_of_per_repeat_ratios()
     assert out["median_pct"] != pytest.approx(100 * (sorted(with_)[2] / sorted(without)[2] - 1))
 
 
+def test_tracking_overhead_parts_split_the_overhead_by_medians():
+    from benchmarks.tracking_overhead import _parts
+
+    # seconds per update; medians (ms): without 50, probes 51, capture 53, with 54.5
+    wall = {"without": [0.049, 0.050, 0.052], "probes": [0.051, 0.050, 0.053],
+            "capture": [0.053, 0.054, 0.052], "with": [0.0545, 0.0560, 0.0540]}
+    out = _parts(wall)
+    assert out["split_ms"] == pytest.approx({"probes": 1.0, "products": 2.0, "step": 1.5})
+    # the three parts add up to the overhead of the full block
+    assert sum(out["split_ms"].values()) == pytest.approx(out["with"]["median_ms"] - 50.0)
+    # per-repeat overheads of "capture": +8.16 %, +8 %, 0 % -> median +8 %
+    assert out["capture"]["overhead_paired"]["median_pct"] == pytest.approx(8.0)
+    assert "without" not in out
+
+
 def test_cpu_steal_reads_the_8th_field_of_the_cpu_line():
     from benchmarks.cpu_steal import cpu_ticks, steal_pct
 
