@@ -41,7 +41,8 @@ DEFAULTS = {"rows": 272, "width": 192, "repeats": 50, "rounds": 20,
 
 
 def export_variants(rows: int, width: int, folder: Path) -> dict[str, dict]:
-    """``{"agent_formula": ..., "onnx_mish": ...}``: each the exported ``.onnx`` path and its node types."""
+    """``{"agent_formula": ..., "onnx_mish": ..., "log_tanh": ..., "softplus_tanh": ...}``: each the exported
+    ``.onnx`` path and its node types (the last two: the same function written with fewer ONNX nodes)."""
     import onnx
     import torch
     import torch.nn as nn
@@ -49,7 +50,15 @@ def export_variants(rows: int, width: int, folder: Path) -> dict[str, dict]:
     from pruning.study.export import export_graph
     from tdmpc.layers import Mish
 
-    variants = {"agent_formula": Mish(), "onnx_mish": nn.Mish()}
+    class LogTanh(nn.Module):  # x * tanh(log(1 + e^x)): Exp, Add, Log, Tanh, Mul (no Clip: e^x = inf gives x)
+        def forward(self, x):
+            return x * torch.tanh(torch.log(1 + torch.exp(x)))
+
+    class SoftplusTanh(nn.Module):  # x * tanh(softplus(x)): Softplus, Tanh, Mul
+        def forward(self, x):
+            return x * torch.tanh(nn.functional.softplus(x))
+
+    variants = {"agent_formula": Mish(), "onnx_mish": nn.Mish(), "log_tanh": LogTanh(), "softplus_tanh": SoftplusTanh()}
     out = {}
     x = torch.zeros(rows, width)
     for name, module in variants.items():
@@ -100,6 +109,7 @@ def main(argv: list[str]) -> dict:
         "command": "python benchmarks/ort_mish.py " + " ".join(argv), "rows": args["rows"], "width": args["width"],
         "repeats": args["repeats"], "rounds": args["rounds"], "threads": 1, "results": rows,
         "onnx_mish_over_agent_formula": by["onnx_mish"] / by["agent_formula"],
+        "over_agent_formula": {k: v / by["agent_formula"] for k, v in by.items()},
         "load_average_before": list(load_before), "load_average_after": list(load_after),
         "load_average_rounds": [round(v, 2) for v in round_loads],
         "cpu_steal_pct": None if steal is None else round(steal, 1), "final": not machine_busy(round_loads, steal),
