@@ -48,7 +48,7 @@ from torch.utils.benchmark import Timer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.argv import parse_args  # noqa: E402
+from benchmarks.argv import fail, parse_args  # noqa: E402
 from benchmarks.cpu_steal import cpu_ticks, steal_pct  # noqa: E402
 from benchmarks.result_file import write_result  # noqa: E402
 from benchmarks.train_speed import build  # noqa: E402
@@ -137,7 +137,8 @@ def _interleaved(agent: Any, buf: Any, cfg: Any, tracker: ImportanceTracker, rep
             wall[name].append((time.perf_counter() - w0) / number)
             cpu[name].append((time.process_time() - c0) / number)
         print(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{n} {wall[n][-1] * 1e3:7.1f} ms" for n in names), flush=True)
-    set_hooks("with")
+    if tracker.gates is not None:
+        tracker.gates.__dict__.pop("_add", None)
     update()  # fresh gradients for the direct timing of tracker.step
     return {"wall": wall, "cpu": cpu, "warmup_s": warmup, "step_in_situ": step_s[-repeats * number:]}
 
@@ -154,6 +155,10 @@ def _parts(wall: dict[str, list[float]]) -> dict:
 
 def main(argv: list[str]) -> dict:
     args = parse_args(argv, DEFAULTS)
+    if args["parts"] and (args["compile"] or args["gate_interval"] != 1):
+        fail(f"invalid argument parts={args['parts']!r} with compile={args['compile']!r} gate_interval="
+             f"{args['gate_interval']!r}; allowed: parts=true with the eager update and gate_interval=1 (its blocks "
+             "skip the eager hooks' products, which a compiled update does not run)")
     threads, repeats, number = args["threads"], args["repeats"], args["number"]
     torch.set_num_threads(threads)
     agent, buf, cfg = build(args["model_size"], torch.device("cpu"))

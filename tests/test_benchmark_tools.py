@@ -124,6 +124,17 @@ def test_tracking_overhead_parts_split_the_overhead_by_medians():
     assert "without" not in out
 
 
+def test_tracking_overhead_parts_refuses_the_compiled_update_and_sparse_gates(capsys):
+    from benchmarks.tracking_overhead import main
+
+    for bad in (["parts=true", "compile=true"], ["parts=true", "gate_interval=10"]):
+        with pytest.raises(SystemExit) as e:
+            main(bad)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: invalid argument parts=True")
+
+
 def test_cpu_steal_reads_the_8th_field_of_the_cpu_line():
     from benchmarks.cpu_steal import cpu_ticks, steal_pct
 
