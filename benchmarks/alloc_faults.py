@@ -37,16 +37,10 @@ MODES = {"default": {allocator.OPT_OUT: "default"}, "tuned": {}}
 
 CHILD = r"""
 import json, resource, sys, time
-import numpy as np, torch
 import tdmpc.allocator
-from benchmarks.train_speed import build
-from pruning.config import TrackingConfig
-from pruning.tracker import ImportanceTracker
+from benchmarks.train_speed import build_tracked
 threads, number = int(sys.argv[1]), int(sys.argv[2])
-torch.set_num_threads(threads)
-agent, buf, cfg = build("cpu", torch.device("cpu"))
-tracker = ImportanceTracker(agent.model, TrackingConfig(snapshot_interval=0), samples=cfg.optim.batch_size)
-rng, obs = np.random.default_rng(0), torch.randn(agent.obs_dim)
+agent, buf, cfg, tracker, rng, obs = build_tracked("cpu", threads)
 step = [0]
 def update():
     agent.update(buf.sample(cfg.optim.batch_size, rng))

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.argv import parse_args  # noqa: E402
 from benchmarks.cpu_steal import cpu_ticks, steal_pct  # noqa: E402
 from benchmarks.result_file import write_result  # noqa: E402
-from benchmarks.train_speed import build  # noqa: E402
+from benchmarks.train_speed import build, compiled_twin  # noqa: E402
 
 DEFAULTS = {"threads": 1, "repeats": 12, "rounds": 3, "out": "compile_bound.json"}
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
@@ -68,9 +68,7 @@ def main(argv: list[str]) -> dict:
     args = parse_args(argv, DEFAULTS)
     torch.set_num_threads(args["threads"])
     agent, buf, cfg = build("cpu", torch.device("cpu"))
-    twin, _, _ = build("cpu", torch.device("cpu"))
-    twin.load_state_dict(agent.state_dict())
-    twin.set_compile(True)
+    twin = compiled_twin(agent, "cpu", torch.device("cpu"))
     rng, obs = np.random.default_rng(0), torch.randn(agent.obs_dim)
     fns = {("plan", "eager"): lambda: agent.act(obs), ("plan", "compiled"): lambda: twin.act(obs),
            ("update", "eager"): lambda: agent.update(buf.sample(cfg.optim.batch_size, rng)),

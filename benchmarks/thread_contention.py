@@ -30,15 +30,10 @@ SETTINGS = {"default": {"GOMP_SPINCOUNT": "300000"}, "spin3000": {"GOMP_SPINCOUN
 
 CHILD = r"""
 import json, sys, time
-import numpy as np, torch
-from benchmarks.train_speed import build
-from pruning.config import TrackingConfig
-from pruning.tracker import ImportanceTracker
+import numpy as np
+from benchmarks.train_speed import build_tracked
 threads, repeats = int(sys.argv[1]), int(sys.argv[2])
-torch.set_num_threads(threads)
-agent, buf, cfg = build("cpu", torch.device("cpu"))
-tracker = ImportanceTracker(agent.model, TrackingConfig(snapshot_interval=0), samples=cfg.optim.batch_size)
-rng, obs = np.random.default_rng(0), torch.randn(agent.obs_dim)
+agent, buf, cfg, tracker, rng, obs = build_tracked("cpu", threads)
 for i in range(2):
     agent.update(buf.sample(cfg.optim.batch_size, rng)); tracker.step(i); agent.act(obs)
 us, ps = [], []

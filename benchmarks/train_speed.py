@@ -60,6 +60,27 @@ def build(model_size: str, device: torch.device, num_q: int | None = None):
     return agent, buf, cfg
 
 
+def compiled_twin(agent, model_size: str, device: torch.device):
+    """A second agent of :func:`build` with ``agent``'s weights, set to compile (``TDMPC.set_compile(True)``)."""
+    twin, _, _ = build(model_size, device)
+    twin.load_state_dict(agent.state_dict())
+    twin.set_compile(True)
+    return twin
+
+
+def build_tracked(model_size: str, threads: int):
+    """The CPU benchmarks' tracked agent: ``threads`` torch threads, :func:`build` on the CPU, an
+    ``ImportanceTracker`` of every registered metric (no snapshots), the replay sampler's generator and one
+    observation. Returns ``(agent, buf, cfg, tracker, rng, obs)``."""
+    from pruning.config import TrackingConfig
+    from pruning.tracker import ImportanceTracker
+
+    torch.set_num_threads(threads)
+    agent, buf, cfg = build(model_size, torch.device("cpu"))
+    tracker = ImportanceTracker(agent.model, TrackingConfig(snapshot_interval=0), samples=cfg.optim.batch_size)
+    return agent, buf, cfg, tracker, np.random.default_rng(0), torch.randn(agent.obs_dim)
+
+
 def timer(fn, min_run_time: float, threads: int, sync: bool) -> float:
     """Median seconds of ``fn`` over ``blocked_autorange`` blocks."""
     def stmt():
@@ -87,9 +108,7 @@ def bench(size: str, device: torch.device, args: dict) -> dict:
            "planner": {"iterations": cfg.planner.iterations, "num_samples": cfg.planner.num_samples,
                        "horizon": cfg.planner.horizon, "num_pi_trajs": cfg.planner.num_pi_trajs}}
     if args["compiled"]:
-        twin, _, _ = build(size, device)
-        twin.load_state_dict(agent.state_dict())
-        twin.set_compile(True)
+        twin = compiled_twin(agent, size, device)
         t0 = time.perf_counter()
         twin.act(obs)
         row["compile_plan_s"] = time.perf_counter() - t0
