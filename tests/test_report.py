@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from report_fixtures import RETURNS, _importance, _result
 from wandb_records import read_wandb_records, wandb_items
 
+from pruning.study.collect import SETTING_COLUMNS
 from pruning.study.report import (
     RESULT_COLUMNS,
     layer_importance,
@@ -36,7 +37,7 @@ def test_report_files_numbers_and_plots(sweep, tmp_path):
     out = tmp_path / "report"
     summary = write_report([sweep], out)
     results = pd.read_csv(out / "results.csv")
-    assert list(results.columns) == [*RESULT_COLUMNS, "run_dir"]
+    assert list(results.columns) == [*RESULT_COLUMNS, *SETTING_COLUMNS, "run_dir"]
     assert len(results) == 2 * len(RETURNS)
     assert json.loads(results["widths"].iloc[0]) == {"encoder": [128, 64]}
     # Mean ± std (ddof 1) over seeds, retained % of the pooled ratio-0 reference.
@@ -292,3 +293,65 @@ def test_run_dirs_moved_aside_are_kept_but_not_reported(sweep):
     assert len(again) == len(results) and 1.0 not in again["return_mean"].tolist()
     alone, _ = collect_results([old])  # given as the folder itself, it is reported
     assert alone["return_mean"].tolist() == [1.0]
+
+
+def _job(metric: str, ratio: float, seed: int, ret: float, **prune) -> dict:
+    """A result.json row whose ``config.prune`` holds ``prune`` (the settings of SETTING_COLUMNS)."""
+    return {**_result(metric, ratio, seed, ret), "config": {"prune": {"normalize_by": None, **prune}}}
+
+
+def test_jobs_that_differ_in_a_prune_setting_are_labelled_apart_not_pooled(tmp_path):
+    from pruning.study.collect import collect_results
+    from pruning.study.variants import base_metric, label_variants
+
+    root = tmp_path / "sweep"
+    jobs = [_job("l1", 0.0, s, 800.0) for s in (1, 2)]
+    jobs += [_job(m, 0.5, s, r, normalize_by=by) for s in (1, 2)
+             for m, by, r in (("fisher", "component", 600.0), ("fisher", "group", 100.0), ("l1", "component", 500.0))]
+    for i, data in enumerate(jobs):
+        (root / f"job{i}").mkdir(parents=True)
+        (root / f"job{i}" / "result.json").write_text(json.dumps(data))
+    results, _ = collect_results([root, root / "job3"])  # an overlapping folder: its job is read once
+    assert len(results) == len(jobs) and results["normalize_by"].iloc[2] == "component"
+    labelled = label_variants(results)
+    assert sorted(set(labelled.loc[labelled.ratio > 0, "metric"])) == [
+        "fisher [normalize_by=component]", "fisher [normalize_by=group]", "l1 [normalize_by=component]"]
+    assert set(labelled.loc[labelled.ratio == 0, "metric"]) == {"l1"}  # dense references: no setting applies
+    assert base_metric("fisher [normalize_by=group]") == "fisher"
+    summary = summarize(labelled).set_index("metric")
+    assert summary.loc["fisher [normalize_by=group]", "n"] == 2
+    assert summary.loc["fisher [normalize_by=group]", "return_mean"] == pytest.approx(100.0)
+    assert summary.loc["fisher [normalize_by=component]", "return_mean"] == pytest.approx(600.0)
+    unchanged = label_variants(results[results["normalize_by"] != "group"])
+    assert set(unchanged["metric"]) == {"l1", "fisher"}  # nothing varies: labels stay the metric names
+
+
+def test_a_task_with_two_model_sizes_is_reported_as_two():
+    from pruning.study.variants import label_variants
+
+    rows = [_result("fisher", 0.5, 1, 400.0), {**_result("fisher", 0.5, 1, 900.0), "model_size": "5"}]
+    tasks = label_variants(pd.DataFrame(rows))["task"].tolist()
+    assert tasks == ["cartpole-swingup (model_size cpu)", "cartpole-swingup (model_size 5)"]
+
+
+def test_summary_counts_jobs_with_a_return_and_has_no_retained_share_of_a_negative_reference():
+    rows = [_result("l1", 0.0, 1, 800.0), _result("fisher", 0.5, 1, 700.0), _result("fisher", 0.5, 2, float("nan")),
+            _result("fisher", 0.5, 3, 100.0)]
+    fisher = summarize(pd.DataFrame(rows)).set_index("metric").loc["fisher"]
+    assert fisher["n"] == 2 and fisher["return_mean"] == pytest.approx(400.0)  # the NaN job is not a run
+    negative = [{**_result("l1", 0.0, 1, -150.0), "dense_return": -150.0}, _result("fisher", 0.5, 1, -302.0)]
+    assert summarize(pd.DataFrame(negative))["retained_pct"].isna().all()
+
+
+def test_summary_states_how_equal_the_flops_budget_was_and_warns_past_one_percent():
+    from pruning.study.tables import flops_spread, summary_markdown
+
+    rows = [{**_result(m, 0.5, 1, 500.0), "budget": "flops", "flops_plan": f} for m, f in (("fisher", 1000.0),
+                                                                                           ("l1", 995.0))]
+    summary = summarize(pd.DataFrame(rows))
+    assert flops_spread(summary) == pytest.approx(0.005)
+    md = summary_markdown(summary, pd.DataFrame(columns=["run_dir", "error", "message"]))
+    assert "differ by at most 0.5%" in md and "**Warning**: at some `flops` ratio" not in md
+    rows[1]["flops_plan"] = 900.0
+    md = summary_markdown(summarize(pd.DataFrame(rows)), pd.DataFrame(columns=["run_dir", "error", "message"]))
+    assert "**Warning**: at some `flops` ratio the metrics' planned-action FLOPs differ by 10.0%" in md

@@ -27,6 +27,11 @@ RESULT_COLUMNS = (
     "git_commit", "budget", "flops_plan_dense", "flops_ratio_achieved", "channel_ratio_achieved",
     "return_post_prune", "latency_threads", "latency_clock",
 )
+#: Prune-job settings (``result.json``'s ``config.prune``) that change which channels are removed but have no
+#: column above; results.csv records them after :data:`RESULT_COLUMNS` so that a sweep over them (e.g.
+#: ``normalize_by=component,group``) can be told apart (:mod:`pruning.study.variants`). ``None`` (null): the
+#: training run's tracker setting; ``per_component_ratios`` as JSON.
+SETTING_COLUMNS = ("prune_latent", "min_channels", "smoothing", "normalize", "normalize_by", "per_component_ratios")
 #: Keys a result.json must hold to be reported (``pruning.study.prune_job`` writes these and more).
 REQUIRED_KEYS = (
     "task", "seed", "metric", "ratio", "scope", "finetune_steps", "dense_return", "return_mean", "return_std",
@@ -97,9 +102,11 @@ def collect_results(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
     """``(results, failures)`` below ``dirs`` (see the module docstring for what counts as failed).
 
     A run dir holding both ``result.json`` and ``error.json`` (failed once, then completed) counts as
-    completed. Raises :class:`ReportError` for a folder that does not exist.
+    completed. A run dir found below two of ``dirs`` (a sweep and its subfolder) is read once. Raises
+    :class:`ReportError` for a folder that does not exist.
     """
     rows, failures = [], []
+    read: set[Path] = set()
     for d in dirs:
         d = Path(d)
         if not d.is_dir():
@@ -116,8 +123,12 @@ def collect_results(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
             if missing:
                 failures.append(failure(path.parent, "IncompleteResult", f"result.json lacks {', '.join(missing)}"))
                 continue
+            if path.parent.resolve() in read:
+                continue  # the same run dir below two of the given folders (a sweep and its subfolder)
+            read.add(path.parent.resolve())
             row = {c: data.get(c) for c in RESULT_COLUMNS}
             row["widths"] = json.dumps(row["widths"])
+            row.update(_settings(data))
             row["run_dir"] = str(path.parent)
             rows.append(row)
         for path in _current(d, d.rglob(ERROR_FILE)):
@@ -138,8 +149,20 @@ def collect_results(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
             message = submitit_error(path)
             if message is not None:
                 failures.append(failure(path.parent, "SubmititError", message))
-    results = pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "run_dir"])
-    return results, pd.DataFrame(failures, columns=FAILURE_COLUMNS)
+    results = pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *SETTING_COLUMNS, "run_dir"])
+    failures = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
+    return results, failures.drop_duplicates(subset=["run_dir", "error"], ignore_index=True)
+
+
+def _settings(data: dict) -> dict:
+    """The :data:`SETTING_COLUMNS` of one result.json (from ``config.prune``; a top-level key where the
+    config lacks it)."""
+    cfg = data.get("config")
+    prune = cfg.get("prune") if isinstance(cfg, dict) else None
+    prune = prune if isinstance(prune, dict) else {}
+    out = {k: prune.get(k, data.get(k)) for k in SETTING_COLUMNS}
+    out["per_component_ratios"] = json.dumps(out["per_component_ratios"] or {}, sort_keys=True)
+    return out
 
 
 @dataclass

@@ -6,7 +6,9 @@ Reads every ``result.json`` (prune jobs, :mod:`pruning.study.prune_job`), the ma
 ``importance.parquet`` (training runs, :mod:`pruning.tracker`) below the given folders
 (:mod:`pruning.study.collect`) and writes into ``out``:
 
-- ``results.csv``: one row per prune job (:data:`RESULT_COLUMNS`, then ``run_dir``);
+- ``results.csv``: one row per prune job (:data:`RESULT_COLUMNS`, the prune settings of
+  :data:`~pruning.study.collect.SETTING_COLUMNS`, then ``run_dir``); every other output labels apart the jobs
+  that differ in more than metric and ratio (:mod:`pruning.study.variants`);
 - ``summary.md`` / ``summary.csv``: per task x scope x fine-tuning steps x metric x ratio the mean ± std
   over seeds of the eval return, the return retained as % of the dense reference (the mean return of the
   ``ratio=0`` jobs of the same task and fine-tuning steps; the training run's final return when there are
@@ -69,6 +71,7 @@ from pruning.study.tables import (  # noqa: F401
     summary_markdown,
     with_budget,
 )
+from pruning.study.variants import label_variants
 
 
 def check_out_dir(out: str | Path) -> Path:
@@ -108,6 +111,7 @@ def write_report(dirs: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
     except OSError as err:
         raise ReportError(f"--out {out}: cannot be created ({err.strerror or err}); give a writable folder") from None
     results.to_csv(out / "results.csv", index=False)
+    results = label_variants(results)  # jobs that differ in more than metric and ratio are not pooled
     summary = summarize(results)
     summary.to_csv(out / "summary.csv", index=False)
     plots = [*plot_pareto(results, out), *plot_control_rate(results, out)] if not results.empty else []

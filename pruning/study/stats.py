@@ -19,6 +19,13 @@ run (trapezoid over the fraction of planned-action FLOPs kept, from the smallest
 dense at 100 %, divided by the width of that range: the mean retained return over the FLOPs range), its
 mean over runs with a bootstrap CI.
 
+What cannot be compared is left out and said so in ``summary.md`` (never silently pooled, never fatal): a
+task whose dense reference return is not positive (a ratio to it would rank a worse return higher, e.g.
+``Pendulum-v1``, whose rewards are negative: its retained return is undefined); a run whose return is
+missing; a metric without runs on one of the tasks at a budget; for the area, a run that lacks one of its
+task's budgets (its curve would cover an easier FLOPs range). With one run per task a bootstrap has zero
+width, so no CI is shown then.
+
 rliable does the bootstrap; nothing of it is re-implemented here. CIs use ``REPS`` bootstrap samples
 (fewer than rliable's default 50 000 so that a report stays fast; seeded, so reports are reproducible).
 """
@@ -31,6 +38,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from pruning.study.variants import base_metric
+
 REPS = 2000
 SEED = 0
 GRADIENT_METRICS = ("grad_acc", "fisher", "bayes")
@@ -40,7 +49,8 @@ RUN_KEYS = ("train_seed", "seed")
 def retained_returns(results: pd.DataFrame) -> pd.DataFrame:
     """``results`` (one row per prune job) with a ``retained`` column (see the module doc); dense rows dropped.
 
-    Jobs are matched to their reference by task, training seed, fine-tuning seed and fine-tuning steps.
+    Jobs are matched to their reference by task, training seed, fine-tuning seed and fine-tuning steps. A
+    reference that is not positive leaves ``retained`` undefined (NaN, see the module doc).
     """
     df = results.copy()
     df["train_seed"] = df["train_seed"].fillna(-1) if "train_seed" in df else -1
@@ -50,30 +60,41 @@ def retained_returns(results: pd.DataFrame) -> pd.DataFrame:
     agent = dense.groupby(keys)["return_mean"].mean().rename("ref_agent")
     df = df.join(exact, on=[*keys, "seed"]).join(agent, on=keys)
     ref = df["ref_exact"].fillna(df["ref_agent"]).fillna(df["dense_return"])
-    df["retained"] = 100.0 * df["return_mean"] / ref.where(ref.abs() > 1e-12)
+    df["retained"] = 100.0 * df["return_mean"] / ref.where(ref > 0)
     df["flops_kept"] = df["flops_plan"] / df["flops_plan_dense"] if "flops_plan_dense" in df else np.nan
     return df[df["ratio"] > 0].drop(columns=["ref_exact", "ref_agent"])
 
 
-def score_matrices(df: pd.DataFrame, value: str = "retained") -> tuple[dict[str, np.ndarray], int]:
-    """``{metric: (runs, tasks) array}`` of ``value`` for rliable, and the number of runs per task used.
+def score_matrices(df: pd.DataFrame, value: str = "retained") -> tuple[dict[str, np.ndarray], int, list[str]]:
+    """``({metric: (runs, tasks) array}, runs per task, metrics left out)`` of ``value`` for rliable.
 
-    Every metric and task must have the same runs for stratified resampling: the runs common to all are
-    used (their count is returned).
+    Stratified resampling needs every metric on every task with the same runs: a run whose ``value`` is
+    missing (NaN) does not count, a metric without runs on one of the tasks is left out (and returned), and
+    the runs common to the others are used. Jobs that repeat a run (same task, seeds and metric label) are
+    averaged.
     """
+    df = df[np.isfinite(pd.to_numeric(df[value], errors="coerce").astype(float))]
     tasks = sorted(df["task"].unique())
     metrics = list(dict.fromkeys(df["metric"]))
+    have = {key: set(map(tuple, g[list(RUN_KEYS)].to_numpy().tolist()))
+            for key, g in df.groupby(["task", "metric"])}
+    kept = [m for m in metrics if all((t, m) in have for t in tasks)]
     runs = None
-    for _, g in df.groupby(["task", "metric"]):
-        r = set(map(tuple, g[list(RUN_KEYS)].to_numpy().tolist()))
-        runs = r if runs is None else runs & r
+    for t in tasks:
+        for m in kept:
+            runs = have[(t, m)] if runs is None else runs & have[(t, m)]
     runs = sorted(runs or [])
     out = {}
-    for metric in metrics:
-        m = df[df["metric"] == metric].set_index(["task", *RUN_KEYS])[value]
+    for metric in kept:
+        m = df[df["metric"] == metric].groupby(["task", *RUN_KEYS])[value].mean()
         out[metric] = np.array([[float(m.loc[(task, *run)]) for task in tasks] for run in runs]).reshape(len(runs),
                                                                                                          len(tasks))
-    return out, len(runs)
+    return out, len(runs), [m for m in metrics if m not in kept]
+
+
+def _left_out(ratio: float | None, metrics: Sequence[str]) -> list[str]:
+    where = "" if ratio is None else f" at ratio {ratio:g}"
+    return [f"{m}{where}: left out of the statistics, it has no run on every task" for m in metrics]
 
 
 @contextlib.contextmanager
@@ -89,12 +110,17 @@ def seeded_global_rng(seed: int = SEED):
         np.random.set_state(state)
 
 
-def _interval(scores: dict, func) -> tuple[dict, dict]:
+def _interval(scores: dict, func, n: int) -> tuple[dict, dict]:
+    """rliable's point estimates and 95 % CIs of ``func``; with ``n`` < 2 runs per task only the points
+    (CIs NaN: the stratified bootstrap of one run per task has zero width)."""
     import warnings
 
     from absl import logging as absl_logging  # rliable logs one INFO line per estimate
     from rliable import library as rly
 
+    if n < 2:
+        point = {k: np.atleast_1d(func(*v) if isinstance(v, tuple) else func(v)) for k, v in scores.items()}
+        return point, {k: np.full((2, len(p)), np.nan) for k, p in point.items()}
     absl_logging.set_verbosity(absl_logging.WARNING)
     with warnings.catch_warnings(), seeded_global_rng():  # arch warns that a RandomState is deprecated
         warnings.simplefilter("ignore", FutureWarning)
@@ -102,72 +128,108 @@ def _interval(scores: dict, func) -> tuple[dict, dict]:
 
 
 def iqm_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per ratio and metric: IQM of the retained return with its 95 % CI and n (runs per task x tasks)."""
+    """Per ratio and metric: IQM of the retained return with its 95 % CI and n (runs per task x tasks).
+    ``attrs["notes"]``: what was left out (see :func:`score_matrices`)."""
     from rliable import metrics as rm
 
-    rows = []
+    rows, notes = [], []
     for ratio, g in df.groupby("ratio"):
-        scores, n = score_matrices(g)
+        scores, n, left = score_matrices(g)
+        notes += _left_out(ratio, left)
         if n == 0:
             continue
-        point, ci = _interval(scores, lambda x: np.array([rm.aggregate_iqm(x)]))
+        point, ci = _interval(scores, lambda x: np.array([rm.aggregate_iqm(x)]), n)
         for metric in scores:
             rows.append({"ratio": ratio, "metric": metric, "n": n * scores[metric].shape[1],
-                         "iqm": float(point[metric][0]), "ci_low": float(ci[metric][0][0]),
-                         "ci_high": float(ci[metric][1][0])})
-    return pd.DataFrame(rows, columns=["ratio", "metric", "n", "iqm", "ci_low", "ci_high"])
+                         "iqm": float(point[metric][0]), "ci_low": float(np.ravel(ci[metric][0])[0]),
+                         "ci_high": float(np.ravel(ci[metric][1])[0])})
+    out = pd.DataFrame(rows, columns=["ratio", "metric", "n", "iqm", "ci_low", "ci_high"])
+    out.attrs["notes"] = notes
+    return out
 
 
 def improvement_table(df: pd.DataFrame, gradient: Sequence[str] = GRADIENT_METRICS) -> pd.DataFrame:
-    """Per ratio: P(gradient metric > baseline) with its 95 % CI, for every gradient metric and baseline."""
+    """Per ratio: P(gradient metric > baseline) with its 95 % CI, for every gradient metric and baseline
+    (metric labels of :func:`pruning.study.variants.label_variants` count by their metric name)."""
     from rliable import metrics as rm
 
     rows = []
     for ratio, g in df.groupby("ratio"):
-        scores, n = score_matrices(g)
-        pairs = {f"{a},{b}": (scores[a], scores[b]) for a in gradient if a in scores
-                 for b in scores if b not in gradient}
+        scores, n, _ = score_matrices(g)
+        pairs = {(a, b): (scores[a], scores[b]) for a in scores if base_metric(a) in gradient
+                 for b in scores if base_metric(b) not in gradient}
         if n == 0 or not pairs:
             continue
-        point, ci = _interval(pairs, rm.probability_of_improvement)
-        for key in pairs:
-            a, b = key.split(",")
-            lo, hi = np.ravel(ci[key])
-            rows.append({"ratio": ratio, "metric": a, "baseline": b, "n": n, "p_improve": float(np.ravel(point[key])[0]),
+        keys = {f"{i}": pair for i, pair in enumerate(pairs)}  # rliable wants string keys without our labels' commas
+        point, ci = _interval({k: pairs[p] for k, p in keys.items()}, rm.probability_of_improvement, n)
+        for k, (a, b) in keys.items():
+            lo, hi = np.ravel(ci[k])
+            rows.append({"ratio": ratio, "metric": a, "baseline": b, "n": n, "p_improve": float(np.ravel(point[k])[0]),
                          "ci_low": float(lo), "ci_high": float(hi)})
     return pd.DataFrame(rows, columns=["ratio", "metric", "baseline", "n", "p_improve", "ci_low", "ci_high"])
 
 
-def run_auc(g: pd.DataFrame) -> float:
-    """Area under one run's retained-return-vs-FLOPs-kept curve, dense (1, 100) included, divided by its
-    FLOPs range: the mean retained return over the range."""
+def run_auc(g: pd.DataFrame, low: float | None = None) -> float:
+    """Area under one run's retained-return-vs-FLOPs-kept curve, dense (1, 100) included, over the FLOPs
+    range ``[low, 1]`` (default: from the run's smallest kept fraction), divided by the range's width: the
+    mean retained return over the range. The curve is linear between its points (the value at ``low`` is
+    interpolated); NaN when it does not reach down to ``low``."""
     x = np.concatenate([g["flops_kept"].to_numpy(float), [1.0]])
     y = np.concatenate([g["retained"].to_numpy(float), [100.0]])
     order = np.argsort(x)
     x, y = x[order], y[order]
-    return float(np.trapezoid(y, x) / (x[-1] - x[0])) if x[-1] > x[0] else float("nan")
+    low = x[0] if low is None else low
+    if not (np.isfinite(x).all() and np.isfinite(y).all()) or x[0] > low + 1e-9 or low >= 1.0:
+        return float("nan")
+    above = x > low
+    xs = np.concatenate([[low], x[above]])
+    ys = np.concatenate([[np.interp(low, x, y)], y[above]])
+    return float(np.trapezoid(ys, xs) / (1.0 - low))
 
 
 def auc_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per metric: mean over runs of :func:`run_auc` with a 95 % stratified-bootstrap CI."""
+    """Per metric: mean over runs of :func:`run_auc` with a 95 % stratified-bootstrap CI.
+
+    Curves are compared over one FLOPs range per task, ``[low, 1]`` with ``low`` the largest of the runs'
+    smallest kept fractions (every curve reaches it; with ``budget=flops`` all runs end within 1 % of one
+    another). A run without a job at one of its task's ratios has no area (its curve would cover an easier
+    range), nor has one with a missing return; ``attrs["notes"]`` says how many runs were left out."""
     from rliable import metrics as rm
 
-    per_run = (df.groupby(["task", "metric", *RUN_KEYS]).apply(run_auc, include_groups=False)
-               .rename("auc").reset_index())
-    scores, n = score_matrices(per_run, "auc")
+    cols = ["metric", "n", "auc", "ci_low", "ci_high"]
+    df = df[np.isfinite(pd.to_numeric(df["retained"], errors="coerce").astype(float))]
+    rows, incomplete = [], 0
+    for task, t in df.groupby("task"):
+        ratios = set(t["ratio"])
+        runs = {key: g for key, g in t.groupby(["metric", *RUN_KEYS])}
+        complete = {key: g for key, g in runs.items() if set(g["ratio"]) >= ratios}
+        incomplete += len(runs) - len(complete)
+        lows = [g["flops_kept"].min() for g in complete.values()]
+        low = max(lows) if lows else np.nan
+        for (metric, *run), g in complete.items():
+            rows.append({"task": task, "metric": metric, **dict(zip(RUN_KEYS, run)), "auc": run_auc(g, low)})
+    per_run = pd.DataFrame(rows, columns=["task", "metric", *RUN_KEYS, "auc"])
+    scores, n, left = score_matrices(per_run, "auc")
+    notes = _left_out(None, left)
+    if incomplete:
+        notes.append(f"{incomplete} run(s) without a job at every ratio of their task: left out of the area")
     if n == 0:
-        return pd.DataFrame(columns=["metric", "n", "auc", "ci_low", "ci_high"])
-    point, ci = _interval(scores, lambda x: np.array([rm.aggregate_mean(x)]))
-    return pd.DataFrame([{"metric": m, "n": n * scores[m].shape[1], "auc": float(point[m][0]),
-                          "ci_low": float(ci[m][0][0]), "ci_high": float(ci[m][1][0])} for m in scores])
+        out = pd.DataFrame(columns=cols)
+    else:
+        point, ci = _interval(scores, lambda x: np.array([rm.aggregate_mean(x)]), n)
+        out = pd.DataFrame([{"metric": m, "n": n * scores[m].shape[1], "auc": float(point[m][0]),
+                             "ci_low": float(np.ravel(ci[m][0])[0]), "ci_high": float(np.ravel(ci[m][1])[0])}
+                            for m in scores], columns=cols)
+    out.attrs["notes"] = notes
+    return out
 
 
 TAUS = np.linspace(0, 120, 61)  # retained-return thresholds of the performance profiles (% of dense)
 
 
 def performance_profile_figure(df: pd.DataFrame):
-    """One panel per ratio: fraction of runs with retained return > tau, per metric, with CI bands; the
-    Figure (``None`` without ratios)."""
+    """One panel per ratio: fraction of runs with retained return > tau, per metric, with CI bands (none
+    with one run per task); the Figure (``None`` without ratios). A metric has one colour in every panel."""
     from rliable import library as rly
 
     from pruning.study.plots import figure
@@ -175,22 +237,28 @@ def performance_profile_figure(df: pd.DataFrame):
     ratios = sorted(df["ratio"].unique())
     if not ratios:
         return None
+    colour = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(df["metric"]))}
     fig, axes = figure(4.2 * len(ratios), 3.4, cols=len(ratios), sharey=True)
+    handles = {}
     for ax, ratio in zip(axes[0], ratios):
-        scores, n = score_matrices(df[df["ratio"] == ratio])
+        scores, n, _ = score_matrices(df[df["ratio"] == ratio])
         if n == 0:
             continue
         with seeded_global_rng():
             prof, cis = rly.create_performance_profile(scores, TAUS, reps=REPS)
         for metric in scores:
-            line, = ax.plot(TAUS, prof[metric], label=metric, lw=1.6 if metric in GRADIENT_METRICS else 1.0,
-                            ls="-" if metric in GRADIENT_METRICS else "--")
-            ax.fill_between(TAUS, cis[metric][0], cis[metric][1], color=line.get_color(), alpha=0.15)
+            gradient = base_metric(metric) in GRADIENT_METRICS
+            handles[metric], = ax.plot(TAUS, prof[metric], label=metric, color=colour[metric],
+                                       lw=1.6 if gradient else 1.0, ls="-" if gradient else "--")
+            if n >= 2:
+                ax.fill_between(TAUS, cis[metric][0], cis[metric][1], color=colour[metric], alpha=0.15)
         ax.set_title(f"ratio {ratio:g} (n = {n * next(iter(scores.values())).shape[1]} runs)")
         ax.set_xlabel("retained return τ (% of dense)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("fraction of runs > τ")
-    axes[0][-1].legend(fontsize=7, loc="lower left")
+    if handles:
+        order = [m for m in colour if m in handles]
+        axes[0][-1].legend([handles[m] for m in order], order, fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig
 
@@ -204,36 +272,70 @@ def plot_performance_profiles(df: pd.DataFrame, out, stem: str = "performance_pr
 
 
 def _ci(v: float, lo: float, hi: float, digits: int = 1) -> str:
+    if np.isnan(lo) or np.isnan(hi):
+        return f"{v:.{digits}f} (no CI)"
     return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def _undefined_notes(df: pd.DataFrame) -> list[str]:
+    """Tasks and runs whose retained return is undefined (see the module doc)."""
+    notes = []
+    finite = np.isfinite(pd.to_numeric(df["retained"], errors="coerce").astype(float))
+    for task, ok in finite.groupby(df["task"]):
+        if not ok.any():
+            notes.append(f"task {task}: retained return undefined (its dense reference return is missing or not "
+                         f"positive, so a ratio to it would rank a worse return higher); left out of the statistics")
+        elif not ok.all():
+            notes.append(f"task {task}: {int((~ok).sum())} job(s) without a retained return (return or dense "
+                         f"reference missing or not positive); left out of the statistics")
+    return notes
+
+
 def statistics_markdown(df: pd.DataFrame, title: str) -> list[str]:
-    """``summary.md`` lines for one table of runs (see the module doc): IQM, P(improvement), AUC."""
+    """``summary.md`` lines for one table of runs (see the module doc): IQM, P(improvement), AUC, and what was
+    left out. Every row of a table has a cell for every column's metric ("–": no value at that ratio)."""
     iqm, poi, auc = iqm_table(df), improvement_table(df), auc_table(df)
-    what = "planned-action FLOPs removed" if (df.get("budget") == "flops").all() else "channels removed"
+    what = "planned-action FLOPs removed" if "budget" in df and (df["budget"] == "flops").all() else "channels removed"
+    metrics = list(dict.fromkeys(iqm["metric"]))
     lines = [f"### Statistics: {title}", "",
              f"Retained return (% of the same agent's dense return after the same fine-tuning). IQM with 95 % "
-             f"stratified-bootstrap CI ({REPS} resamples, rliable); ratio = fraction of {what}.", "",
-             "| ratio | " + " | ".join(dict.fromkeys(iqm["metric"])) + " |",
-             "|---:|" + "---:|" * iqm["metric"].nunique()]
+             f"stratified-bootstrap CI ({REPS} resamples, rliable); ratio = fraction of {what}.", ""]
+    if len(iqm) and (iqm["ci_low"].isna()).any():
+        lines += ["With one run per task there is no confidence interval (\"no CI\": a bootstrap of one run "
+                  "has zero width); such figures are single comparisons, not estimates.", ""]
+    if metrics:
+        lines += ["| ratio | " + " | ".join(metrics) + " |", "|---:|" + "---:|" * len(metrics)]
     for ratio, g in iqm.groupby("ratio"):
-        best = g["iqm"].max()
-        cells = [("**" if r.iqm == best else "") + _ci(r.iqm, r.ci_low, r.ci_high) + ("**" if r.iqm == best else "")
-                 for r in g.itertuples()]
+        by, best = g.set_index("metric"), g["iqm"].max()
+        cells = []
+        for m in metrics:
+            if m not in by.index:
+                cells.append("–")
+                continue
+            r = by.loc[m]
+            text = _ci(r["iqm"], r["ci_low"], r["ci_high"])
+            cells.append(f"**{text}**" if r["iqm"] == best else text)
         lines.append(f"| {ratio:g} (n = {int(g['n'].iloc[0])}) | " + " | ".join(cells) + " |")
     lines.append("")
     if len(poi):
+        baselines = list(dict.fromkeys(poi["baseline"]))
         lines += ["Probability that a gradient metric's retained return beats a baseline's, P(X > Y) [95 % CI]; "
-                  "0.5 = no difference.", "", "| ratio | X | " + " | ".join(dict.fromkeys(poi["baseline"])) + " |",
-                  "|---:|---|" + "---:|" * poi["baseline"].nunique()]
+                  "0.5 = no difference.", "", "| ratio | X | " + " | ".join(baselines) + " |",
+                  "|---:|---|" + "---:|" * len(baselines)]
         for (ratio, metric), g in poi.groupby(["ratio", "metric"], sort=False):
-            cells = [_ci(r.p_improve, r.ci_low, r.ci_high, 2) for r in g.itertuples()]
+            by = g.set_index("baseline")
+            cells = [_ci(by.loc[b, "p_improve"], by.loc[b, "ci_low"], by.loc[b, "ci_high"], 2) if b in by.index
+                     else "–" for b in baselines]
             lines.append(f"| {ratio:g} | {metric} | " + " | ".join(cells) + " |")
         lines.append("")
     if len(auc):
-        lines += ["Area under the retained-return-vs-FLOPs-kept curve (mean retained % over the FLOPs range, dense "
-                  "included), mean over runs [95 % CI]:", "", "| metric | n | AUC |", "|---|---:|---:|"]
+        lines += ["Area under the retained-return-vs-FLOPs-kept curve (mean retained % over the FLOPs range every "
+                  "run of the task covers, dense included), mean over runs [95 % CI]:", "", "| metric | n | AUC |",
+                  "|---|---:|---:|"]
         for r in auc.sort_values("auc", ascending=False).itertuples():
             lines.append(f"| {r.metric} | {r.n} | {_ci(r.auc, r.ci_low, r.ci_high)} |")
         lines.append("")
+    notes = _undefined_notes(df) + iqm.attrs.get("notes", []) + auc.attrs.get("notes", [])
+    if notes:
+        lines += [f"Left out: {n}." for n in notes] + [""]
     return lines

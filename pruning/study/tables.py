@@ -33,7 +33,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     Ratio-0 jobs are pooled as metric ``dense`` (scope ``-``): the reference of ``retained_pct`` for the
     jobs of the same task and fine-tuning steps (``100 * return / mean dense return``); without one, the
     mean ``dense_return`` (the training run's final eval) of the jobs. ``best`` marks the metric with the
-    highest mean return at each ratio (the FLOPs budget of a sweep) of a table.
+    highest mean return at each ratio (the FLOPs budget of a sweep) of a table. ``n`` counts the jobs with
+    a return; ``retained_pct`` is undefined (NaN) where the reference is not positive (a task with negative
+    returns, where a ratio would rank a worse return higher).
     """
     cols = ["task", "budget", "scope", "finetune_steps", "metric", "ratio", "n", "return_mean", "return_std",
             "retained_pct", "retained_pct_std", "params", "flops_plan", "latency_plan_ms", "flops_policy",
@@ -48,9 +50,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     ref = df[dense_rows].groupby(["task", "finetune_steps"])["return_mean"].mean().rename("ref")
     df = df.join(ref, on=["task", "finetune_steps"])
     df["ref"] = df["ref"].fillna(df.groupby(["task", "finetune_steps"])["dense_return"].transform("mean"))
-    df["retained"] = 100.0 * df["return_mean"] / df["ref"].where(df["ref"].abs() > 1e-12)
+    df["retained"] = 100.0 * df["return_mean"] / df["ref"].where(df["ref"] > 0)  # undefined for a reference <= 0
     g = df.groupby([*SUMMARY_KEYS, "metric", "ratio"], sort=True)
-    s = g.agg(n=("return_mean", "size"), return_mean=("return_mean", "mean"), return_std=("return_mean", sample_std),
+    s = g.agg(n=("return_mean", "count"), return_mean=("return_mean", "mean"), return_std=("return_mean", sample_std),
               retained_pct=("retained", "mean"), retained_pct_std=("retained", sample_std), params=("params", "mean"),
               flops_plan=("flops_plan", "mean"), latency_plan_ms=("latency_plan_ms", "mean"),
               flops_policy=("flops_policy", "mean"), latency_policy_ms=("latency_policy_ms", "mean")).reset_index()
@@ -78,9 +80,31 @@ def _md(text: object) -> str:
 INTRO = ("Return: mean ± std over runs of the eval return (n runs; no spread is shown for n = 1); retained: % "
          "of the dense reference (ratio 0, same task and fine-tuning steps). FLOPs and latency: one planned "
          "action (MPPI) for a batch-1 observation. Budget `flops`: every metric removed the same fraction of "
-         "the planned-action FLOPs (to within 1 %), so rows of one ratio compare models of equal cost; "
+         "the planned-action FLOPs, so rows of one ratio compare models of equal cost ({spread}); "
          "budget `channels`: the same fraction of channels, so their costs differ (see the FLOPs column). "
          "**Bold**: best metric at that ratio.")
+FLOPS_TOLERANCE = 0.01  # budget=flops lands every metric within 1 % of the target (tests/test_cost_budget.py)
+
+
+def flops_spread(summary: pd.DataFrame) -> float:
+    """The largest relative difference ``(max - min) / max`` between the mean planned-action FLOPs of the
+    metrics at one ratio of a ``budget=flops`` table (NaN without such rows): how equal "equal cost" is."""
+    rows = summary[(summary["metric"] != DENSE) & (summary["budget"] == "flops")]
+    spread = rows.groupby(["task", "scope", "finetune_steps", "ratio"])["flops_plan"].agg(
+        lambda f: (f.max() - f.min()) / f.max() if f.max() > 0 else np.nan)
+    return float(spread.max()) if len(spread) else float("nan")
+
+
+def _intro(summary: pd.DataFrame) -> list[str]:
+    spread = flops_spread(summary)
+    lines = [INTRO.format(spread="no such rows here" if np.isnan(spread) else
+                          f"measured here: the metrics' mean FLOPs at a ratio differ by at most {spread:.1%}"), ""]
+    if spread > FLOPS_TOLERANCE:
+        lines += [f"**Warning**: at some `flops` ratio the metrics' planned-action FLOPs differ by {spread:.1%}, more "
+                  f"than the {FLOPS_TOLERANCE:.0%} the budget promises: those rows do not compare equal costs.", ""]
+    return lines
+
+
 #: What each plot file shows, by the start of its name (the ``Plots`` section of summary.md).
 PLOT_CAPTIONS = {
     "pareto_flops": "return vs planned-action FLOPs",
@@ -98,7 +122,7 @@ def summary_markdown(summary: pd.DataFrame, failures: pd.DataFrame, correlations
                      warnings: Sequence[str] = ()) -> str:
     """``summary.md``: the warnings, a table per task (x scope x fine-tuning steps) with the best metric per
     ratio in bold, the mean rank correlation between metrics, the statistics, the failed jobs and the plots."""
-    lines = ["# Pruning sweep summary", "", INTRO, ""]
+    lines = ["# Pruning sweep summary", "", *_intro(summary)]
     lines += [f"**Warning**: {w}" for w in warnings] + ([""] if warnings else [])
     lines += _task_tables(summary)
     for key, corr in (correlations or {}).items():

@@ -1,0 +1,59 @@
+"""Comparable groups of prune jobs: jobs that differ in more than their metric and ratio are labelled apart.
+
+Every table, plot and statistic of the report groups jobs by task, budget, scope, fine-tuning steps, metric
+and ratio, and treats the jobs of one group as seeds of one experiment. Jobs that also differ in a setting
+without a group key of its own would be pooled as such: the agent's size (``model_size``, which changes the
+dense reference too) or a prune setting of :data:`pruning.study.collect.SETTING_COLUMNS` (e.g.
+``normalize_by=component`` and ``group`` rank the channels differently). :func:`label_variants` folds what
+varies into the labels the report groups by:
+
+- the task becomes ``"<task> (model_size <m>)"`` when the jobs of a task have several sizes;
+- a pruned job's metric becomes ``"<metric> [key=value, ...]"``, listing the settings that take more than
+  one value among the pruned jobs of its task (``null``, the training run's tracker setting, reads
+  ``train``). Dense references (ratio 0) keep their metric: nothing is removed, so no setting applies.
+
+Where nothing varies (the usual sweep) nothing changes. :func:`base_metric` gives a label's metric name.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pruning.study.collect import SETTING_COLUMNS
+
+
+def base_metric(label: str) -> str:
+    """The registered metric name of a label of :func:`label_variants` (``"fisher [normalize_by=group]"``
+    -> ``"fisher"``)."""
+    return str(label).split(" [", 1)[0]
+
+
+def _value(v: object) -> str:
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "train"
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v)
+
+
+def label_variants(results: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``results`` (:func:`pruning.study.collect.collect_results`) with the task and metric labels
+    described in the module doc."""
+    df = results.copy()
+    if df.empty:
+        return df
+    if "model_size" in df:
+        sizes = df.groupby("task")["model_size"].transform(lambda s: s.astype(str).nunique())
+        several = sizes > 1
+        df.loc[several, "task"] = [f"{t} (model_size {m})" for t, m in
+                                   zip(df.loc[several, "task"], df.loc[several, "model_size"])]
+    settings = [c for c in SETTING_COLUMNS if c in df]
+    pruned = df["ratio"] > 0
+    for _, g in df[pruned].groupby("task"):
+        keys = [c for c in settings if g[c].map(_value).nunique() > 1]
+        if not keys:
+            continue
+        labels = [f"{m} [" + ", ".join(f"{k}={_value(v)}" for k, v in zip(keys, vals)) + "]"
+                  for m, vals in zip(g["metric"], g[keys].itertuples(index=False))]
+        df.loc[g.index, "metric"] = labels
+    return df
