@@ -297,7 +297,8 @@ class ImportanceTracker:
         ``keep`` is what :func:`pruning.prune.prune` returns (group name -> kept indices; groups not
         named kept all their channels). ``groups``: the groups of the pruned model (default: rebuilt
         with :func:`~pruning.groups.model_groups`, restricted to the tracked group names if the tracker
-        was built with explicit groups). Snapshots already taken keep their own layout.
+        was built with explicit groups). Every tracked group must be among them (``ValueError`` otherwise).
+        Snapshots already taken keep their own layout.
         """
         old = {n: (off, size) for n, off, size in zip(self.layout.names, self.layout.offsets, self.layout.sizes)}
         if groups is not None:
@@ -309,6 +310,10 @@ class ImportanceTracker:
         unknown = [n for n in keep if n not in old]
         if unknown:
             raise ValueError(f"after_pruning: unknown group(s) {unknown}")
+        lost = [n for n in old if n not in {g.name for g in new}]
+        if lost:  # its scores would vanish without a word (e.g. explicit groups the model does not declare)
+            raise ValueError(f"after_pruning: tracked group(s) {lost} are not among the pruned model's groups; "
+                             f"pass groups=<the pruned model's groups>")
         index = []
         for g in new:
             if g.name not in old:

@@ -74,6 +74,21 @@ def test_scores_match_world_model_groups_and_prune_accepts_them():
     assert sum(len(v) for v in keep.values()) < sum(g.size for g in groups)
 
 
+def test_after_pruning_refuses_to_drop_a_tracked_group_silently():
+    from tdmpc.world_model import WorldModel
+
+    torch.manual_seed(0)
+    model = WorldModel(5, 1, tiny_cfg().model)
+    # explicit groups with the latent, a config without it: the rebuilt groups would leave the latent out
+    t = ImportanceTracker(model, TrackingConfig(metrics=["random"], prune_latent=False, snapshot_interval=0),
+                          groups=model_groups(model))
+    keep = prune(model, t.scores("random"), 0.3)
+    with pytest.raises(ValueError, match=r"tracked group\(s\) \['latent'\] are not among"):
+        t.after_pruning(keep)
+    t.after_pruning(keep, groups=model_groups(model))  # the pruned model's groups, latent included: fine
+    assert t.scores("random")["latent"].shape == (len(keep["latent"]),)
+
+
 def test_after_pruning_slices_the_state_and_tracking_continues():
     agent, buf, rng = make_agent()
     t = ImportanceTracker(agent.model, TrackingConfig(snapshot_interval=2), samples=agent.cfg.optim.batch_size)
