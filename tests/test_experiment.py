@@ -188,3 +188,21 @@ def test_presets_compose_from_their_python_definitions(tmp_path):
         expected = {**dataclasses.asdict(ExperimentConfig()), **preset}
         assert composed == expected
     assert PRESETS["paper"]["model_size"] == "5" and PRESETS["paper"]["launcher"] == "slurm"
+
+
+def test_a_stage_with_undecodable_output_or_an_unwritable_log_is_a_failure_not_a_success(tmp_path, monkeypatch):
+    from pruning.study import stages
+
+    def stage(code: int) -> list[str]:
+        return [sys.executable, "-c", f"import sys; sys.stdout.buffer.write(b'warning \\xff\\n'); sys.exit({code})"]
+
+    with pytest.raises(stages.StageFailed, match="exit status 3"):  # the bytes used to end the reader thread
+        stages.run_stages([stage(3)], [tmp_path / "a.log"], "training stage")
+    stages.run_stages([stage(0)], [tmp_path / "b.log"], "training stage")  # replaced, not fatal
+    assert "warning \ufffd" in (tmp_path / "b.log").read_text()
+
+    def full_disk(proc, log, counter):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(stages, "_stream", full_disk)
+    with pytest.raises(stages.StageFailed, match="could not be logged"):
+        stages.run_stages([stage(0)], [tmp_path / "c.log"], "training stage")

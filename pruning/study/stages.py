@@ -150,14 +150,29 @@ def run_stages(cmds: Sequence[list[str]], logs: Sequence[Path], stage: str,
     errors: list[str] = []
 
     def one(cmd: list[str], log_path: Path) -> None:
+        try:
+            run_one(cmd, log_path)
+        except Exception as err:  # the runner itself failed (e.g. the log cannot be opened): the stage failed
+            errors.append(f"stage failed to run ({type(err).__name__}: {err}): {shlex.join(cmd)} (log: {log_path})")
+
+    def run_one(cmd: list[str], log_path: Path) -> None:
+        broken = None
         with open_log(log_path) as log:
             say("+ " + shlex.join(cmd), log)
+            # errors="replace": a stage printing bytes that are not UTF-8 (a library's warning) must not end
+            # the reading of its output
             proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, bufsize=1, start_new_session=True)
+                                    text=True, encoding="utf-8", errors="replace", bufsize=1,
+                                    start_new_session=True)
             with _LIVE_LOCK:
                 _LIVE.add(proc)
             try:
-                _stream(proc, log, counter)
+                try:
+                    _stream(proc, log, counter)
+                except Exception as err:  # e.g. the log's disk is full: keep the pipe drained so the stage can end
+                    broken = f"{type(err).__name__}: {err}"
+                    for _ in proc.stdout:
+                        pass
                 rc = proc.wait()
             finally:
                 with _LIVE_LOCK:
@@ -166,6 +181,8 @@ def run_stages(cmds: Sequence[list[str]], logs: Sequence[Path], stage: str,
             errors.append(f"interrupted (exit status {rc})")
         elif rc != 0:
             errors.append(f"stage failed with exit status {rc}: {shlex.join(cmd)} (log: {log_path})")
+        elif broken is not None:
+            errors.append(f"stage output could not be logged ({broken}): {shlex.join(cmd)} (log: {log_path})")
 
     threads = [threading.Thread(target=one, args=(cmd, lg), daemon=True) for cmd, lg in zip(cmds, logs)]
     for t in threads:
