@@ -32,7 +32,7 @@ from tdmpc.checkpoint import (
     save_atomic,
     set_rng_states,
 )
-from tdmpc.config import SEED_EPISODES, TrainConfig, task_default
+from tdmpc.config import SEED_EPISODES, TrainConfig, require, task_default
 from tdmpc.envs import make_env
 from tdmpc.logger import Logger
 from tdmpc.stop_signals import EXIT_CODES, PretrainingStopped, StopSignals, TrainingInterrupted
@@ -91,6 +91,7 @@ class Trainer:
         self.eval_env.reset(seed=cfg.seed + EVAL_SEED_OFFSET)
         obs_dim = self.env.observation_space.shape[0]
         action_dim = self.env.action_space.shape[0]
+        self._check_episode_fits(cfg)
         self.agent = TDMPC(obs_dim, action_dim, self.env.episode_length, cfg, self.device)
         buffer_device = self.device if cfg.buffer_device == "auto" else torch.device(cfg.buffer_device)
         self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, action_dim, cfg.planner.horizon, buffer_device)
@@ -116,6 +117,16 @@ class Trainer:
         self.checkpoint_env_step: int | None = None  # env step of the last checkpoint written or loaded
         self.stops = StopSignals(self._print, lambda: self.checkpoint_env_step)  # SIGINT/SIGTERM
 
+    def _check_episode_fits(self, cfg: TrainConfig) -> None:
+        """Settings that only the task's episode length can refuse, refused here (a one-line
+        :class:`ConfigError`, before the run dir holds anything) rather than after seeding."""
+        length, repeat = self.env.episode_length, self.env.action_repeat
+        episode = f"an episode of {cfg.task} at action_repeat={repeat} is {length} agent steps"
+        require(cfg.buffer_size >= length + 1, "buffer_size", cfg.buffer_size,
+                f"an integer >= {length + 1} ({episode}, stored as {length + 1} observations)")
+        require(cfg.planner.horizon <= length, "planner.horizon", cfg.planner.horizon,
+                f"an integer <= {length} ({episode}; training samples sub-trajectories of horizon steps)")
+
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
         return {
@@ -130,6 +141,9 @@ class Trainer:
             "env_rng": self.env.get_rng_state(),
             "eval_env_rng": self.eval_env.get_rng_state(),
             "extras": {name: obj.state_dict() for name, obj in self.checkpoint_extras.items()},
+            # the last evaluation, so that a run resumed from its final checkpoint reports the same return
+            # instead of evaluating again on RNG states that have moved on
+            "last_eval": self.last_eval,
         }
 
     def save_checkpoint(self) -> Path:
@@ -173,6 +187,8 @@ class Trainer:
         c = state["counters"]
         self.step, self.env_step, self.episode = c["step"], c["env_step"], c["episode"]
         self.updates, self.elapsed = c["updates"], c["elapsed"]
+        if restore_rng:  # resuming this run (a branched run, restore_rng=False, has not been evaluated yet)
+            self.last_eval = state.get("last_eval")  # absent in checkpoints written before it was saved
         self.checkpoint_env_step = self.env_step
         if restore_rng:
             set_rng_states(state["rng"])
@@ -295,6 +311,8 @@ class Trainer:
                     self._print(f"[resume] from {self.checkpoint_path} at env_step {self.env_step}")
                 self._loop()
                 summary = self._finish_summary()
+                if self.stops.requested():  # a stop that came while the finish hooks ran is not dropped
+                    raise TrainingInterrupted(self.stops.signum, self.checkpoint_env_step or 0)
                 exit_code = None
                 return summary
             except TrainingInterrupted as err:

@@ -1,5 +1,7 @@
 """Agent learning, trainer outputs and exact checkpoint/resume, on tiny configs."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -70,6 +72,33 @@ def test_trainer_writes_logs_and_checkpoint(tmp_path):
     assert summary["env_step"] == 3000 and "eval/return_mean" in summary
     state = load_checkpoint(run / "checkpoint.pt")
     assert state["counters"]["env_step"] == 3000 and state["buffer"]["num_transitions"] == 375
+    # resumed from its final checkpoint (e.g. killed in a finish hook): the same evaluation, not a new one
+    again = _run(tmp_path, "a", 3000).train()
+    assert again["eval/return_mean"] == summary["eval/return_mean"] == evals["return_mean"].iloc[-1]
+
+
+def test_a_stop_signal_during_the_finish_hooks_is_not_dropped(tmp_path):
+    import signal
+
+    from tdmpc.trainer import TrainingInterrupted
+
+    t = _run(tmp_path, "s", 1000)  # seeding only: seconds
+    t.finish_hooks.append(lambda tr, summary: setattr(tr.stops, "signum", signal.SIGTERM))  # as the handler does
+    with pytest.raises(TrainingInterrupted) as err:
+        t.train()
+    assert err.value.exit_code == 143
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"buffer_size": 1000, "action_repeat": 1}, "buffer_size=1000; allowed: an integer >= 1001 (an episode of "
+                                                "cartpole-swingup at action_repeat=1 is 1000 agent steps"),
+    ({"planner__horizon": 130}, "planner.horizon=130; allowed: an integer <= 125"),
+])
+def test_settings_an_episode_cannot_hold_are_refused_before_training(tmp_path, override, message):
+    from tdmpc.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Trainer(tiny_cfg(**override), tmp_path / "x")
 
 
 @pytest.mark.slow
