@@ -107,6 +107,7 @@ def test_experiment_prints_every_stage_and_counts_prune_jobs(basic_run):
 @pytest.mark.parametrize("override, expected", [
     ("prune_seeds=[]", "prune_seeds=[]"), ("scope=globl", "scope='globl'"), ("num_threads=-3", "num_threads=-3"),
     ("train_threads=-1", "train_threads=-1"), ("wandb_mode=onlin", "wandb_mode='onlin'"),
+    ("metrics=[fisher,l1,fisher]", "metrics=['fisher', 'l1', 'fisher']; allowed: a list without repeats"),
 ])
 @pytest.mark.slow
 def test_experiment_refuses_bad_settings_before_training(tmp_path, override, expected):
@@ -206,3 +207,14 @@ def test_a_stage_with_undecodable_output_or_an_unwritable_log_is_a_failure_not_a
     monkeypatch.setattr(stages, "_stream", full_disk)
     with pytest.raises(stages.StageFailed, match="could not be logged"):
         stages.run_stages([stage(0)], [tmp_path / "c.log"], "training stage")
+
+
+def test_only_the_configured_training_runs_are_pruned(tmp_path):
+    from pruning.study.experiment import ExperimentConfig, checkpoints
+
+    train = tmp_path / "train"
+    for run in ("cartpole-swingup/seed1", "cartpole-swingup/seed2", "cartpole-swingup/seed1.old-20261206-100000"):
+        (train / run).mkdir(parents=True)
+        (train / run / "checkpoint.pt").write_bytes(b"")
+    cfg = ExperimentConfig(tasks=["cartpole-swingup"], seeds=[1])  # seed 2: an earlier run's, not asked for now
+    assert checkpoints(train, cfg) == [train / "cartpole-swingup" / "seed1" / "checkpoint.pt"]

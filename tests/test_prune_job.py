@@ -201,3 +201,12 @@ def test_prune_run_logged_to_wandb_offline(tracked_checkpoint, tmp_path):
     for component, widths in res["widths"].items():
         assert summary[f"widths.{component}"] == widths
     assert summary["params_by_component.total"] == res["params"]
+
+
+def test_the_dense_return_is_the_last_evaluation_the_checkpoint_holds(tmp_path):
+    from pruning.study.prune_job import _dense_return
+
+    (tmp_path / "eval.csv").write_text("env_step,return_mean\n2000,100.0\n4000,300.0\n6000,50.0\n")
+    ckpt = tmp_path / "checkpoint.pt"
+    assert _dense_return(ckpt, 4000) == 300.0  # a killed run evaluated at 6000 after its checkpoint at 4000
+    assert _dense_return(ckpt) == 50.0 and _dense_return(tmp_path / "none" / "checkpoint.pt", 4000) is None

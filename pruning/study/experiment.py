@@ -76,6 +76,9 @@ def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     require(bool(cfg.seeds) and all(_is_int(s) for s in cfg.seeds), "seeds", cfg.seeds, "a non-empty list of integers")
     require(bool(cfg.prune_seeds) and all(_is_int(s) for s in cfg.prune_seeds), "prune_seeds", cfg.prune_seeds,
             "a non-empty list of integers")
+    for key in ("tasks", "seeds", "prune_seeds", "metrics", "ratios"):  # a repeat would run the same jobs twice
+        values = list(getattr(cfg, key))
+        require(len(set(values)) == len(values), key, values, "a list without repeats")
     require(cfg.model_size in MODEL_SIZES, "model_size", cfg.model_size, "|".join(MODEL_SIZES))
     require(_is_int(cfg.train_steps) and cfg.train_steps > 0, "train_steps", cfg.train_steps, "an integer > 0")
     require(_is_int(cfg.train_eval_episodes) and cfg.train_eval_episodes >= 1, "train_eval_episodes",
@@ -115,8 +118,11 @@ def _launcher_args(cfg: ExperimentConfig) -> list[str]:
     return [f"hydra/launcher={cfg.launcher}"]
 
 
-def checkpoints(train_dir: Path) -> list[Path]:
-    return sorted(train_dir.rglob("checkpoint.pt"))
+def checkpoints(train_dir: Path, cfg: ExperimentConfig) -> list[Path]:
+    """The checkpoints of the training runs ``cfg`` names (``train/<task>/seed<seed>``, as the training stage
+    writes them); runs of tasks or seeds it no longer names, and runs moved aside (``*.old-*``), are not
+    pruned."""
+    return [train_dir / task / f"seed{seed}" / "checkpoint.pt" for task in cfg.tasks for seed in cfg.seeds]
 
 
 def output_dir(cfg: ExperimentConfig) -> Path:
@@ -182,9 +188,11 @@ def _train_stage(cfg: ExperimentConfig, out: Path, log_path: Path, log: Any) -> 
            "hydra.sweep.subdir=${task}/seed${seed}", f"num_threads={cfg.train_threads}", *_common(cfg),
            *cfg.train_overrides]
     run_stages([cmd], [log_path], "training stage", env=stage_env(), cwd=ROOT)
-    ckpts = checkpoints(train_dir)
-    if len(ckpts) < n_train:
-        raise RuntimeError(f"training wrote {len(ckpts)} checkpoints, expected {n_train}")
+    ckpts = checkpoints(train_dir, cfg)
+    missing = [str(p) for p in ckpts if not p.is_file()]
+    if missing:
+        raise RuntimeError(f"training wrote {n_train - len(missing)} of {n_train} checkpoints; missing: "
+                           f"{', '.join(missing)}")
     return ckpts
 
 

@@ -69,14 +69,18 @@ from tdmpc.logger import flatten
 POST_PRUNE_FILE = "post_prune.json"  # the return right after pruning, before fine-tuning (kept on resume)
 
 
-def _dense_return(checkpoint: Path) -> float | None:
-    """Final eval return of the training run that wrote ``checkpoint`` (its ``eval.csv``), if present."""
+def _dense_return(checkpoint: Path, env_step: int | None = None) -> float | None:
+    """Last eval return of the training run that wrote ``checkpoint`` (its ``eval.csv``), if present, at or
+    before the checkpoint's ``env_step`` (a run killed after its last checkpoint may have logged later
+    evaluations, of weights the checkpoint does not hold)."""
     path = checkpoint.parent / "eval.csv"
     if not path.is_file():
         return None
     import pandas as pd
 
     evals = pd.read_csv(path)
+    if env_step is not None and "env_step" in evals:
+        evals = evals[evals["env_step"] <= env_step]
     return float(evals["return_mean"].iloc[-1]) if len(evals) else None
 
 
@@ -285,7 +289,7 @@ def _result(job: PruneJobConfig, t: Any, src: _Source, dense: _Dense, config_dic
         "task": t.cfg.task, "seed": job.seed, "train_seed": src.config.get("seed"),
         "model_size": t.cfg.model_size, "metric": job.metric, "ratio": job.ratio, "scope": job.scope,
         "prune_latent": job.prune_latent, "finetune_steps": job.finetune_steps,
-        "dense_return": _dense_return(src.path),
+        "dense_return": _dense_return(src.path, src.env_steps),
         "return_mean": ev["return_mean"], "return_std": ev["return_std"], "eval_episodes": ev["episodes"],
         "params": counts["total"], "params_dense": dense.params, "params_by_component": counts,
         "flops_policy": policy_action_flops(model), "flops_plan": flops, "flops_plan_dense": dense.flops_plan,
