@@ -10,8 +10,8 @@ from the snapshots it holds since its checkpoint (earlier rows stay in the file 
 from __future__ import annotations
 
 import os
+import secrets
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -63,8 +63,8 @@ def write_atomic(table, path: Path) -> None:
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # a fresh unique name, not tempfile.mkstemp: its mode 0600 would survive os.replace (tdmpc/temp_file.py)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
     try:
         pq.write_table(table, tmp)
         os.replace(tmp, path)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from tdmpc.temp_file import temp_beside
 
 CHECKPOINT_FORMAT = "ca-prune/tdmpc-checkpoint/v1"
 
@@ -27,9 +28,9 @@ def save_atomic(obj: dict, path: str | Path) -> Path:
     """``torch.save`` to ``path`` through a temp file + rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = temp_beside(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())

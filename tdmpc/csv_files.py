@@ -12,15 +12,16 @@ import csv
 import io
 import math
 import os
-import tempfile
 from pathlib import Path
+
+from tdmpc.temp_file import temp_beside
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = temp_beside(path)
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(tmp, "x") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:

@@ -270,3 +270,24 @@ def test_a_failing_training_job_does_not_stop_the_multirun(tmp_path):
     assert info["error"] == "ConfigError" and "did you mean 'cartpole-swingup'" in info["message"]
     assert (sweep / "cartpole-swingup" / "checkpoint.pt").is_file()
     assert pd.read_csv(sweep / "cartpole-swingup" / "eval.csv")["env_step"].tolist() == [1000]
+
+
+def test_atomically_written_files_get_the_umasks_permissions_not_0600(tmp_path):
+    """A group on a shared cluster can read the checkpoints, logs and importance files (tempfile.mkstemp's
+    mode 0600 used to survive the rename)."""
+    import pyarrow as pa
+
+    from pruning.snapshot_file import write_atomic
+    from tdmpc.checkpoint import save_atomic
+    from tdmpc.csv_files import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        save_atomic({"x": 1}, tmp_path / "checkpoint.pt")
+        atomic_write_text(tmp_path / "eval.csv", "a\n1\n")
+        write_atomic(pa.table({"a": [1]}), tmp_path / "importance.parquet")
+    finally:
+        os.umask(old)
+    for name in ("checkpoint.pt", "eval.csv", "importance.parquet"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o640, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "eval.csv", "importance.parquet"]
