@@ -16,6 +16,8 @@ which is exactly the PyTorch planner's "no warm start") and the planner's random
 ``numpy.random.Generator`` seeded at :meth:`Controller.load` / :meth:`Controller.reset` (standard normal,
 uniform [0, 1) and Q-member pairs, shapes and kinds from ``controller.json``'s ``planner_inputs``).
 ``mode="policy"`` runs ``policy.onnx``: the policy prior's deterministic action, no state, no noise.
+Without a ``mode`` a controller acts as its PyTorch agent did: ``plan`` when the checkpoint planned
+(``controller.json``'s ``planner.mpc``), else ``policy`` (:func:`default_mode`).
 
 Given the same observation, warm start and noise (:attr:`Controller.last_inputs` holds the inputs of the
 last planning call) the exported planner returns the PyTorch planner's action to float rounding; the
@@ -61,6 +63,11 @@ def session_options(num_threads: int) -> ort.SessionOptions:
     return options
 
 
+def default_mode(spec: dict) -> str:
+    """How the exported agent acted: ``plan`` if its checkpoint planned (``planner.mpc``), else ``policy``."""
+    return "plan" if spec.get("planner", {}).get("mpc", True) else "policy"
+
+
 def draw_input(spec: dict, rng: np.random.Generator) -> np.ndarray:
     """One random planner input of ``spec`` (an entry of ``controller.json``'s ``planner_inputs``)."""
     shape, kind = tuple(spec["shape"]), spec["distribution"]
@@ -77,9 +84,11 @@ def draw_input(spec: dict, rng: np.random.Generator) -> np.ndarray:
 class Controller:
     """An exported TD-MPC controller: :meth:`load`, :meth:`reset`, :meth:`act` (see the module docstring)."""
 
-    def __init__(self, spec: dict, policy, planner, mode: str = "plan", seed: int = 0):
+    def __init__(self, spec: dict, policy, planner, mode: str | None = None, seed: int = 0):
         """``policy`` / ``planner``: sessions with ``run(output_names, inputs)`` (onnxruntime's, or
-        :class:`pruning.deploy_pt2.Pt2Session`); ``planner`` is ``None`` in ``policy`` mode."""
+        :class:`pruning.deploy_pt2.Pt2Session`); ``planner`` is ``None`` in ``policy`` mode; ``mode``
+        ``None``: :func:`default_mode`."""
+        mode = default_mode(spec) if mode is None else mode
         if mode not in MODES:
             raise DeployError(f"mode must be one of {'|'.join(MODES)}, got {mode!r}")
         self.spec, self.mode, self.seed = spec, mode, seed
@@ -94,9 +103,9 @@ class Controller:
         self.reset()
 
     @classmethod
-    def load(cls, directory: str | Path, mode: str = "plan", seed: int = 0, num_threads: int = 1) -> Controller:
+    def load(cls, directory: str | Path, mode: str | None = None, seed: int = 0, num_threads: int = 1) -> Controller:
         """Load ``controller.json`` and the graphs it names in ``directory`` (ONNX, or ``.pt2`` packages; the
-        planner only for ``plan``)."""
+        planner only for ``plan``); ``mode`` ``None``: as the PyTorch agent acted (:func:`default_mode`)."""
         directory = Path(directory)
         path = directory / "controller.json"
         if not path.is_file():
@@ -104,6 +113,7 @@ class Controller:
         spec = json.loads(path.read_text())
         if spec.get("format") != CONTROLLER_FORMAT:
             raise DeployError(f"{path} is not a {CONTROLLER_FORMAT} file (found format {spec.get('format')!r})")
+        mode = default_mode(spec) if mode is None else mode
         if mode not in MODES:
             raise DeployError(f"mode must be one of {'|'.join(MODES)}, got {mode!r}")
         policy = _session(directory / spec["files"]["policy"], num_threads, spec["policy_inputs"],

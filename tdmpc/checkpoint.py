@@ -8,6 +8,8 @@ and numbers are unpickled, so a checkpoint handed in by a user cannot execute co
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import random
 from pathlib import Path
@@ -44,14 +46,39 @@ def save_atomic(obj: dict, path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path, expected_format: str = CHECKPOINT_FORMAT) -> dict:
     """Load a checkpoint safely (``weights_only=True``), with one-line errors for every failure."""
+    path = _existing(path)
+    return _checked(_torch_load(path, path), path, expected_format)
+
+
+def read_checkpoint(path: str | Path, expected_format: str = CHECKPOINT_FORMAT) -> tuple[dict, str]:
+    """``(state, sha256)`` of a checkpoint from **one read** of its bytes, as :func:`load_checkpoint`: the hex
+    sha256 names exactly the bytes the state was loaded from, even if the file is replaced meanwhile (a
+    training run writing its next checkpoint). The bytes are held in memory while loading: for exports and
+    checks that record the hash, not for resuming a run."""
+    path = _existing(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from err
+    return _checked(_torch_load(io.BytesIO(data), path), path, expected_format), hashlib.sha256(data).hexdigest()
+
+
+def _existing(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def _torch_load(source: Path | io.BytesIO, path: Path) -> object:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, foreign pickle, truncated write by another tool ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: {first}") from err
+
+
+def _checked(state: object, path: Path, expected_format: str) -> dict:
     if not isinstance(state, dict) or state.get("format") != expected_format:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a {expected_format} checkpoint (found format {found!r})")

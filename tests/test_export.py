@@ -19,6 +19,7 @@ import pytest
 import torch
 from conftest import tiny_cfg
 
+from pruning.config import PruningConfigError
 from pruning.deploy import Controller
 from pruning.study.export import load_agent, run_export_cli, write_controller
 from tdmpc.agent import TDMPC
@@ -58,8 +59,21 @@ def exported(request, tmp_path_factory):
     the agent that was exported: exporting must leave it usable (tracing must not leave fake tensors in it)."""
     root = tmp_path_factory.mktemp(request.param)
     ckpt = _checkpoint(root / "checkpoint.pt", pruned=request.param == "pruned")
-    agent, cfg, env_spec = load_agent(ckpt)
-    return ckpt, write_controller(agent, cfg, env_spec, root / "export", checkpoint=ckpt), agent
+    agent, cfg, env_spec, digest = load_agent(ckpt)
+    out = write_controller(agent, cfg, env_spec, root / "export", checkpoint=ckpt, checkpoint_sha256=digest)
+    return ckpt, out, agent
+
+
+def _replace_checkpoint(path: Path) -> None:
+    """Overwrite ``path`` with another checkpoint (every weight + 1), as a training run writing its next one."""
+    from tdmpc.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    with torch.no_grad():
+        for v in state["agent"]["model"].values():
+            if v.is_floating_point():
+                v.add_(1.0)
+    save_atomic(state, path)
 
 
 def _noise(inputs: dict[str, np.ndarray]) -> PlanNoise:
@@ -225,13 +239,27 @@ def test_missing_checkpoint_and_unknown_key_are_one_line_exit_2(tmp_path):
 @pytest.mark.parametrize("override, line", [
     ({"format": "tflite"}, "error: invalid config: format='tflite'; allowed: onnx|pt2"),
     ({"episodes": 0}, "error: invalid config: episodes=0; allowed: an integer >= 1"),
-    ({"mode": "mpc"}, "error: invalid config: mode='mpc'; allowed: plan|policy"),
+    ({"mode": "mpc"}, "error: invalid config: mode='mpc'; allowed: null|plan|policy"),
 ])
 def test_bad_settings_exit_2_with_one_line(tmp_path, capsys, override, line):
     with pytest.raises(SystemExit) as exit_info:
         run_export_cli({"checkpoint": str(tmp_path / "checkpoint.pt"), **override})
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+def test_a_controller_acts_as_its_agent_did_unless_told_otherwise(tmp_path):
+    from pruning.study.deploy_check import run_check
+
+    ckpt = _checkpoint(tmp_path / "checkpoint.pt", pruned=False, planner__mpc=False)  # acts with its policy
+    agent, cfg, env_spec, digest = load_agent(ckpt)
+    out = write_controller(agent, cfg, env_spec, tmp_path / "out", checkpoint=ckpt, checkpoint_sha256=digest)
+    ctrl = Controller.load(out)
+    assert ctrl.mode == "policy" and ctrl.planner_session is None
+    assert Controller.load(out, mode="plan").mode == "plan"  # asked for explicitly: the planner graph runs
+    with pytest.raises(PruningConfigError, match="mode='plan'; allowed: policy .the checkpoint's agent does not plan"):
+        run_check(ckpt, out, episodes=1, mode="plan", max_episode_steps=8)
+    assert run_check(ckpt, out, episodes=1, max_episode_steps=8)["summary"]["max_action_diff"] < TOL
 
 
 def test_plan_noise_replays_a_plan_whatever_the_global_rng():
@@ -254,8 +282,9 @@ def test_pt2_export_plans_and_acts_like_the_torch_agent(tmp_path):
     # one planner iteration over a horizon of 2: AOTInductor compiles C++ per kernel, and the unrolled graph's size
     # sets the compile time (the arithmetic is that of the ONNX tests above)
     ckpt = _checkpoint(tmp_path / "checkpoint.pt", pruned=True, planner__iterations=1, planner__horizon=2)
-    agent, cfg, env_spec = load_agent(ckpt)
-    out = write_controller(agent, cfg, env_spec, tmp_path / "pt2", checkpoint=ckpt, fmt="pt2")
+    agent, cfg, env_spec, digest = load_agent(ckpt)
+    out = write_controller(agent, cfg, env_spec, tmp_path / "pt2", checkpoint=ckpt, fmt="pt2",
+                           checkpoint_sha256=digest)
     spec = json.loads((out / "controller.json").read_text())
     assert spec["files"] == {"policy": "policy.pt2", "planner": "planner.pt2"} and spec["artifact_format"] == "pt2"
     assert spec["exports"]["planner"]["exporter"] == "aoti"
@@ -264,3 +293,110 @@ def test_pt2_export_plans_and_acts_like_the_torch_agent(tmp_path):
     for step in range(3):
         _plans_like_torch(ctrl, agent, rng.standard_normal(4).astype(np.float32), step)
     _acts_like_the_policy_mean(Controller.load(out, mode="policy"), agent, 3)
+
+
+SMALL_PLANNER = {"planner__iterations": 1, "planner__horizon": 1}  # a small planner graph: a fast export
+
+
+def test_recorded_sha256_is_of_the_bytes_whose_weights_were_exported(tmp_path, monkeypatch):
+    """The checkpoint is replaced while the graphs are exported (a live training run writing its next one):
+    controller.json names the bytes the exported weights came from, not the file as it is afterwards."""
+    import pruning.study.export as export
+
+    ckpt = _checkpoint(tmp_path / "checkpoint.pt", pruned=False, **SMALL_PLANNER)
+    original = tmp_path / "original.pt"
+    original.write_bytes(ckpt.read_bytes())
+    export_graph = export.export_graph
+
+    def export_then_replace(*args, **kwargs):
+        info = export_graph(*args, **kwargs)
+        if ckpt.read_bytes() == original.read_bytes():
+            _replace_checkpoint(ckpt)
+        return info
+
+    monkeypatch.setattr(export, "export_graph", export_then_replace)
+    out = export.export_controller(ckpt, tmp_path / "out")
+    recorded = json.loads((out / "controller.json").read_text())["checkpoint_sha256"]
+    assert recorded == hashlib.sha256(original.read_bytes()).hexdigest()
+    assert recorded != hashlib.sha256(ckpt.read_bytes()).hexdigest()  # the file was replaced meanwhile
+    _acts_like_the_policy_mean(Controller.load(out, mode="policy"), load_agent(original)[0], 5)
+
+
+def test_check_records_the_sha256_of_the_checkpoint_it_loaded(exported, tmp_path, monkeypatch):
+    """The checkpoint is replaced during the check's episodes: check.json names the bytes the agent came from."""
+    import shutil
+
+    from pruning.study import deploy_check
+
+    ckpt = Path(shutil.copy(exported[0], tmp_path / "checkpoint.pt"))
+    out = shutil.copytree(exported[1], tmp_path / "export")
+    loaded = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    torch_episode = deploy_check._torch_episode
+
+    def episode_then_replace(*args, **kwargs):
+        row = torch_episode(*args, **kwargs)
+        _replace_checkpoint(ckpt)
+        return row
+
+    monkeypatch.setattr(deploy_check, "_torch_episode", episode_then_replace)
+    result = deploy_check.run_check(ckpt, out, episodes=1, seed=3, mode="policy", max_episode_steps=8)
+    assert result["checkpoint_sha256"] == loaded != hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+
+def test_failed_reexport_leaves_the_previous_controller_intact(tmp_path, monkeypatch):
+    """A re-export into a folder holding a controller fails at the planner, as ONNX and as pt2 packages: the
+    folder still holds the previous controller's files, unchanged, and nothing else. A successful re-export
+    then replaces all three."""
+    import pruning.study.export as export
+
+    first = _checkpoint(tmp_path / "a.pt", pruned=False, **SMALL_PLANNER)
+    second = _checkpoint(tmp_path / "b.pt", pruned=True, **SMALL_PLANNER)
+    out = export.export_controller(first, tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["controller.json", "planner.onnx", "policy.onnx"]
+
+    def fail_at_the_planner(write):
+        def wrapped(module, args, path, *rest, **kwargs):
+            if path.name.startswith("planner"):
+                raise RuntimeError("planner export failed (simulated)")
+            return write(module, args, path, *rest, **kwargs)
+        return wrapped
+
+    def fake_pt2(module, args, path):  # no minutes of compiling: a file in the package's place is enough here
+        path.write_bytes(b"not a package")
+        return {"exporter": "aoti", "compile_s": 0.0}
+
+    with monkeypatch.context() as m:
+        m.setattr(export, "export_graph", fail_at_the_planner(export.export_graph))
+        m.setattr(export, "export_pt2", fail_at_the_planner(fake_pt2))
+        for fmt in ("onnx", "pt2"):
+            with pytest.raises(RuntimeError, match="simulated"):
+                export.export_controller(second, out, fmt=fmt)
+            assert {p.name: p.read_bytes() for p in out.iterdir()} == before, fmt
+    _acts_like_the_policy_mean(Controller.load(out, mode="policy"), load_agent(first)[0], 3)
+
+    export.export_controller(second, out)
+    assert sorted(p.name for p in out.iterdir()) == ["controller.json", "planner.onnx", "policy.onnx"]
+    assert json.loads((out / "controller.json").read_text())["checkpoint"] == str(second)
+    _acts_like_the_policy_mean(Controller.load(out, mode="policy"), load_agent(second)[0], 3)
+
+
+def test_checkpoint_trained_with_online_wandb_exports_without_a_wandb_key(tmp_path, monkeypatch):
+    """The stored logger settings are not validated again: logger.wandb.mode=online needs a W&B API key to
+    train, not to export the checkpoint on another machine."""
+    from pruning.study.export import export_controller
+    from tdmpc import wandb_mode
+    from tdmpc.checkpoint import load_checkpoint
+    from tdmpc.config import ConfigError, TrainConfig, from_dict, validate
+
+    ckpt = _checkpoint(tmp_path / "checkpoint.pt", pruned=False, **SMALL_PLANNER)
+    state = load_checkpoint(ckpt)
+    state["config"]["logger"]["wandb"]["mode"] = "online"
+    save_atomic(state, ckpt)
+    monkeypatch.setattr(wandb_mode, "wandb_api_key_configured", lambda: False)  # no key on this machine
+    with pytest.raises(ConfigError, match="logger.wandb.mode"):  # what validating the stored logger would raise
+        validate(from_dict(TrainConfig, state["config"]))
+    out = export_controller(ckpt, tmp_path / "out")
+    assert json.loads((out / "controller.json").read_text())["checkpoint_sha256"] == \
+        hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert Controller.load(out).act(np.zeros(4, np.float32)).shape == (2,)

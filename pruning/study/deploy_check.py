@@ -124,15 +124,23 @@ def _print_table(rows: list[dict], summary: dict, mode: str) -> None:
 
 
 def run_check(checkpoint: str | Path, controller_dir: str | Path, episodes: int = 3, seed: int = 1,
-              mode: str = "plan", max_episode_steps: int = 1000, num_threads: int = 1) -> dict:
-    """Run the check (module docstring), print the table, write ``check.json``; returns its content."""
+              mode: str | None = None, max_episode_steps: int = 1000, num_threads: int = 1) -> dict:
+    """Run the check (module docstring), print the table, write ``check.json``; returns its content.
+
+    ``mode`` ``None``: as the checkpoint's agent acts (``plan`` if ``planner.mpc``, else ``policy``); ``plan``
+    for an agent that does not plan raises :class:`pruning.config.PruningConfigError` (the PyTorch side would
+    act with its policy, so the comparison would be meaningless)."""
+    from pruning.config import require
     from pruning.deploy import Controller
-    from pruning.study.export import load_agent, sha256
+    from pruning.study.export import load_agent
     from tdmpc.envs import make_env
 
     torch.set_num_threads(num_threads)
     controller_dir = Path(controller_dir)
-    agent, cfg, _ = load_agent(checkpoint)
+    agent, cfg, _, checkpoint_sha256 = load_agent(checkpoint)  # the hash of the bytes the agent came from
+    mode = ("plan" if cfg.planner.mpc else "policy") if mode is None else mode
+    require(mode == "policy" or cfg.planner.mpc, "mode", mode,
+            "policy (the checkpoint's agent does not plan: planner.mpc=false)")
     ctrl = Controller.load(controller_dir, mode=mode, seed=seed, num_threads=num_threads)
     env = make_env(cfg.task, seed, cfg.action_repeat, max_episode_steps)
     rows = []
@@ -146,7 +154,7 @@ def run_check(checkpoint: str | Path, controller_dir: str | Path, episodes: int 
     result = {"task": cfg.task, "mode": mode, "action_repeat": env.action_repeat,
               "max_episode_steps": max_episode_steps, "num_threads": num_threads, "action_tol": ACTION_TOL,
               "episodes": rows, "summary": summary, "controller_dir": str(controller_dir),
-              "checkpoint": str(checkpoint), "checkpoint_sha256": sha256(checkpoint),
+              "checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_sha256,
               "load_average": list(os.getloadavg()), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (controller_dir / CHECK_FILE).write_text(json.dumps(result, indent=2) + "\n")
     print(f"[check] -> {controller_dir / CHECK_FILE}", flush=True)

@@ -23,7 +23,13 @@ takes a minute or two per graph. :class:`pruning.deploy.Controller` loads either
   trajectories' values are closer than that rounding and the elite order flips, see ``docs/deploy.md``).
 - ``controller.json``: widths, observation and action specs (actions are in [-1, 1], mapped linearly to
   ``action_low .. action_high`` by the env), planner settings, input shapes and distributions, task,
-  action repeat, the source checkpoint's sha256 and the git commit.
+  action repeat, the source checkpoint's sha256 (of the bytes the exported weights were loaded from) and
+  the git commit.
+
+The files are written into a temporary folder inside the output folder and moved into place only once
+every one of them is written: a failed export leaves an existing controller there as it was, and the
+folder holds no ``controller.json`` while its graphs are being replaced, so it never loads with the files
+of two exports.
 
 The graphs are :class:`PolicyGraph` and :class:`PlanGraph`, ``nn.Module`` wrappers of the world model
 that run the planner's arithmetic with the noise as arguments; they are exported with
@@ -36,6 +42,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,27 +78,31 @@ def task_spec(task: str, action_repeat: int | None) -> dict:
     return spec
 
 
-def load_agent(checkpoint: str | Path) -> tuple[Any, Any, dict]:
-    """``(agent, train_cfg, env_spec)`` of a training or prune-job checkpoint, on the CPU, in eval mode.
+def load_agent(checkpoint: str | Path) -> tuple[Any, Any, dict, str]:
+    """``(agent, train_cfg, env_spec, sha256)`` of a training or prune-job checkpoint: the agent on the CPU,
+    in eval mode, and the hex sha256 of the very bytes it was loaded from
+    (:func:`tdmpc.checkpoint.read_checkpoint`).
 
     The agent is a fresh ``tdmpc.agent.TDMPC`` resized to the stored (possibly pruned) widths
     (:func:`pruning.serialize.resize_to_state_dict`) with the stored model weights; optimiser state is
-    not loaded. ``env_spec`` holds ``obs_dim``, ``action_dim``, ``action_low``, ``action_high`` and
-    ``episode_length`` of the task. Raises ``tdmpc.checkpoint.CheckpointError`` (one line) for a missing,
-    corrupt or foreign file.
+    not loaded. The stored training config is validated again without its device, compile and logger
+    settings (they do not shape the agent; an ``online`` W&B logger would need an API key here).
+    ``env_spec`` holds ``obs_dim``, ``action_dim``, ``action_low``, ``action_high`` and ``episode_length``
+    of the task. Raises ``tdmpc.checkpoint.CheckpointError`` (one line) for a missing, corrupt or foreign file.
     """
     from tdmpc.agent import TDMPC
-    from tdmpc.checkpoint import CheckpointError, load_checkpoint
+    from tdmpc.checkpoint import CheckpointError, read_checkpoint
     from tdmpc.config import TrainConfig, from_dict, validate
 
     path = Path(checkpoint).expanduser()
-    state = load_checkpoint(path)
+    state, digest = read_checkpoint(path)
     saved = state.get("config")
     if not isinstance(saved, dict) or "agent" not in state or "model" not in state["agent"]:
         raise CheckpointError(f"{path} is not a TD-MPC training checkpoint (no config/agent)")
     # A prune job's config adds keys ("prune", "trained_env_steps") to the training config: keep its fields.
+    # The logger settings (W&B) are dropped, device and compile overridden: none of them shapes the agent.
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg_dict = {k: v for k, v in saved.items() if k in fields and k != "pruning"}
+    cfg_dict = {k: v for k, v in saved.items() if k in fields and k not in ("pruning", "logger")}
     cfg_dict.update(device="cpu", compile=False)
     cfg = validate(from_dict(TrainConfig, cfg_dict))
     env_spec = task_spec(cfg.task, cfg.action_repeat)
@@ -98,14 +111,7 @@ def load_agent(checkpoint: str | Path) -> tuple[Any, Any, dict]:
         agent.build_optimizers()
     agent.model.load_state_dict(state["agent"]["model"])
     agent.model.eval()
-    return agent, cfg, env_spec
-
-
-def sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes (``tdmpc.run_dir.file_sha256``)."""
-    from tdmpc.run_dir import file_sha256
-
-    return file_sha256(path)
+    return agent, cfg, env_spec, digest
 
 
 # ------------------------------------------------------------------------------------------ export
@@ -205,8 +211,9 @@ def export_pt2(module: nn.Module, args: tuple, path: Path) -> dict:
 
 
 def controller_spec(agent: Any, cfg: Any, env_spec: dict, checkpoint: Path | None, exports: dict,
-                    fmt: str = "onnx") -> dict:
-    """The content of ``controller.json`` (see the module docstring); ``checkpoint`` may be ``None``."""
+                    fmt: str = "onnx", checkpoint_sha256: str | None = None) -> dict:
+    """The content of ``controller.json`` (see the module docstring); ``checkpoint`` and
+    ``checkpoint_sha256`` (the sha256 of the bytes the agent was loaded from) may be ``None``."""
     import onnx
 
     from pruning.study.provenance import git_commit
@@ -230,20 +237,34 @@ def controller_spec(agent: Any, cfg: Any, env_spec: dict, checkpoint: Path | Non
                             {"name": "mean", "shape": [p.horizon, env_spec["action_dim"]], "dtype": "float32"}],
         "noise": "passed in as inputs (pruning.deploy draws them with numpy); see docs/deploy.md",
         "exports": exports, "checkpoint": None if checkpoint is None else str(checkpoint),
-        "checkpoint_sha256": None if checkpoint is None else sha256(checkpoint),
+        "checkpoint_sha256": checkpoint_sha256,
         "git_commit": git_commit(), "torch": torch.__version__, "onnx": onnx.__version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
 
+def _fsync(path: Path) -> None:
+    """Flush a written file to disk (before it is renamed into place)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
 def write_controller(agent: Any, cfg: Any, env_spec: dict, out_dir: str | Path, exporter: str = "auto",
-                     checkpoint: Path | None = None, fmt: str = "onnx") -> Path:
+                     checkpoint: Path | None = None, fmt: str = "onnx",
+                     checkpoint_sha256: str | None = None) -> Path:
     """Export ``agent`` (a ``TDMPC`` in eval mode) into ``out_dir``: the policy and planner graphs in ``fmt``
     (``onnx``: ``policy.onnx``, ``planner.onnx``; ``pt2``: ``policy.pt2``, ``planner.pt2``) and
-    ``controller.json`` (``checkpoint``: the source file named and hashed there, ``None`` for an agent
-    built in memory). ``env_spec`` as returned by :func:`load_agent`. Returns ``out_dir``."""
+    ``controller.json`` (``checkpoint``, ``checkpoint_sha256``: the source file and the sha256 of the bytes
+    the agent was loaded from, as returned by :func:`load_agent`, named there; both ``None`` for an agent
+    built in memory). ``env_spec`` as returned by :func:`load_agent`. Returns ``out_dir``.
+
+    Every file is written into a temporary folder in ``out_dir`` first; only when all are written is an
+    existing ``controller.json`` removed, the graphs moved into place (``os.replace``) and ``controller.json``
+    moved in last. A failed export leaves the files of ``out_dir`` as they were."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if (checkpoint is None) != (checkpoint_sha256 is None):
+        raise ValueError("checkpoint and checkpoint_sha256 go together (both from load_agent, or both None)")
     from tdmpc.planner import PlanNoise
 
     out = Path(out_dir)
@@ -256,16 +277,26 @@ def write_controller(agent: Any, cfg: Any, env_spec: dict, out_dir: str | Path, 
     noise = PlanNoise.draw(cfg.planner, env_spec["action_dim"], len(model.qs), torch.Generator().manual_seed(0))
     inputs = plan_inputs(obs[0], None, noise)
     graph = PlanGraph(copy.deepcopy(agent.model).eval(), cfg.planner, agent.discount).eval()
-    if fmt == "pt2":
-        exports = {"policy": export_pt2(PolicyGraph(model).eval(), (obs,), out / policy_file),
-                   "planner": export_pt2(graph, tuple(inputs.values()), out / planner_file)}
-    else:
-        exports = {"policy": export_graph(PolicyGraph(model).eval(), (obs,), out / policy_file, ["obs"],
-                                          ["action"], exporter),
-                   "planner": export_graph(graph, tuple(inputs.values()), out / planner_file, list(inputs),
-                                           ["action", "mean"], exporter)}
-    spec = controller_spec(agent, cfg, env_spec, checkpoint, exports, fmt)
-    (out / CONTROLLER_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out))  # same folder: os.replace moves atomically
+    try:
+        if fmt == "pt2":
+            exports = {"policy": export_pt2(PolicyGraph(model).eval(), (obs,), tmp / policy_file),
+                       "planner": export_pt2(graph, tuple(inputs.values()), tmp / planner_file)}
+        else:
+            exports = {"policy": export_graph(PolicyGraph(model).eval(), (obs,), tmp / policy_file, ["obs"],
+                                              ["action"], exporter),
+                       "planner": export_graph(graph, tuple(inputs.values()), tmp / planner_file, list(inputs),
+                                               ["action", "mean"], exporter)}
+        spec = controller_spec(agent, cfg, env_spec, checkpoint, exports, fmt, checkpoint_sha256)
+        (tmp / CONTROLLER_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+        for name in (policy_file, planner_file, CONTROLLER_FILE):
+            _fsync(tmp / name)
+        # No controller.json while the graphs are replaced: the folder never loads with files of two exports.
+        (out / CONTROLLER_FILE).unlink(missing_ok=True)
+        for name in (policy_file, planner_file, CONTROLLER_FILE):  # controller.json last
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -274,9 +305,9 @@ def export_controller(checkpoint: str | Path, out_dir: str | Path | None = None,
     """Write the policy and planner graphs (in ``fmt``) and ``controller.json`` of ``checkpoint`` into
     ``out_dir`` (default: the checkpoint's folder); returns ``out_dir``."""
     checkpoint = Path(checkpoint).expanduser()
-    agent, cfg, env_spec = load_agent(checkpoint)
+    agent, cfg, env_spec, digest = load_agent(checkpoint)
     out = Path(out_dir) if out_dir is not None else checkpoint.parent
-    return write_controller(agent, cfg, env_spec, out, exporter, checkpoint, fmt)
+    return write_controller(agent, cfg, env_spec, out, exporter, checkpoint, fmt, digest)
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -293,7 +324,9 @@ class ExportConfig:
     check: bool = False  # after exporting, run the closed-loop check (pruning/study/deploy_check.py)
     episodes: int = 3  # episodes of the check, env seeds seed, seed + 1, ...
     seed: int = 1  # first env seed of the check (also seeds the controllers' noise)
-    mode: str = "plan"  # what the check runs: plan (planner.onnx vs MPPI) | policy (policy.onnx vs policy prior)
+    # what the check runs: plan (planner.onnx vs MPPI) | policy (policy.onnx vs policy prior); null: as the
+    # checkpoint's agent acts (plan if its planner.mpc, else policy)
+    mode: str | None = None
     max_episode_steps: int = 1000  # env steps per episode of the check
     num_threads: int = 1  # onnxruntime and torch threads during the check
 
@@ -308,7 +341,7 @@ def validate_export(cfg: ExportConfig) -> ExportConfig:
     require(isinstance(cfg.check, bool), "check", cfg.check, "true|false")
     require(isinstance(cfg.episodes, int) and cfg.episodes >= 1, "episodes", cfg.episodes, "an integer >= 1")
     require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
-    require(cfg.mode in ("plan", "policy"), "mode", cfg.mode, "plan|policy")
+    require(cfg.mode in (None, "plan", "policy"), "mode", cfg.mode, "null|plan|policy")
     require(isinstance(cfg.max_episode_steps, int) and cfg.max_episode_steps >= 1, "max_episode_steps",
             cfg.max_episode_steps, "an integer >= 1")
     require(isinstance(cfg.num_threads, int) and cfg.num_threads >= 1, "num_threads", cfg.num_threads,
@@ -350,6 +383,9 @@ def run_export_cli(cfg: Any) -> int:
     if job.check:
         from pruning.study.deploy_check import run_check
 
-        run_check(job.checkpoint, out, episodes=job.episodes, seed=job.seed, mode=job.mode,
-                  max_episode_steps=job.max_episode_steps, num_threads=job.num_threads)
+        try:
+            run_check(job.checkpoint, out, episodes=job.episodes, seed=job.seed, mode=job.mode,
+                      max_episode_steps=job.max_episode_steps, num_threads=job.num_threads)
+        except PruningConfigError as err:  # mode=plan for an agent that does not plan (the export stays)
+            fail(str(err))
     return 0
