@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -179,19 +180,41 @@ def _reopen_log_files(run_dir: Path) -> None:
                 h.release()
 
 
+#: Below a multirun's sweep dir: one file per failed job (``tdmpc.launcher.FailedJobsCallback`` reads them).
+FAILED_JOBS_DIR = ".failed_jobs"
+
+
 def record_failure(run_dir: str | Path, err: BaseException) -> Path:
-    """Write ``error.json`` (type, message, traceback) into ``run_dir``; returns its path."""
+    """Record a failed job of a multirun; returns the ``error.json`` written, else the marker.
+
+    ``error.json`` (type, message, traceback) goes into ``run_dir``, unless the job was refused that dir
+    (:class:`tdmpc.run_dir.RunDirError`: it belongs to another job, which would delete the file when it
+    succeeds). In every case a marker ``<sweep dir>/.failed_jobs/<unique>.json`` (run dir, type, message) is
+    written: :class:`tdmpc.launcher.FailedJobsCallback` reads these, so neither a run dir outside the sweep
+    dir nor an ``error.json`` removed by its dir's owner can hide the failure."""
     import json
+    import secrets
     import traceback
+
+    from hydra.core.hydra_config import HydraConfig
 
     from tdmpc.logger import atomic_write_text
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / ERROR_FILE
-    atomic_write_text(path, json.dumps({"error": type(err).__name__, "message": str(err),
-                                        "traceback": "".join(traceback.format_exception(err))}, indent=2) + "\n")
-    return path
+    info = {"run_dir": str(run_dir), "error": type(err).__name__, "message": str(err)}
+    path = None
+    if not isinstance(err, RunDirError):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / ERROR_FILE
+        atomic_write_text(path, json.dumps({**info, "traceback": "".join(traceback.format_exception(err))},
+                                           indent=2) + "\n")
+    if HydraConfig.initialized() and HydraConfig.get().sweep.dir:
+        marks = Path(str(HydraConfig.get().sweep.dir)) / FAILED_JOBS_DIR
+        marks.mkdir(parents=True, exist_ok=True)
+        marker = marks / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(4)}.json"
+        atomic_write_text(marker, json.dumps(info, indent=2) + "\n")
+        path = path or marker
+    return path if path is not None else run_dir
 
 
 def hydra_error_line(err: BaseException) -> str:

@@ -10,9 +10,9 @@ preset of the same folder (``defaults: [slurm]``) count as present.
 - :class:`LauncherPresetCheck`, a Hydra callback of ``conf/train.yaml`` and ``conf/prune.yaml``, checks the
   preset a multirun was started with (``hydra/launcher=NAME``, found in the config search path) before
   anything is submitted or written, and exits 2 with one line naming the file and the key.
-- :class:`FailedJobsCallback`, a Hydra callback of ``conf/train.yaml``: after a multirun in which some job
-  wrote ``error.json`` (``tdmpc.cli.run_train`` does, instead of stopping the sweep), lists those jobs and
-  exits 1.
+- :class:`FailedJobsCallback`, a Hydra callback of ``conf/train.yaml`` and ``conf/prune.yaml``: after a
+  multirun in which some job failed (``tdmpc.cli.record_failure`` records it instead of stopping the sweep),
+  lists those jobs and exits 1.
 """
 
 from __future__ import annotations
@@ -122,7 +122,9 @@ class LauncherPresetCheck(Callback):
 
 
 class FailedJobsCallback(Callback):
-    """Exit 1 after a multirun in which some job wrote ``error.json`` in this sweep (listing them)."""
+    """Exit 1 after a multirun in which some job failed, listing them: the markers failed jobs wrote below the
+    sweep dir (``.failed_jobs/*.json``, :func:`tdmpc.cli.record_failure`; they name run dirs anywhere) and any
+    ``error.json`` written below the sweep dir during the sweep."""
 
     def __init__(self, error_file: str = "error.json") -> None:
         self.error_file = error_file
@@ -131,18 +133,29 @@ class FailedJobsCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.start = time.time() - 1.0
 
+    def failures(self, sweep_dir: Path) -> dict[str, str]:
+        """``{run dir: "error: message"}`` of the jobs of this sweep that failed (see the class doc)."""
+        from tdmpc.cli import FAILED_JOBS_DIR
+
+        out: dict[str, str] = {}
+        recent = [p for p in (*sweep_dir.glob(f"{FAILED_JOBS_DIR}/*.json"), *sweep_dir.rglob(self.error_file))
+                  if p.stat().st_mtime >= self.start]
+        for path in sorted(recent):
+            try:
+                info = json.loads(path.read_text())
+                run_dir = str(info.get("run_dir") or path.parent)
+                msg = f"{info.get('error')}: {info.get('message')}"
+            except (OSError, ValueError, AttributeError):
+                run_dir, msg = str(path.parent), f"unreadable {path.name}"
+            out.setdefault(run_dir, msg)
+        return out
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        failed = sorted(p for p in sweep_dir.rglob(self.error_file) if p.stat().st_mtime >= self.start)
+        failed = self.failures(Path(str(config.hydra.sweep.dir)))
         if not failed:
             return
         print(f"error: {len(failed)} job(s) of the sweep failed (the others completed):", file=sys.stderr)
-        for path in failed:
-            try:
-                info = json.loads(path.read_text())
-                msg = f"{info.get('error')}: {info.get('message')}"
-            except (OSError, ValueError):
-                msg = "unreadable error.json"
-            print(f"  {path.parent}: {msg}", file=sys.stderr)
+        for run_dir, msg in failed.items():
+            print(f"  {run_dir}: {msg}", file=sys.stderr)
         sys.stderr.flush()
         sys.exit(1)

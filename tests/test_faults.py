@@ -272,6 +272,46 @@ def test_a_failing_training_job_does_not_stop_the_multirun(tmp_path):
     assert pd.read_csv(sweep / "cartpole-swingup" / "eval.csv")["env_step"].tolist() == [1000]
 
 
+def test_failed_jobs_with_run_dirs_outside_the_sweep_still_fail_the_multirun(tmp_path):
+    """Every job of this sweep fails at its config check, each recording error.json in a run dir outside the
+    sweep dir; the multirun must exit 1 listing both (it used to exit 0: only the sweep dir was searched)."""
+    sweep, outside = tmp_path / "sweep", tmp_path / "outside"
+    res = run_train_cli(["-m", *tiny_cli(steps=1000), "logger=disabled", f"hydra.sweep.dir={sweep}",
+                         f"run_dir={outside}/s${{seed}}", "seed=1,2", "pruning.metrics=[bogus]"], tmp_path)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "error: 2 job(s) of the sweep failed (the others completed):" in res.stderr
+    for seed in (1, 2):
+        assert f"  {outside}/s{seed}: " in res.stderr
+        assert json.loads((outside / f"s{seed}" / "error.json").read_text())["error"] == "ConfigError"
+    assert len(list((sweep / ".failed_jobs").glob("*.json"))) == 2
+
+
+def test_a_job_refused_its_run_dir_records_its_failure_outside_that_dir(tmp_path):
+    """A job whose claim was refused (the dir is another job's) must not write error.json there (the owner
+    deletes it when it succeeds, and the failure vanished): a marker below the sweep dir records it."""
+    from hydra.conf import HydraConf
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from tdmpc.cli import FAILED_JOBS_DIR, record_failure
+    from tdmpc.launcher import FailedJobsCallback
+
+    owned = tmp_path / "owned"
+    owned.mkdir()
+    cfg = OmegaConf.create({"hydra": OmegaConf.structured(HydraConf)})
+    cfg.hydra.sweep.dir = str(tmp_path / "sweep")
+    callback = FailedJobsCallback()
+    callback.start = time.time() - 1.0
+    HydraConfig.instance().set_config(cfg)
+    try:
+        marker = record_failure(owned, RunDirError("run dir in use by another live process"))
+    finally:
+        HydraConfig.instance().cfg = None
+    assert not (owned / "error.json").exists()
+    assert marker.parent == tmp_path / "sweep" / FAILED_JOBS_DIR
+    assert callback.failures(tmp_path / "sweep") == {str(owned): "RunDirError: run dir in use by another live process"}
+
+
 def test_atomically_written_files_get_the_umasks_permissions_not_0600(tmp_path):
     """A group on a shared cluster can read the checkpoints, logs and importance files (tempfile.mkstemp's
     mode 0600 used to survive the rename)."""

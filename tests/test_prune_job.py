@@ -210,3 +210,32 @@ def test_the_dense_return_is_the_last_evaluation_the_checkpoint_holds(tmp_path):
     ckpt = tmp_path / "checkpoint.pt"
     assert _dense_return(ckpt, 4000) == 300.0  # a killed run evaluated at 6000 after its checkpoint at 4000
     assert _dense_return(ckpt) == 50.0 and _dense_return(tmp_path / "none" / "checkpoint.pt", 4000) is None
+
+
+def test_a_sweep_over_checkpoints_that_would_share_run_dirs_is_refused_before_any_job(tmp_path):
+    from pruning.study.sweep import swept_checkpoints, tag_collisions
+
+    a, b = tmp_path / "expA/train/cartpole-swingup/seed1", tmp_path / "expB/train/cartpole-swingup/seed1"
+    paths = swept_checkpoints([f"checkpoint='{a}/checkpoint.pt',{b}/checkpoint.pt", "metric=l1"])
+    assert paths == [f"{a}/checkpoint.pt", f"{b}/checkpoint.pt"]
+    assert tag_collisions(paths) == [("cartpole-swingup_seed1", paths)]
+    assert tag_collisions([paths[0], paths[0]]) == [] and swept_checkpoints(["metric=l1"]) == []
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "prune.py"), "-m", f"checkpoint={a}/checkpoint.pt,"
+                           f"{b}/checkpoint.pt", f"hydra.sweep.dir={tmp_path}/sweep"], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, env={**os.environ, "MUJOCO_GL": "disable"})
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("error: invalid config: checkpoint=") and "cartpole-swingup_seed1" in proc.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_latency_threads_names_its_own_run_dir_and_the_timing_length_does_not():
+    import yaml
+
+    from pruning.study.prune_config import PruneJobConfig, job_identity_settings
+
+    excluded = yaml.safe_load((ROOT / "conf" / "prune.yaml").read_text())["hydra"]["job"]["config"][
+        "override_dirname"]["exclude_keys"]
+    assert "latency_threads" not in excluded and "latency_min_run_time" in excluded
+    base = job_identity_settings(PruneJobConfig())
+    assert job_identity_settings(PruneJobConfig(latency_threads=2)) != base  # two jobs, two results
+    assert job_identity_settings(PruneJobConfig(latency_min_run_time=0.02)) == base  # a shorter timing of the same

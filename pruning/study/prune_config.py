@@ -91,7 +91,8 @@ def validate_prune_job(cfg: PruneJobConfig) -> PruneJobConfig:
 
 #: PruneJobConfig keys that do not change a job's result (left out of its identity); the checkpoint enters
 #: the identity by the sha256 of its bytes (``source_sha256`` of the run dir's manifest), not by its path.
-_NOT_IDENTITY = ("checkpoint", "run_dir", "skip_completed", "logger", "num_threads", "device")
+#: latency_min_run_time only sets how long the latency is timed (its precision, like num_threads its speed).
+_NOT_IDENTITY = ("checkpoint", "run_dir", "skip_completed", "logger", "num_threads", "device", "latency_min_run_time")
 
 
 def job_identity_settings(job: PruneJobConfig) -> dict:
