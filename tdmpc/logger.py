@@ -233,14 +233,24 @@ class Logger:
             return self._start_wandb(config, wcfg, run_name)
 
     def _start_wandb(self, config: dict, wcfg: WandbConfig, run_name: str | None):
-        """Start (or, on resume, continue) the W&B run; its id is kept in ``run_dir/wandb_id.txt``."""
+        """Start (or, on resume, continue) the W&B run; its id is kept in ``run_dir/wandb_id.txt``.
+
+        Online, a resumed run continues the same W&B run (``resume="allow"``). Offline runs cannot be resumed:
+        a second offline run under the same id is a second local folder, and ``wandb sync`` of both makes the
+        later replace the earlier's history (wandb issues #3841, #5865). So an offline resume starts a new
+        W&B run, tagged ``resumed_from:<previous id>`` and named ``<name> (resumed)``, in the same group:
+        each part uploads as its own run and nothing is overwritten."""
         import wandb
 
         id_file = self.run_dir / "wandb_id.txt"
-        run_id = id_file.read_text().strip() if self.resume and id_file.is_file() else ""
-        run_id = run_id or _new_run_id()
+        previous = id_file.read_text().strip() if self.resume and id_file.is_file() else ""
+        continues = bool(previous) and self.mode != "offline"
+        run_id = previous if continues else _new_run_id()
         tags = [str(t) for t in wcfg.tags]
         tags += [f"{key}:{config[key]}" for key in TAG_KEYS if key in config]
+        if previous and not continues:
+            tags.append(f"resumed_from:{previous}")
+            run_name = f"{run_name or previous} (resumed)"
         wandb_dir = Path(wcfg.dir) if wcfg.dir else self.run_dir
         wandb_dir.mkdir(parents=True, exist_ok=True)
         run = wandb.init(
@@ -252,7 +262,7 @@ class Logger:
             config=flatten(config),
             name=run_name,
             id=run_id,
-            resume="allow" if self.resume else None,
+            resume="allow" if continues else None,
             mode=self.mode,
             dir=str(wandb_dir),
             reinit="finish_previous",

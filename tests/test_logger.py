@@ -267,8 +267,8 @@ def _offline_run_dirs(run_dir: Path, run_id: str) -> list[Path]:
     found = []
     for d in (run_dir / "wandb").glob("offline-run-*"):
         match = pattern.fullmatch(d.name)
-        assert match, f"offline run folder {d.name} is not of run {run_id}"
-        found.append((match[1], int(match[2] or 0), d))
+        if match:
+            found.append((match[1], int(match[2] or 0), d))
     return [d for *_, d in sorted(found)]
 
 
@@ -329,19 +329,21 @@ def test_wandb_offline_run_records_history_config_and_resume(tmp_path, wandb_env
     if (offline / "files" / "config.yaml").exists():
         assert "pruning.metric" in (offline / "files" / "config.yaml").read_text()
 
-    # Resume in the same run dir: same W&B run id, CSVs appended.
+    # Resume in the same run dir: CSVs appended; offline, a new W&B run that names the one it continues
+    # (a second offline run under the same id would replace the first's history when both are synced).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with Logger(run_dir, CONFIG, wcfg, resume=True) as logger:
-            assert logger.wandb_run.id == run_id
+        with Logger(run_dir, CONFIG, wcfg, resume=True, run_name="unit-run") as logger:
+            resumed_id = logger.wandb_run.id
             logger.truncate(2)
             logger.log("train", {"step": 2, "env_step": 4, "total_loss": 0.25})
-    assert (run_dir / "wandb_id.txt").read_text().strip() == run_id
-    offline_dirs = _offline_run_dirs(run_dir, run_id)
-    assert len(offline_dirs) == 2
-    resumed = [r for r in read_wandb_records(offline_dirs[1] / f"run-{run_id}.wandb")
+    assert resumed_id != run_id and (run_dir / "wandb_id.txt").read_text().strip() == resumed_id
+    assert _offline_run_dirs(run_dir, run_id) == [offline]  # the first part is untouched
+    [second] = _offline_run_dirs(run_dir, resumed_id)
+    resumed = [r for r in read_wandb_records(second / f"run-{resumed_id}.wandb")
                if r.WhichOneof("record_type") in ("run", "history")]
-    assert resumed[0].run.run_id == run_id
+    assert resumed[0].run.display_name == "unit-run (resumed)" and resumed[0].run.run_group == "sweep-a"
+    assert f"resumed_from:{run_id}" in resumed[0].run.tags
     assert [wandb_items(r.history.item)["train/total_loss"] for r in resumed[1:]] == [0.25]
     assert pd.read_csv(run_dir / "train.csv")["env_step"].tolist() == [0, 2, 4]
     assert pd.read_csv(run_dir / "eval.csv").empty
@@ -371,7 +373,7 @@ def test_a_damaged_wandb_folder_is_moved_aside_and_the_resumed_run_goes_on(tmp_p
         (run_dir / "wandb").write_text("not a folder")  # damaged: a file where the folder was
         capsys.readouterr()
         with Logger(run_dir, CONFIG, WandbConfig(mode="offline"), resume=True) as logger:
-            assert logger.mode == "offline" and logger.wandb_run.id == run_id  # the same W&B run, resumed
+            assert logger.mode == "offline" and f"resumed_from:{run_id}" in logger.wandb_run.tags  # continued
             logger.log("train", {"step": 1, "env_step": 2000, "total_loss": 0.5})
     [moved] = run_dir.glob("wandb.corrupt-*")
     assert moved.read_text() == "not a folder"  # kept, byte-identical
@@ -379,4 +381,4 @@ def test_a_damaged_wandb_folder_is_moved_aside_and_the_resumed_run_goes_on(tmp_p
     assert len(err) == 1 and err[0].startswith(f"warning: W&B could not resume from {run_dir / 'wandb'}")
     assert f"moved it aside to {moved.name}" in err[0]
     assert pd.read_csv(run_dir / "train.csv")["env_step"].tolist() == [1000, 2000]
-    assert (run_dir / "wandb").is_dir() and _offline_run_dirs(run_dir, run_id)
+    assert (run_dir / "wandb").is_dir() and list((run_dir / "wandb").glob("offline-run-*"))
