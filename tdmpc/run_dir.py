@@ -132,16 +132,28 @@ class Claim:
 
 
 def _lock(run_dir: Path) -> int:
-    """Open ``run.lock`` and take its exclusive flock, or raise :class:`RunDirError` naming the holder."""
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise RunDirError(f"run dir {run_dir} is in use by another live process ({holder}); wait for it to "
-                          f"finish or use another run dir") from None
-    return fd
+    """Open ``run.lock`` and take its exclusive flock, or raise :class:`RunDirError` naming the holder.
+
+    The lock taken must be on the file that is ``run_dir/run.lock`` *now*: between opening it and locking it,
+    another process may have moved the whole dir aside (``overwrite=true``) and claimed the path anew, and a
+    lock on the moved file would let two jobs own one dir. Then the new file is opened and locked instead."""
+    while True:
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirError(f"run dir {run_dir} is in use by another live process ({holder}); wait for it to "
+                              f"finish or use another run dir") from None
+        try:
+            current = os.stat(run_dir / LOCK)
+        except FileNotFoundError:
+            current = None
+        locked = os.fstat(fd)
+        if current is not None and (current.st_dev, current.st_ino) == (locked.st_dev, locked.st_ino):
+            return fd
+        os.close(fd)  # the dir was moved aside (or the lock file replaced) meanwhile: lock the new one
 
 
 def _write_holder(fd: int) -> None:

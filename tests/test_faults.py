@@ -57,6 +57,44 @@ def test_claim_writes_the_manifest_first_and_refuses_other_kinds_and_identities(
         claim(tmp_path / "file", "train", identity(settings))
 
 
+def test_a_claim_that_locked_a_moved_aside_lock_file_is_refused_not_a_second_owner(tmp_path, monkeypatch):
+    """C opens run.lock; B claims with overwrite=true (moves the dir aside, locks the new run.lock); then C
+    takes its flock, on the moved file. C must see that and be refused, not own the dir next to B."""
+    import fcntl
+    import threading
+
+    import tdmpc.run_dir as rd
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / MANIFEST).write_text(json.dumps({"kind": "train", "identity": "old"}))
+    opened, go = threading.Event(), threading.Event()
+    real_flock = fcntl.flock
+
+    def flock(fd, op):
+        if threading.current_thread().name == "C" and not opened.is_set():
+            opened.set()
+            go.wait()  # C has opened run.lock: B runs now
+        return real_flock(fd, op)
+    monkeypatch.setattr(rd.fcntl, "flock", flock)
+    result = {}
+
+    def c():
+        try:
+            result["C"] = claim(run, "train", "idC", overwrite=True)
+        except RunDirError as err:
+            result["C"] = err
+    thread = threading.Thread(target=c, name="C")
+    thread.start()
+    opened.wait()
+    b = claim(run, "train", "idB", overwrite=True)
+    go.set()
+    thread.join()
+    assert isinstance(result["C"], RunDirError) and "in use by another live process" in str(result["C"])
+    assert read_manifest(run)["identity"] == "idB" and b.moved_to is not None
+    b.release()
+
+
 def test_a_live_lock_refuses_and_a_dead_holders_lock_does_not(tmp_path):
     run = tmp_path / "d"
     ident = identity({"a": 1})
