@@ -193,6 +193,7 @@ def test_pareto_front_hand_example():
     # 0.5->5, 1->10, 2->12 (the 9 at equal cost is dominated), 3->11 dominated, 4->15.
     assert pareto_front(cost, value) == [5, 0, 2, 4]
     assert pareto_front([], []) == []
+    assert pareto_front([1.0, 2.0, 3.0], [np.nan, 5.0, 6.0]) == [1, 2]  # a NaN mean hides nothing
 
 
 @settings(max_examples=100, deadline=None)

@@ -163,3 +163,28 @@ def test_latency_setting_names_threads_and_clock():
     mixed = pd.DataFrame({"latency_threads": [1, 4], "latency_clock": ["thread", "wall"]})
     assert latency_setting(mixed) == "batch 1, 1 / 4 threads, thread / wall clock"
     assert latency_setting(pd.DataFrame({"x": [1]})) == "batch 1"  # results written before these fields
+
+
+def test_plots_keep_fine_tuning_lengths_apart_as_the_tables_do(tmp_path):
+    """fisher at ratio 0.5 after 0 and after 5 000 fine-tuning steps: two points and two files, each against
+    its own dense reference, not one pooled point (n = 4, 55 % retained)."""
+    from pruning.study.control_rate import control_rate_points, plot_control_rate
+    from pruning.study.plots import plot_pareto
+    from pruning.study.variants import comparable_sets
+
+    rows = [_result("l1", 0.0, s, r, finetune_steps=ft) for ft, rs in ((0, (800.0, 820.0)), (5000, (800.0, 820.0)))
+            for s, r in zip((1, 2), rs)]
+    rows += [_result("fisher", 0.5, s, r, finetune_steps=ft) for ft, r in ((0, 200.0), (5000, 700.0)) for s in (1, 2)]
+    results = pd.DataFrame(rows)
+    sets = list(comparable_sets(results))
+    assert [(title, suffix, len(jobs)) for _, title, suffix, jobs in sets] == [
+        ("cartpole-swingup (budget channels, scope global, 0 fine-tuning steps)", "_channels_global_ft0", 4),
+        ("cartpole-swingup (budget channels, scope global, 5000 fine-tuning steps)", "_channels_global_ft5000", 4)]
+    retained = [control_rate_points(jobs).set_index("metric").loc["fisher", "retained"] for *_, jobs in sets]
+    assert retained == pytest.approx([np.median([100 * 200 / 800, 100 * 200 / 820]),  # each against its own
+                                      np.median([100 * 700 / 800, 100 * 700 / 820])])  # fine-tuned dense
+    names = sorted(p.name for p in [*plot_pareto(results, tmp_path), *plot_control_rate(results, tmp_path)])
+    assert "control_rate_cartpole-swingup_channels_global_ft5000.png" in names
+    assert "pareto_flops_cartpole-swingup_channels_global_ft0.svg" in names and len(names) == 12
+    one = [r for r in rows if r["finetune_steps"] == 0]
+    assert [suffix for *_, suffix, _ in comparable_sets(pd.DataFrame(one))] == [""]  # one set: names as before

@@ -80,11 +80,17 @@ def control_rate_figure(points: pd.DataFrame, task: str, setting: str):
 
 
 def plot_control_rate(results: pd.DataFrame, out: Path) -> list[Path]:
-    """``control_rate_<task>.{png,svg,csv}`` per task with latencies; the CSV holds the plotted points."""
-    points = control_rate_points(results)
+    """``control_rate_<task>.{png,svg,csv}`` per task with latencies (``_<budget>_<scope>_ft<steps>`` added
+    where a task has jobs of several: :func:`pruning.study.variants.comparable_sets`); the CSV holds the
+    plotted points."""
+    from pruning.study.variants import comparable_sets
+
     paths: list[Path] = []
-    for task, p in points.groupby("task", sort=True):
-        p.to_csv(out / f"control_rate_{slug(task)}.csv", index=False)
-        fig = control_rate_figure(p, task, latency_setting(results[results["task"] == task]))
-        paths += save(fig, out, f"control_rate_{slug(task)}")
+    for task, title, suffix, jobs in comparable_sets(results):  # one per budget x scope x fine-tuning steps
+        p = control_rate_points(jobs)
+        if p.empty:
+            continue
+        p.to_csv(out / f"control_rate_{slug(task)}{suffix}.csv", index=False)
+        fig = control_rate_figure(p, title, latency_setting(jobs))
+        paths += save(fig, out, f"control_rate_{slug(task)}{suffix}")
     return paths

@@ -92,12 +92,14 @@ def pareto_front(cost: Sequence[float], value: Sequence[float]) -> list[int]:
     """Indices of the points no other point beats (lower-or-equal cost and higher value), by cost.
 
     Of points with equal cost only the first of the highest value is kept. Sort by (cost, -value); a point
-    is on the front iff its value exceeds the running maximum of the values before it.
+    is on the front iff its value exceeds the running maximum of the values before it. Points with a NaN
+    cost or value are never on it (and do not hide the others).
     """
     cost, value = np.asarray(cost, dtype=float), np.asarray(value, dtype=float)
-    if cost.size == 0:
+    finite = np.flatnonzero(np.isfinite(cost) & np.isfinite(value))
+    if finite.size == 0:
         return []
-    order = np.lexsort((-value, cost))
+    order = finite[np.lexsort((-value[finite], cost[finite]))]
     v = value[order]
     before = np.maximum.accumulate(np.concatenate([[-np.inf], v[:-1]]))
     return order[v > before].tolist()
@@ -155,11 +157,13 @@ def plot_pareto(results: pd.DataFrame, out: Path) -> list[Path]:
     timing repeats), the seed mean of each ratio with its std, one Pareto line per metric through the means
     it is not beaten on (no other mean of that metric has lower cost and higher return), dense as a star;
     legends give the runs (n) behind each mean."""
+    from pruning.study.variants import comparable_sets
+
     paths: list[Path] = []
-    for task, t in results.groupby("task", sort=True):
+    for task, title, suffix, t in comparable_sets(results):  # one figure per budget x scope x fine-tuning
         for col, scale, label, stem, iqr_col in PARETO_AXES:
             if iqr_col is not None:
                 label = f"{label[:-1]}; {latency_setting(t)})"
-            fig = pareto_figure(t, task, col, scale, label, iqr_col)
-            paths += save(fig, out, f"{stem}_{slug(task)}")
+            fig = pareto_figure(t, title, col, scale, label, iqr_col)
+            paths += save(fig, out, f"{stem}_{slug(task)}{suffix}")
     return paths

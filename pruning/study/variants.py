@@ -13,9 +13,13 @@ varies into the labels the report groups by:
   ``train``). Dense references (ratio 0) keep their metric: nothing is removed, so no setting applies.
 
 Where nothing varies (the usual sweep) nothing changes. :func:`base_metric` gives a label's metric name.
+:func:`comparable_sets` splits a task's jobs by budget, scope and fine-tuning steps for the plots (the
+tables and statistics group by them already).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pandas as pd
 
@@ -57,3 +61,26 @@ def label_variants(results: pd.DataFrame) -> pd.DataFrame:
                   for m, vals in zip(g["metric"], g[keys].itertuples(index=False))]
         df.loc[g.index, "metric"] = labels
     return df
+
+
+def comparable_sets(results: pd.DataFrame) -> Iterator[tuple[str, str, str, pd.DataFrame]]:
+    """``(task, title, file suffix, jobs)`` per task and per budget x scope x fine-tuning steps of its pruned
+    jobs, with the dense references (ratio 0) of the same fine-tuning steps. Where a task has one such set
+    the suffix is ``""`` and the title the task (file names as before); else the suffix is
+    ``_<budget>_<scope>_ft<steps>`` and the title names them, so that no plot pools jobs the tables keep
+    apart."""
+    from pruning.study.tables import with_budget
+
+    df = with_budget(results)
+    for task, t in df.groupby("task", sort=True):
+        pruned = t[t["ratio"] > 0]
+        sets = pruned[["budget", "scope", "finetune_steps"]].drop_duplicates().sort_values(
+            ["budget", "scope", "finetune_steps"])
+        if len(sets) <= 1:
+            yield task, task, "", t
+            continue
+        for budget, scope, steps in sets.itertuples(index=False):
+            mine = (t["ratio"] > 0) & (t["budget"] == budget) & (t["scope"] == scope) & (t["finetune_steps"] == steps)
+            dense = (t["ratio"] == 0) & (t["finetune_steps"] == steps)
+            yield (task, f"{task} (budget {budget}, scope {scope}, {steps:g} fine-tuning steps)",
+                   f"_{budget}_{scope}_ft{steps:g}", t[mine | dense])
