@@ -33,7 +33,9 @@ PLANNER_PRESETS: dict[str, dict[str, int]] = {
 # Settings a resumed run must share with the run it continues (they change the trajectory or the model):
 # a resume with another value is refused, naming them. Free to change on resume: steps, device,
 # buffer_device, num_threads, compile, eval_freq, eval_episodes, checkpoint_freq, resume, overwrite,
-# run_dir and logger. Sections (model, planner, optim, pruning) are fixed as a whole.
+# run_dir and logger. Sections (model, planner, optim, pruning) are fixed as a whole. A resume with the same
+# settings reproduces the uninterrupted run exactly; changing eval_freq, eval_episodes or compile continues it
+# validly but not bit for bit (evaluation and compiled noise draw from the global torch RNG).
 FIXED_ON_RESUME = ("task", "seed", "model_size", "action_repeat", "seed_steps", "updates_per_step",
                    "buffer_size", "model", "planner", "optim", "pruning")
 
