@@ -107,8 +107,12 @@ def _interleaved(agent: Any, buf: Any, cfg: Any, tracker: ImportanceTracker, rep
     names = ("without", "probes", "capture", "with") if parts else ("without", "with")
 
     def set_hooks(name: str) -> None:
-        if name == "without" or tracker.cfg.gate_interval == 1:  # without: no gate hooks either
+        c = tracker.cfg
+        if name == "without" or c.gate_interval == 1:  # without: no gate hooks either
             tracker.set_capture(name != "without")
+        else:  # hooks on exactly for the next update if it is a gate update, as tracker.step leaves them (a
+            nxt = counter[0] + 1  # "without" block before turned them off)
+            tracker.set_capture(nxt % c.interval == 0 and nxt % c.gate_interval == 0)
         if tracker.gates is not None:
             if name == "probes":
                 tracker.gates._add = lambda *args: None  # the products skipped (this instance only)
@@ -119,6 +123,9 @@ def _interleaved(agent: Any, buf: Any, cfg: Any, tracker: ImportanceTracker, rep
     for name in names * 2:  # warm-up (compiled: every compile)
         set_hooks(name)
         fns[name]()
+    set_hooks("with")
+    while counter[0] % tracker.cfg.gate_interval:  # up to a gate update: its hooked graph compiled here too
+        update_and_track()
     warmup = time.perf_counter() - w0
     wall: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}

@@ -124,6 +124,36 @@ def test_tracking_overhead_parts_split_the_overhead_by_medians():
     assert "without" not in out
 
 
+def test_tracking_overhead_hooks_every_gate_update_of_the_with_blocks_and_warms_one_up():
+    """With gate_interval > 1 a "with" block that follows a "without" block must still capture its gate
+    updates (a "without" block turns the hooks off), and the warm-up must reach one gate update (the compiled
+    update's hooked graph is compiled there, not in a timed block)."""
+    from types import SimpleNamespace
+
+    from benchmarks.tracking_overhead import _interleaved
+
+    class Tracker:  # the capture switch of ImportanceTracker.step with gate_interval=3, interval=1
+        def __init__(self):
+            self.cfg, self.capturing, self.gates, self.log = SimpleNamespace(gate_interval=3, interval=1), False, None, []
+
+        def set_capture(self, on):
+            self.capturing = on
+
+        def step(self, update):
+            self.log.append((update, self.capturing))
+            self.capturing = (update + 1) % 3 == 0
+
+    tracker = Tracker()
+    agent = SimpleNamespace(update=lambda batch: None)
+    buf = SimpleNamespace(sample=lambda n, rng: None)
+    cfg = SimpleNamespace(optim=SimpleNamespace(batch_size=1))
+    _interleaved(agent, buf, cfg, tracker, repeats=6, number=2)
+    warmup, timed = tracker.log[:3], tracker.log[3:]
+    assert [u for u, _ in warmup] == [1, 2, 3]  # two warm-up "with" updates, then up to the gate update 3
+    assert all(on == (u % 3 == 0) for u, on in tracker.log)  # hooks on exactly at the gate updates
+    assert len(timed) == 12 and any(on for _, on in timed)
+
+
 def test_tracking_overhead_parts_refuses_the_compiled_update_and_sparse_gates(capsys):
     from benchmarks.tracking_overhead import main
 
