@@ -146,6 +146,12 @@ class ImportanceTracker:
             raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {s!r}")
         return s
 
+    def has_evidence(self, metric: str) -> bool:
+        """Whether ``metric``'s scores rest on evidence (:meth:`pruning.metrics.ImportanceMetric.has_evidence`):
+        a tracked metric before its first observed update scores every channel 0, and pruning by such scores
+        would remove channels in index order."""
+        return self._metric(metric).has_evidence()
+
     def flat_scores(self, metric: str, smoothing: str | None = None) -> torch.Tensor:
         """Raw (unnormalised) scores of all channels, flat in group order (see ``layout``)."""
         return self._metric(metric).scores(self._smoothing(smoothing))

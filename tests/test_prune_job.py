@@ -239,3 +239,24 @@ def test_latency_threads_names_its_own_run_dir_and_the_timing_length_does_not():
     base = job_identity_settings(PruneJobConfig())
     assert job_identity_settings(PruneJobConfig(latency_threads=2)) != base  # two jobs, two results
     assert job_identity_settings(PruneJobConfig(latency_min_run_time=0.02)) == base  # a shorter timing of the same
+
+
+def test_a_checkpoint_without_evidence_for_the_metric_is_refused_not_pruned_by_index(tmp_path):
+    """A training run that stopped before its first tracked update leaves fisher's scores all zero; pruning
+    by them would remove channels in index order and report it as fisher's result."""
+    from conftest import tiny_cfg
+
+    from pruning.config import TrackingConfig
+    from pruning.study.prune_job import PruneJobConfig, _scores, _Source
+    from pruning.tracker import ImportanceTracker
+    from tdmpc.checkpoint import CheckpointError
+    from tdmpc.world_model import WorldModel
+
+    model = WorldModel(5, 1, tiny_cfg().model)
+    untracked = ImportanceTracker(model, TrackingConfig(metrics=["fisher", "l1"], snapshot_interval=0))
+    assert not untracked.has_evidence("fisher") and untracked.has_evidence("l1")
+    src = _Source(tmp_path / "checkpoint.pt", {}, {"pruning": {"metrics": ["fisher", "l1"]}}, untracked.state_dict())
+    untracked.close()
+    with pytest.raises(CheckpointError, match="holds no evidence for metric=fisher: its training run tracked 0 upd"):
+        _scores(PruneJobConfig(checkpoint=str(src.path), metric="fisher"), model, src)
+    assert set(_scores(PruneJobConfig(checkpoint=str(src.path), metric="l1"), model, src))  # weights: fine

@@ -186,6 +186,21 @@ def test_per_component_schedule_due_logic_and_latent_pruning(tmp_path):
         assert action.shape == (1,) and bool(torch.isfinite(action).all())
 
 
+def test_a_due_step_waits_for_the_metrics_first_evidence(tmp_path):
+    """With interval=2 the first update is not tracked: fisher scores every channel 0 then, and pruning by
+    those scores would remove channels in index order; the due step waits for the first tracked update."""
+    trainer = _trainer(tmp_path, 10_000)
+    tracker = attach_tracker(trainer, TrackingConfig(metrics=["fisher"], interval=2, snapshot_interval=0))
+    pruner = attach_schedule(trainer, tracker, ScheduleConfig(**{**SCHEDULE, "start_step": 500, "end_step": 500,
+                                                                 "target": 0.3}))
+    trainer._run_episode(pretrained=False)
+    _updates_at(trainer, 1000)  # update 1: untracked
+    assert pruner.history == [] and not tracker.has_evidence("fisher") and _channels(trainer) == ORIGINAL
+    _updates_at(trainer, 1000)  # update 2: tracked, then pruned by its evidence
+    assert [r["update"] for r in pruner.history] == [2] and tracker.has_evidence("fisher")
+    assert sum(_channels(trainer).values()) < TOTAL
+
+
 def test_one_shot_prunes_once_and_state_round_trips(tmp_path):
     trainer, pruner = _seeded(tmp_path / "a", dict(start_step=1500, end_step=1500, target=0.3, metric="l1"))
     _updates_at(trainer, 1450)

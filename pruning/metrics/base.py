@@ -98,6 +98,11 @@ class ImportanceMetric:
         """Gradient statistics (:meth:`Evidence.grad_sum`) :meth:`observe` reads."""
         return set()
 
+    def has_evidence(self) -> bool:
+        """Whether :meth:`scores` rests on evidence: always for a metric computed on demand; for a tracked one
+        once it has observed an update (before, its scores are all zero and would prune by channel index)."""
+        return True
+
     def observe(self, evidence: Evidence) -> None:
         """Take in one tracked update."""
 
@@ -133,6 +138,9 @@ class SmoothedMetric(ImportanceMetric):
 
     def signal(self, evidence: Evidence) -> torch.Tensor | None:
         raise NotImplementedError
+
+    def has_evidence(self) -> bool:
+        return self.n > 0
 
     def observe(self, evidence: Evidence) -> None:
         x = self.signal(evidence)

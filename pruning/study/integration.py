@@ -121,7 +121,8 @@ class ScheduledPruner:
     (all tracker groups); :func:`pruning.schedule.incremental_ratio` turns it into the ratio of the
     current model: over all channels (``scope=global``) or per component (``per_component``, as
     ``per_component_ratios``). Prunes happen in the update hook, after the tracker read the update's
-    gradients; a step due before the first update (during seeding) is pruned at the first update.
+    gradients; a step due before the first update (during seeding) is pruned at the first update that gave the
+    metric evidence (the first tracked one: later than the first update with ``interval`` or ``gate_interval`` > 1).
 
     State (checkpoint ``extras.prune_schedule``): the original channel counts, the number of scheduled
     steps consumed and one row per prune (what ``prune.csv`` holds).
@@ -153,7 +154,9 @@ class ScheduledPruner:
 
     def __call__(self, trainer: Any, losses: Mapping) -> None:
         step = self.due(trainer.env_step)
-        if step is not None:
+        # no evidence yet (interval or gate_interval > 1 left the first updates untracked): all-zero scores
+        # would prune by channel index, so the due step waits for the first tracked update
+        if step is not None and self.tracker.has_evidence(self.cfg.metric):
             self.prune_to(step)
 
     def prune_to(self, scheduled_step: int) -> dict:

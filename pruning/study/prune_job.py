@@ -175,10 +175,16 @@ def _load_source(job: PruneJobConfig) -> _Source:
 def _scores(job: PruneJobConfig, model: torch.nn.Module, src: _Source) -> dict[str, torch.Tensor]:
     """Every group's importance by ``job.metric``: training's accumulated statistics for the tracked
     metrics, the trained weights for l1 / l2, this job's seed for random."""
+    from tdmpc.checkpoint import CheckpointError
+
     track_cfg = tracking_config(src.config.get("pruning") or {})
     if job.metric in tracked_metrics():
         tracker = ImportanceTracker(model, track_cfg)
         tracker.load_state_dict(src.tracker_state)
+        if not tracker.has_evidence(job.metric):  # all-zero scores would prune by channel index
+            raise CheckpointError(f"{src.path} holds no evidence for metric={job.metric}: its training run tracked "
+                                  f"{tracker.num_steps} update(s) (it stopped before the first tracked update); "
+                                  f"train longer, or use l1|l2|random")
         if job.prune_latent and not track_cfg.prune_latent:
             raise PruningConfigError(
                 "invalid config: prune_latent=True; allowed: false (training tracked no latent group: "
