@@ -214,6 +214,14 @@ def test_one_shot_prunes_once_and_state_round_trips(tmp_path):
     _, twin = _seeded(tmp_path / "b", dict(start_step=1500, end_step=1500, target=0.4, metric="l1"))
     with pytest.raises(CheckpointError, match=r"pruning\.schedule\.target=0\.3, this run has 0\.4; use a new run"):
         twin.load_state_dict(state)
+    _, ranked = _seeded(tmp_path / "d", dict(start_step=1500, end_step=1500, target=0.3, metric="l1",
+                                             normalize_by="component"))
+    with pytest.raises(CheckpointError, match=r"pruning\.schedule\.normalize_by=.*this run has 'component'"):
+        ranked.load_state_dict(state)  # ranked another way: not this schedule's continuation
+    older = {**state, "config": {k: v for k, v in state["config"].items() if k not in ("smoothing", "normalize",
+                                                                                         "normalize_by")}}
+    with pytest.raises(CheckpointError, match="channels, the model has"):  # past the settings: only the widths
+        _seeded(tmp_path / "e", dict(start_step=1500, end_step=1500, target=0.3, metric="l1"))[1].load_state_dict(older)
     _, dense = _seeded(tmp_path / "c", dict(start_step=1500, end_step=1500, target=0.3, metric="l1"))
     with pytest.raises(CheckpointError, match=f"expects {TOTAL - removed} channels, the model has {TOTAL}"):
         dense.load_state_dict(state)  # the model was not resized to the checkpoint's widths

@@ -48,7 +48,8 @@ SCHEDULE_KEY = "prune_schedule"
 PRUNE_STREAM = "prune"
 SCHEDULE_FORMAT = "ca-prune/prune-schedule/v1"
 #: Schedule keys that must match for a checkpointed schedule state to be continued.
-_SCHEDULE_STATE_KEYS = ("kind", "target", "start_step", "end_step", "every", "metric", "scope", "min_channels")
+_SCHEDULE_STATE_KEYS = ("kind", "target", "start_step", "end_step", "every", "metric", "scope", "min_channels",
+                        "smoothing", "normalize", "normalize_by")  # the last three: how channels are ranked
 
 
 class CheckpointedTracker:
@@ -208,7 +209,8 @@ class ScheduledPruner:
         if not isinstance(state, Mapping) or state.get("format") != SCHEDULE_FORMAT:
             raise CheckpointError(f"not a prune-schedule state (expected format {SCHEDULE_FORMAT!r}); {hint}")
         for key in _SCHEDULE_STATE_KEYS:
-            if state["config"][key] != getattr(self.cfg, key):
+            if key in state["config"] and state["config"][key] != getattr(self.cfg, key):  # (a state written
+                # before a key was recorded lacks it)
                 raise CheckpointError(f"prune-schedule state has pruning.schedule.{key}={state['config'][key]!r}, "
                                       f"this run has {getattr(self.cfg, key)!r}; {hint}")
         history = [dict(r) for r in state["history"]]
