@@ -260,3 +260,14 @@ def test_a_checkpoint_without_evidence_for_the_metric_is_refused_not_pruned_by_i
     with pytest.raises(CheckpointError, match="holds no evidence for metric=fisher: its training run tracked 0 upd"):
         _scores(PruneJobConfig(checkpoint=str(src.path), metric="fisher"), model, src)
     assert set(_scores(PruneJobConfig(checkpoint=str(src.path), metric="l1"), model, src))  # weights: fine
+
+
+def test_budget_channels_counts_the_latent_only_when_the_job_may_prune_it():
+    from conftest import tiny_cfg
+
+    from pruning.study.prune_job import _channels
+    from tdmpc.world_model import WorldModel
+
+    model = WorldModel(5, 1, tiny_cfg().model)
+    latent = model.widths()["encoder"][-1]
+    assert _channels(model, prune_latent=False) == _channels(model) - latent  # the set ratio= is taken of

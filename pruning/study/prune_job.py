@@ -216,7 +216,7 @@ def _prune_model(job: PruneJobConfig, trainer: Any, src: _Source, dense: _Dense,
           min_channels=job.min_channels, optimizers=[agent.optim, agent.pi_optim], prune_latent=job.prune_latent,
           cost_rows=rows)
     flops = plan_flops(model, planner_cfg)
-    _check_budget_reached(job, dense.flops_plan, flops, dense.channels, _channels(model))
+    _check_budget_reached(job, dense.flops_plan, flops, dense.channels, _channels(model, job.prune_latent))
     print(f"[prune] metric={job.metric} ratio={job.ratio} budget={job.budget} scope={job.scope}: params "
           f"{dense.params} -> {count_params(model)['total']}, planned-action FLOPs {dense.flops_plan:.4g} -> "
           f"{flops:.4g}", flush=True)
@@ -244,7 +244,8 @@ def _run_claimed_job(job: PruneJobConfig, run_dir: Path) -> dict:
     # the reference ("dense" = as trained).
     if resize_to_state_dict(model, src.state["agent"]["model"]):
         agent.build_optimizers()
-    dense = _Dense(model.widths(), count_params(model)["total"], plan_flops(model, train_cfg.planner), _channels(model))
+    dense = _Dense(model.widths(), count_params(model)["total"], plan_flops(model, train_cfg.planner),
+                   _channels(model, job.prune_latent))
 
     own_ckpt = run_dir / "checkpoint.pt"
     if own_ckpt.is_file():
@@ -302,7 +303,7 @@ def _result(job: PruneJobConfig, t: Any, src: _Source, dense: _Dense, config_dic
         "budget": job.budget,
         # what was actually removed, whatever the budget
         "flops_ratio_achieved": 1 - flops / dense.flops_plan,
-        "channel_ratio_achieved": 1 - _channels(model) / dense.channels,
+        "channel_ratio_achieved": 1 - _channels(model, job.prune_latent) / dense.channels,
         "return_post_prune": post_prune.get("return_mean"), "return_post_prune_std": post_prune.get("return_std"),
         "latency_policy_ms": lat["policy"]["median_ms"], "latency_policy_iqr_ms": lat["policy"]["iqr_ms"],
         "latency_plan_ms": lat["plan"]["median_ms"], "latency_plan_iqr_ms": lat["plan"]["iqr_ms"],
@@ -333,9 +334,10 @@ def _check_budget_reached(job: PruneJobConfig, flops_dense: float, flops: float,
             f"leave no more removable; lower ratio or min_channels)")
 
 
-def _channels(model: torch.nn.Module) -> int:
-    """Prunable channels of ``model``: every hidden group and the latent."""
-    return sum(g.size for g in model_groups(model))
+def _channels(model: torch.nn.Module, prune_latent: bool = True) -> int:
+    """Prunable channels of ``model``: every hidden group, and the latent if the job may prune it (what
+    ``budget=channels`` takes its ratio of)."""
+    return sum(g.size for g in model_groups(model, prune_latent))
 
 
 def _post_prune_eval(trainer: Any, episodes: int) -> dict[str, float]:
