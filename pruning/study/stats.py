@@ -15,9 +15,9 @@ Per task-set and budget (``ratio``), for every metric:
 - a **performance profile**: the fraction of runs whose retained return exceeds :math:`\tau`.
 
 Per metric, one number over all budgets: the **area under the retained-return-vs-FLOPs curve** of each
-run (trapezoid over the fraction of planned-action FLOPs kept, from the smallest kept fraction to 1 =
-dense at 100 %, divided by the width of that range: the mean retained return over the FLOPs range), its
-mean over runs with a bootstrap CI.
+run (trapezoid over the fraction of planned-action FLOPs kept, linear between its points, dense at 100 %,
+over the range every run of the task covers, up to 1, divided by the width of that range: the mean retained
+return over the FLOPs range; :func:`auc_table`), its mean over runs with a bootstrap CI.
 
 What cannot be compared is left out and said so in ``summary.md`` (never silently pooled, never fatal): a
 task whose dense reference return is not positive (a ratio to it would rank a worse return higher, e.g.
