@@ -120,6 +120,10 @@ def test_control_rate_points_plot_and_summary_line(sweep, tmp_path):
             want = np.median([100 * r / d for r, d in zip(rets, RETURNS[("l1", 0.0)])])
             assert points.loc[key, "retained"] == pytest.approx(want)
     assert points.loc[("dense", 0.0), "retained"] == 100.0
+    untimed = results.assign(latency_plan_ms=results["latency_plan_ms"].where(results["ratio"] > 0))  # dense untimed
+    still = control_rate_points(untimed).set_index(["metric", "ratio"])
+    assert ("dense", 0.0) not in still.index  # not plotted without a latency, but still the reference:
+    assert still.loc[("fisher", 0.5), "retained"] == pytest.approx(points.loc[("fisher", 0.5), "retained"])
     fig = control_rate_figure(points.reset_index().assign(task="cartpole-swingup"), "cartpole-swingup", "batch 1")
     ax = fig.axes[0]
     series = {c.get_label(): c.lines[0] for c in ax.containers}  # errorbar containers: (data line, caps, bars)

@@ -27,11 +27,16 @@ def control_rate_points(results: pd.DataFrame) -> pd.DataFrame:
     """One row per task x metric x ratio (dense: metric ``dense``, ratio 0, retained 100 by definition)."""
     from pruning.study.stats import retained_returns
 
-    df = results[results["latency_plan_ms"].notna() & (pd.to_numeric(results["latency_plan_ms"]) > 0)].copy()
+    def timed(d: pd.DataFrame) -> pd.DataFrame:
+        lat = pd.to_numeric(d["latency_plan_ms"], errors="coerce")
+        return d[lat.notna() & (lat > 0)].assign(latency_plan_ms=lat[lat.notna() & (lat > 0)].astype(float))
+
+    df = timed(results)
     if df.empty:
         return pd.DataFrame(columns=POINT_COLUMNS)
-    df["latency_plan_ms"] = df["latency_plan_ms"].astype(float)
-    pruned = retained_returns(df)
+    # retained returns against every dense reference, timed or not (a dense job without a latency is still
+    # the reference of its runs); then the timed jobs only
+    pruned = timed(retained_returns(results))
     dense = df[df["ratio"] == 0].assign(metric=DENSE, retained=100.0)
     rows = []
     for (task, metric, ratio), g in pd.concat([dense, pruned]).groupby(["task", "metric", "ratio"], sort=True):
