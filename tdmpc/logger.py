@@ -203,14 +203,21 @@ class Logger:
 
         Used for exact resume: rows logged after the last checkpoint of a killed run are dropped, so the
         resumed run does not write them twice. Rows without an env_step value are kept; rows a crash left
-        incomplete are dropped. Streams opened now are rewritten at once; a stream created on its first
-        row (not in ``csv_files``) is rewritten when the resumed run logs to it again. Each file is
+        incomplete are dropped. Streams opened now are rewritten at once, and so is every other stream file
+        of the run dir (``<stream>.csv`` with an env_step column, e.g. ``prune.csv``, created on its first row):
+        a resumed run that never logs to it again must not keep rows of the killed run. Each file is
         rewritten atomically (temporary file + ``os.replace``).
         """
         self._truncated_after = after_env_step
         for stream in list(self._files):
             self._files[stream].close()
             self._open_csv(stream, self.columns[stream], append=True)
+        for path in sorted(self.run_dir.glob("*.csv")):
+            if path.stem not in self._files and path.stat().st_size > 0:
+                drop_partial_last_line(path)
+                header = read_header(path)
+                if header and "env_step" in header:
+                    drop_rows_after(path, header, after_env_step)
 
     # ------------------------------------------------------------------------------------------ W&B
 

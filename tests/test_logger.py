@@ -121,13 +121,14 @@ def test_truncate_keeps_rows_without_env_step_and_resume_drops_partial_row(tmp_p
 
 def test_truncate_reaches_a_stream_first_logged_after_the_resume(tmp_path):
     # "prune" is not in csv_files: its CSV is created at its first row, and on resume it is only opened
-    # when the resumed run logs to it again; the rows after the checkpoint must still go.
+    # when the resumed run logs to it again; the rows after the checkpoint must go at once all the same.
     with Logger(tmp_path, CONFIG, disabled()) as logger:
         for env_step in (100, 200, 300):
             logger.log("prune", {"env_step": env_step, "channels": 1000 - env_step})
     with Logger(tmp_path, CONFIG, disabled(), resume=True) as logger:
         logger.truncate(150)
-        assert pd.read_csv(tmp_path / "prune.csv")["env_step"].tolist() == [100, 200, 300]  # not opened yet
+        # rewritten at once, although not opened: a resumed run that never prunes again keeps no stale row
+        assert pd.read_csv(tmp_path / "prune.csv")["env_step"].tolist() == [100]
         logger.log("prune", {"env_step": 210, "channels": 790})
         logger.log("prune", {"env_step": 310, "channels": 690})
     assert (tmp_path / "prune.csv").read_text() == "env_step,channels\n100,900\n210,790\n310,690\n"
