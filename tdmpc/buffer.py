@@ -85,16 +85,17 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
-        """Everything needed to restore the buffer exactly (only the filled part of the tensors)."""
+        """Everything needed to restore the buffer exactly (only the filled part of the tensors: copies, since
+        ``torch.save`` of a view writes its whole storage, the whole capacity)."""
         filled = np.flatnonzero(self.episode_id >= 0)
         end = int(filled.max()) + 1 if len(filled) else 0
         return {
             "capacity": self.capacity,
             "horizon": self.horizon,
-            "obs": self.obs[:end].cpu(),
-            "action": self.action[:end].cpu(),
-            "reward": self.reward[:end].cpu(),
-            "terminated": self.terminated[:end].cpu(),
+            "obs": self.obs[:end].cpu().clone(),
+            "action": self.action[:end].cpu().clone(),
+            "reward": self.reward[:end].cpu().clone(),
+            "terminated": self.terminated[:end].cpu().clone(),
             "episode_id": torch.from_numpy(self.episode_id[:end].copy()),
             "ptr": self.ptr,
             "num_episodes": self.num_episodes,

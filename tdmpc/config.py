@@ -206,10 +206,29 @@ def resolve_presets(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+#: The evaluation env is seeded with ``seed + EVAL_SEED_OFFSET`` (``tdmpc.trainer``); numpy seeds are < 2**32.
+EVAL_SEED_OFFSET = 10_000
+MAX_SEED = 2**32 - 1 - EVAL_SEED_OFFSET
+
+
+def _require_finite(cfg: TrainConfig) -> None:
+    """Every float setting is a finite number (an infinite lr, temperature or value bound passes the
+    comparisons below and fails later with a traceback)."""
+    import math
+
+    for prefix, section in (("", cfg), ("model.", cfg.model), ("planner.", cfg.planner), ("optim.", cfg.optim)):
+        for f in dataclasses.fields(section):
+            v = getattr(section, f.name)
+            if isinstance(v, float):
+                require(math.isfinite(v), prefix + f.name, v, "a finite number")
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Resolve presets and check every key; raises :class:`ConfigError` on the first bad value."""
     from tdmpc.envs import TASKS
+    from tdmpc.envs.dm_control import UNSUPPORTED
 
+    require(cfg.task not in UNSUPPORTED, "task", cfg.task, f"a served task ({UNSUPPORTED.get(cfg.task)})")
     if cfg.task not in TASKS:
         import difflib
 
@@ -217,7 +236,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"invalid config: task={cfg.task!r}{hint}; allowed: {', '.join(TASKS)}")
     resolve_presets(cfg)
-    require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
+    _require_finite(cfg)
+    require(isinstance(cfg.seed, int) and 0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed,
+            f"an integer 0 .. {MAX_SEED} (the evaluation env is seeded with seed + {EVAL_SEED_OFFSET}, below 2**32)")
     require(cfg.steps > 0, "steps", cfg.steps, "an integer > 0")
     dev = str(cfg.device)
     require(
@@ -228,7 +249,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         import torch
 
         require(torch.cuda.is_available(), "device", cfg.device, "cpu or auto (CUDA is not available here)")
-    require(cfg.buffer_device in ("auto", "cpu", "cuda"), "buffer_device", cfg.buffer_device, "auto|cpu|cuda")
+    bdev = str(cfg.buffer_device)
+    require(bdev in ("auto", "cpu", "cuda") or (bdev.startswith("cuda:") and bdev[5:].isdigit()), "buffer_device",
+            cfg.buffer_device, "auto|cpu|cuda|cuda:N")
+    if bdev.startswith("cuda"):
+        import torch
+
+        require(torch.cuda.is_available(), "buffer_device", cfg.buffer_device,
+                "cpu or auto (CUDA is not available here)")
     require(str(cfg.compile).lower() in ("auto", "true", "false"), "compile", cfg.compile, "auto|true|false")
     require(cfg.num_threads >= 0, "num_threads", cfg.num_threads, "an integer >= 0 (0 = torch default)")
     require(cfg.action_repeat is None or cfg.action_repeat >= 1, "action_repeat", cfg.action_repeat, "null or >= 1")

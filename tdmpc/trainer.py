@@ -32,7 +32,7 @@ from tdmpc.checkpoint import (
     save_atomic,
     set_rng_states,
 )
-from tdmpc.config import SEED_EPISODES, TrainConfig, require, task_default
+from tdmpc.config import EVAL_SEED_OFFSET, SEED_EPISODES, TrainConfig, require, task_default
 from tdmpc.envs import make_env
 from tdmpc.logger import Logger
 from tdmpc.stop_signals import EXIT_CODES, PretrainingStopped, StopSignals, TrainingInterrupted
@@ -40,7 +40,6 @@ from tdmpc.stop_signals import EXIT_CODES, PretrainingStopped, StopSignals, Trai
 __all__ = ["EVAL_SEED_OFFSET", "EXIT_CODES", "Trainer", "TrainingInterrupted", "log_to_files", "rate",
            "resolve_device"]
 
-EVAL_SEED_OFFSET = 10_000  # the evaluation env is seeded with seed + this
 PRETRAIN_REPORTS = 10  # progress lines printed during pretraining
 def rate(x: float) -> str:
     """A speed with three significant digits below 100 and none above (``0.234``, ``12.3``, ``1234``)."""
@@ -104,6 +103,7 @@ class Trainer:
         self.env_step = 0
         self.episode = 0
         self.updates = 0
+        self.update_credit = 0.0  # fraction of an update owed (updates_per_step < 1), kept across episodes
         self.elapsed = 0.0  # training wall-clock seconds, carried over resumes
         self.last_eval: dict[str, float] | None = None
         self.update_hooks: list[Callable[[Trainer, dict], None]] = []
@@ -135,7 +135,7 @@ class Trainer:
             "agent": self.agent.state_dict(),
             "buffer": self.buffer.state_dict(),
             "counters": {"step": self.step, "env_step": self.env_step, "episode": self.episode,
-                         "updates": self.updates, "elapsed": self.elapsed},
+                         "updates": self.updates, "elapsed": self.elapsed, "update_credit": self.update_credit},
             "rng": get_rng_states(),
             "sample_rng": self.sample_rng.bit_generator.state,
             "env_rng": self.env.get_rng_state(),
@@ -187,6 +187,7 @@ class Trainer:
         c = state["counters"]
         self.step, self.env_step, self.episode = c["step"], c["env_step"], c["episode"]
         self.updates, self.elapsed = c["updates"], c["elapsed"]
+        self.update_credit = float(c.get("update_credit", 0.0))  # absent in older checkpoints (credit reset)
         if restore_rng:  # resuming this run (a branched run, restore_rng=False, has not been evaluated yet)
             self.last_eval = state.get("last_eval")  # absent in checkpoints written before it was saved
         self.checkpoint_env_step = self.env_step
@@ -382,7 +383,6 @@ class Trainer:
         self.agent.planner.reset()
         obs_list, actions, rewards, terms = [torch.as_tensor(obs)], [], [], []
         done, ep_return, losses = False, 0.0, {}
-        update_credit = 0.0
         while not done:
             seeding = self.env_step < self.seed_steps
             if seeding:
@@ -404,9 +404,11 @@ class Trainer:
                     # First update after seeding: pretrain on the seed data (TD-MPC2), one update per seed step.
                     losses = self._pretrain()
                     pretrained = True
-                update_credit += cfg.updates_per_step
-                n = math.floor(update_credit)
-                update_credit -= n
+                # the fractional part carries over episodes (and checkpoints): updates_per_step=0.005
+                # gives one update per 200 agent steps however long the episodes are
+                self.update_credit += cfg.updates_per_step
+                n = math.floor(self.update_credit)
+                self.update_credit -= n
                 if n:
                     losses = self._run_updates(n)
         self.buffer.add_episode(

@@ -100,3 +100,39 @@ def test_policy_prior_trajectories_are_injected_and_win_when_best():
     planner2 = MPPIPlanner(StubModel(pi_a=-0.9), cfg, action_dim=1, discount=0.9)  # a bad prior loses
     planner2.plan(torch.zeros(1, 3), eval_mode=True, noise=noise)
     assert abs(float(planner2.prev_mean[0, 0]) + 0.9) > 0.1
+
+
+def test_buffer_checkpoint_holds_only_the_filled_part_and_restores_exactly():
+    """state_dict used to return views, and torch.save of a view writes its whole storage: one 125-step
+    episode in a 100 000-slot buffer was saved as the full capacity."""
+    import io
+
+    from tdmpc.buffer import ReplayBuffer
+
+    buf = ReplayBuffer(100_000, 5, 1, 3)
+    gen = torch.Generator().manual_seed(0)
+    buf.add_episode(torch.randn(126, 5, generator=gen), torch.rand(125, 1, generator=gen), torch.rand(125, generator=gen),
+                    torch.zeros(125))
+    data = io.BytesIO()
+    torch.save(buf.state_dict(), data)
+    assert data.tell() < 20_000  # 126 slots (~4 kB of values), not 100 000
+    again = ReplayBuffer(100_000, 5, 1, 3)
+    again.load_state_dict(torch.load(io.BytesIO(data.getvalue()), weights_only=True))
+    a, b = buf.sample(8, np.random.default_rng(1)), again.sample(8, np.random.default_rng(1))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_fractional_updates_per_step_carry_over_episodes(tmp_path):
+    """updates_per_step=0.375 over three 20-step episodes: 22 updates (60 x 0.375 = 22.5; the credit carries),
+    not 21 with the half update dropped at every episode's end."""
+    from conftest import tiny_cfg
+
+    from tdmpc.trainer import Trainer
+
+    t = Trainer(tiny_cfg(steps=10_000, action_repeat=50, seed_steps=0, updates_per_step=0.375), tmp_path)
+    t.agent.update = lambda batch: {}  # count the updates only
+    t.buffer.add_episode(torch.randn(21, 5), torch.rand(20, 1), torch.rand(20), torch.zeros(20))
+    for _ in range(3):
+        t._run_episode(pretrained=True)
+    assert t.updates == 22 and t.update_credit == 0.5
+    assert t.state_dict()["counters"]["update_credit"] == t.update_credit

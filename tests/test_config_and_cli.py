@@ -35,6 +35,13 @@ def test_presets_fill_unset_widths_and_keep_explicit_ones():
         ({"optim__rho": 1.5}, "optim.rho"),
         ({"logger__wandb__mode": "cloud"}, "logger.wandb.mode"),
         ({"eval_episodes": 0}, "eval_episodes"),
+        # infinite floats passed the comparisons and failed later with a traceback
+        ({"optim__lr": float("inf")}, "optim.lr"),
+        ({"model__vmin": float("-inf")}, "model.vmin"),
+        ({"planner__temperature": float("inf")}, "planner.temperature"),
+        ({"updates_per_step": float("inf")}, "updates_per_step"),
+        ({"optim__discount_denom": float("inf")}, "optim.discount_denom"),
+        ({"seed": 2**32 - 10_000}, "seed"),  # its evaluation env would be seeded with 2**32: numpy refuses
     ],
 )
 def test_bad_values_name_key_value_and_allowed(overrides, key):
@@ -99,3 +106,15 @@ def test_cli_trains_end_to_end_and_writes_run_files(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "[resume]" in res.stdout
     assert pd.read_csv(run_dir / "train.csv")["env_step"].tolist() == [1000, 2000, 3000]
+
+
+def test_buffer_device_cuda_is_refused_where_cuda_is_not_available(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for dev in ("cuda", "cuda:0"):
+        with pytest.raises(ConfigError, match=f"buffer_device='{dev}'; allowed: cpu or auto .CUDA is not available"):
+            tiny_cfg(buffer_device=dev)
+    with pytest.raises(ConfigError, match="buffer_device='gpu'; allowed: auto|cpu|cuda|cuda:N"):
+        tiny_cfg(buffer_device="gpu")
+    assert tiny_cfg(seed=2**32 - 1 - 10_000).seed == 2**32 - 1 - 10_000  # the largest allowed

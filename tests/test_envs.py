@@ -20,7 +20,10 @@ def test_task_names_cover_the_suite():
     for name in ("cartpole-swingup", "cheetah-run", "walker-walk", "reacher-easy", "finger-spin", "cup-catch",
                  "point-mass-easy", "finger-turn-hard"):
         assert name in DM_TASKS and name in TASKS
-    assert len(DM_TASKS) == len(suite.ALL_TASKS) == len(set(DM_TASKS))
+    from tdmpc.envs.dm_control import UNSUPPORTED
+
+    assert sorted(UNSUPPORTED) == ["lqr-lqr-2-1", "lqr-lqr-6-2"]  # unbounded actuators: not served
+    assert len(DM_TASKS) + len(UNSUPPORTED) == len(suite.ALL_TASKS) and len(DM_TASKS) == len(set(DM_TASKS))
     assert list(DM_TASKS) == sorted(DM_TASKS)
     assert all("_" not in name for name in DM_TASKS)
 
@@ -268,3 +271,14 @@ def test_gymnasium_provider_trains_end_to_end(tmp_path):
 
     state = load_checkpoint(run / "checkpoint.pt")
     assert state["config"]["task"] == "Pendulum-v1" and state["env_rng"]["bit_generator"] == "PCG64"
+
+
+def test_a_task_with_unbounded_actuators_is_refused_with_its_reason():
+    from conftest import tiny_cfg
+
+    from tdmpc.config import ConfigError
+
+    with pytest.raises(UnknownTaskError, match="task 'lqr-lqr-2-1' is not supported: its actuators are unbounded"):
+        make_env("lqr-lqr-2-1", 0)
+    with pytest.raises(ConfigError, match=r"task='lqr-lqr-6-2'; allowed: a served task \(its actuators are unbounded"):
+        tiny_cfg(task="lqr-lqr-6-2")

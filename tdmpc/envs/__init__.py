@@ -33,7 +33,7 @@ import importlib
 import pkgutil
 from types import ModuleType
 
-from tdmpc.envs.dm_control import DMControlEnv, UnknownTaskError, parse_task
+from tdmpc.envs.dm_control import UNSUPPORTED, DMControlEnv, UnknownTaskError, parse_task
 
 
 def _providers() -> tuple[ModuleType, ...]:
@@ -68,6 +68,8 @@ def register_provider(p) -> None:
 
 def provider(task: str) -> ModuleType:
     """The provider serving ``task``; raises :class:`UnknownTaskError` with the valid names and a suggestion."""
+    if task not in _BY_TASK and task in UNSUPPORTED:
+        raise UnknownTaskError(f"task {task!r} is not supported: {UNSUPPORTED[task]}")
     if task not in _BY_TASK:
         close = difflib.get_close_matches(str(task), TASKS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -9,11 +9,14 @@ Action repeat: the TD-MPC defaults (Hansen et al. 2022) are used, 8 for cartpole
 finger, 4 otherwise; TD-MPC2 uses a uniform 2 (pass ``action_repeat=2``). We keep TD-MPC's per-task
 values because they make 100k-env-step runs cheap on a CPU (fewer planning calls per env step).
 
+Served: every suite task except the ``lqr`` domain (:data:`UNSUPPORTED`): its actuators are unbounded (the
+suite reports bounds of ±1e10), so an action in [-1, 1] rescaled onto them would be a control of billions.
+
 Time limit: an episode is ``max_episode_steps`` *environment* steps (1000 by default, dm_control's own
-limit for every suite task except the unlimited ``lqr`` ones), i.e. ``ceil(max_episode_steps /
+limit for the suite tasks), i.e. ``ceil(max_episode_steps /
 action_repeat)`` agent steps. The wrapper owns the limit: dm_control's time limit is switched off so
 that any ``max_episode_steps`` is honoured exactly. Reaching it gives ``truncated=True``; a dm_control
-termination (a last step with discount 0, e.g. ``lqr`` reaching the origin) gives ``terminated=True``.
+termination (a last step with discount 0) gives ``terminated=True``.
 """
 
 from __future__ import annotations
@@ -32,11 +35,18 @@ def _name(domain: str, task: str) -> str:
     return f"{domain}-{task}".replace("_", "-")
 
 
-_TASK_TO_SUITE: dict[str, tuple[str, str]] = {_name(d, t): (d, t) for d, t in suite.ALL_TASKS}
-assert len(_TASK_TO_SUITE) == len(suite.ALL_TASKS), "two suite tasks map to the same name"
+#: Suite domains not served, and why (see the module doc).
+UNSUPPORTED_DOMAINS = {"lqr": "its actuators are unbounded (bounds ±1e10): an action in [-1, 1] would be "
+                              "rescaled to a control of billions"}
+_TASK_TO_SUITE: dict[str, tuple[str, str]] = {_name(d, t): (d, t) for d, t in suite.ALL_TASKS
+                                              if d not in UNSUPPORTED_DOMAINS}
+#: Suite tasks not served, by our name: why.
+UNSUPPORTED: dict[str, str] = {_name(d, t): UNSUPPORTED_DOMAINS[d] for d, t in suite.ALL_TASKS
+                               if d in UNSUPPORTED_DOMAINS}
+assert len(_TASK_TO_SUITE) + len(UNSUPPORTED) == len(suite.ALL_TASKS), "two suite tasks map to the same name"
 
 TASKS: tuple[str, ...] = tuple(sorted(_TASK_TO_SUITE))
-"""Every dm_control suite task, by our name, sorted."""
+"""Every dm_control suite task served (all but :data:`UNSUPPORTED`), by our name, sorted."""
 
 
 _NO_RENDER_PHYSICS: dict[type, type] = {}
@@ -68,6 +78,8 @@ class UnknownTaskError(ValueError):
 
 def parse_task(task: str) -> tuple[str, str]:
     """``'cup-catch'`` -> ``('ball_in_cup', 'catch')``; raises :class:`UnknownTaskError`."""
+    if task in UNSUPPORTED:
+        raise UnknownTaskError(f"task {task!r} is not supported: {UNSUPPORTED[task]}")
     if task not in _TASK_TO_SUITE:
         close = difflib.get_close_matches(str(task), TASKS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
