@@ -296,6 +296,7 @@ def _validate_planner(p: PlannerConfig) -> None:
         1 <= p.num_elites <= p.num_samples + p.num_pi_trajs, "planner.num_elites", p.num_elites,
         f"1 .. num_samples + num_pi_trajs = {p.num_samples + p.num_pi_trajs}",
     )
+    require(p.max_std > 0, "planner.max_std", p.max_std, "a number > 0")
     require(0 < p.min_std <= p.max_std, "planner.min_std", p.min_std, f"0 < min_std <= max_std={p.max_std}")
     require(p.temperature > 0, "planner.temperature", p.temperature, "a number > 0")
 
@@ -308,9 +309,10 @@ def _validate_optim(o: OptimConfig) -> None:
         require(getattr(o, key) >= 0, f"optim.{key}", getattr(o, key), "a number >= 0")
     require(0 < o.rho <= 1, "optim.rho", o.rho, "0 < rho <= 1")
     require(0 < o.tau <= 1, "optim.tau", o.tau, "0 < tau <= 1")
+    require(0 < o.discount_max < 1, "optim.discount_max", o.discount_max, "0 < discount_max < 1")
     require(
-        0 < o.discount_min <= o.discount_max < 1, "optim.discount_min", o.discount_min,
-        f"0 < discount_min <= discount_max={o.discount_max} < 1",
+        0 < o.discount_min <= o.discount_max, "optim.discount_min", o.discount_min,
+        f"0 < discount_min <= discount_max={o.discount_max}",
     )
 
 

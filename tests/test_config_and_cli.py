@@ -42,6 +42,8 @@ def test_presets_fill_unset_widths_and_keep_explicit_ones():
         ({"updates_per_step": float("inf")}, "updates_per_step"),
         ({"optim__discount_denom": float("inf")}, "optim.discount_denom"),
         ({"seed": 2**32 - 10_000}, "seed"),  # its evaluation env would be seeded with 2**32: numpy refuses
+        ({"optim__discount_max": 1.0}, "optim.discount_max"),  # the key set is the key named
+        ({"planner__max_std": -1.0}, "planner.max_std"),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(overrides, key):
