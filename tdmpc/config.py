@@ -223,6 +223,17 @@ def _require_finite(cfg: TrainConfig) -> None:
                 require(math.isfinite(v), prefix + f.name, v, "a finite number")
 
 
+def _require_device(key: str, value: Any) -> None:
+    """``value`` is auto|cpu|cuda|cuda:N, and CUDA is available if it names CUDA."""
+    dev = str(value)
+    require(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()), key, value,
+            "auto|cpu|cuda|cuda:N")
+    if dev.startswith("cuda"):
+        import torch
+
+        require(torch.cuda.is_available(), key, value, "cpu or auto (CUDA is not available here)")
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Resolve presets and check every key; raises :class:`ConfigError` on the first bad value."""
     from tdmpc.envs import TASKS
@@ -240,23 +251,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     require(isinstance(cfg.seed, int) and 0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed,
             f"an integer 0 .. {MAX_SEED} (the evaluation env is seeded with seed + {EVAL_SEED_OFFSET}, below 2**32)")
     require(cfg.steps > 0, "steps", cfg.steps, "an integer > 0")
-    dev = str(cfg.device)
-    require(
-        dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
-        "device", cfg.device, "auto|cpu|cuda|cuda:N",
-    )
-    if dev.startswith("cuda"):
-        import torch
-
-        require(torch.cuda.is_available(), "device", cfg.device, "cpu or auto (CUDA is not available here)")
-    bdev = str(cfg.buffer_device)
-    require(bdev in ("auto", "cpu", "cuda") or (bdev.startswith("cuda:") and bdev[5:].isdigit()), "buffer_device",
-            cfg.buffer_device, "auto|cpu|cuda|cuda:N")
-    if bdev.startswith("cuda"):
-        import torch
-
-        require(torch.cuda.is_available(), "buffer_device", cfg.buffer_device,
-                "cpu or auto (CUDA is not available here)")
+    _require_device("device", cfg.device)
+    _require_device("buffer_device", cfg.buffer_device)
     require(str(cfg.compile).lower() in ("auto", "true", "false"), "compile", cfg.compile, "auto|true|false")
     require(cfg.num_threads >= 0, "num_threads", cfg.num_threads, "an integer >= 0 (0 = torch default)")
     require(cfg.action_repeat is None or cfg.action_repeat >= 1, "action_repeat", cfg.action_repeat, "null or >= 1")

@@ -188,10 +188,9 @@ class Trainer:
         self.step, self.env_step, self.episode = c["step"], c["env_step"], c["episode"]
         self.updates, self.elapsed = c["updates"], c["elapsed"]
         self.update_credit = float(c.get("update_credit", 0.0))  # absent in older checkpoints (credit reset)
+        self.checkpoint_env_step = self.env_step
         if restore_rng:  # resuming this run (a branched run, restore_rng=False, has not been evaluated yet)
             self.last_eval = state.get("last_eval")  # absent in checkpoints written before it was saved
-        self.checkpoint_env_step = self.env_step
-        if restore_rng:
             set_rng_states(state["rng"])
             self.sample_rng.bit_generator.state = state["sample_rng"]
             self.env.set_rng_state(state["env_rng"])
@@ -313,7 +312,7 @@ class Trainer:
                 self._loop()
                 summary = self._finish_summary()
                 if self.stops.requested():  # a stop that came while the finish hooks ran is not dropped
-                    raise TrainingInterrupted(self.stops.signum, self.checkpoint_env_step or 0)
+                    self._stop()  # (the final checkpoint is written: nothing to save)
                 exit_code = None
                 return summary
             except TrainingInterrupted as err:

@@ -114,6 +114,9 @@ def collect_results(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
         seen: set[Path] = set()
         for path in _current(d, d.rglob(RESULT_FILE)):
             seen.add(path.parent)
+            if path.parent.resolve() in read:
+                continue  # the same run dir below two of the given folders (a sweep and its subfolder)
+            read.add(path.parent.resolve())
             try:
                 data = json.loads(path.read_text())
             except (OSError, ValueError) as err:
@@ -123,9 +126,6 @@ def collect_results(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
             if missing:
                 failures.append(failure(path.parent, "IncompleteResult", f"result.json lacks {', '.join(missing)}"))
                 continue
-            if path.parent.resolve() in read:
-                continue  # the same run dir below two of the given folders (a sweep and its subfolder)
-            read.add(path.parent.resolve())
             row = {c: data.get(c) for c in RESULT_COLUMNS}
             row["widths"] = json.dumps(row["widths"])
             row.update(_settings(data))

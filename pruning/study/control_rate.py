@@ -28,8 +28,8 @@ def control_rate_points(results: pd.DataFrame) -> pd.DataFrame:
     from pruning.study.stats import retained_returns
 
     def timed(d: pd.DataFrame) -> pd.DataFrame:
-        lat = pd.to_numeric(d["latency_plan_ms"], errors="coerce")
-        return d[lat.notna() & (lat > 0)].assign(latency_plan_ms=lat[lat.notna() & (lat > 0)].astype(float))
+        lat = pd.to_numeric(d["latency_plan_ms"], errors="coerce").astype(float)
+        return d[lat > 0].assign(latency_plan_ms=lat[lat > 0])  # NaN > 0 is False: untimed jobs go
 
     df = timed(results)
     if df.empty:
