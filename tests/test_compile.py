@@ -145,6 +145,12 @@ def test_compiled_update_equals_the_eager_update(compiled_pair):
         eager.model.eval(), compiled.model.eval()
         for k in want:
             assert torch.allclose(got[k], want[k], rtol=1e-4, atol=1e-5), (step, k, got[k], want[k])
+        # the gradients themselves (after clipping): Adam's steps hide a gradient off by a constant factor
+        for (name, p), q in zip(eager.model.named_parameters(), compiled.model.parameters()):
+            assert (p.grad is None) == (q.grad is None), name
+            if p.grad is not None:
+                scale = float(p.grad.abs().max())
+                torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5 * max(scale, 1e-3), msg=name)
     for (name, p), q in zip(eager.model.named_parameters(), compiled.model.parameters()):
         assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
 
@@ -194,6 +200,35 @@ def test_compiled_planner_equals_the_eager_planner(compiled_pair):
                 got = compiled.act(obs, eval_mode=eval_mode, noise=noise)
             assert torch.allclose(got, want, atol=1e-5), (t, got, want)
             assert torch.allclose(compiled.planner.prev_mean, eager.planner.prev_mean, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_compiled_planner_compiles_once_per_gate_hook_state(compiled_pair):
+    """With ``gate_interval > 1`` the tracker registers and removes its gate hooks around gate updates, and the
+    compiled planner guards on the modules' hooks: it compiles at most once with them and once without, then
+    reuses both graphs (no recompile per toggle), and acts the same either way (the hooks do nothing without
+    gradients)."""
+    from pruning.config import TrackingConfig
+    from pruning.tracker import ImportanceTracker
+
+    eager, compiled = compiled_pair
+    compiled.load_state_dict(copy.deepcopy(eager.state_dict()))
+    tracker = ImportanceTracker(compiled.model, TrackingConfig(metrics=["fisher"], snapshot_interval=0, gate_interval=2),
+                                samples=compiled.cfg.optim.batch_size)
+    obs = torch.randn(OBS)
+    noise = PlanNoise.draw(eager.cfg.planner, ACT, 2, torch.Generator().manual_seed(3))
+    try:
+        eager.planner.reset()
+        want = eager.act(obs, eval_mode=True, noise=noise)
+        for t in range(6):
+            tracker.set_capture(t % 2 == 0)
+            assert (tracker.gates is not None) == (t % 2 == 0)
+            compiled.planner.reset()
+            with torch._dynamo.config.patch(error_on_recompile=t >= 2):
+                got = compiled.act(obs, eval_mode=True, noise=noise)
+            assert torch.allclose(got, want, atol=1e-5), (t, got, want)
+    finally:
+        tracker.close()
 
 
 @pytest.mark.slow
