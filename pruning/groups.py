@@ -10,12 +10,16 @@ Two kinds of groups:
 
 - ``hidden`` (component-specific): found automatically by walking every ``nn.Sequential`` of a
   component. A ``Linear`` followed, through any number of ``LayerNorm`` (1-D, affine) and elementwise
-  modules (activations, ``Dropout``, ``Identity``, any class named ``Mish``), by another ``Linear`` of the
-  same ``Sequential`` forms a group (a model adds its own elementwise types with
+  modules (activations, ``Dropout``, ``Identity``), by another ``Linear`` of the
+  same ``Sequential`` forms a group (a model adds its own elementwise types, e.g. a Mish of its own, with
   ``elementwise_modules()``). Anything else in between (e.g. ``SimNorm``, a reshape, a nested
   container) stops the walk and no group is formed: the search is conservative and never guesses, and
   a ``Linear`` whose width is thus left unprunable (and is not declared by a coupling, nor the output
-  layer of its ``Sequential``) is reported with a warning naming it.
+  layer of its ``Sequential``) is reported with a warning naming it. Only plain modules are sliced: a
+  ``Linear`` whose weight is computed (``torch.nn.utils.parametrize``, ``spectral_norm``,
+  ``weight_norm``) and a ``LayerNorm`` without affine parameters also stop the walk (their weight, or
+  their ``normalized_shape``, cannot be sliced). A module with parameters used twice in one
+  ``Sequential`` is refused (``ValueError``): its width cannot be pruned per use.
   An ``nn.ModuleList`` of structurally identical ``Sequential`` s (e.g. ``QEnsemble.members``) gives one
   group per member per layer, and these groups share an ``ensemble`` key (``"qs/*/4"``): the members of
   a stacked ensemble must keep the same width (indices still chosen per member).
@@ -62,12 +66,16 @@ ELEMENTWISE_TYPES: tuple[type[nn.Module], ...] = (
 
 
 class ParamSlice(NamedTuple):
-    """Channel ``i`` of a group is index ``offset + i`` along ``dim`` of ``getattr(module, param_name)``."""
+    """Channel ``i`` of a group is index ``offset + i`` along ``dim`` of ``getattr(module, param_name)``.
+
+    ``tied``: the slice belongs to a tied copy (``shape_tied()``, e.g. a target network): it is pruned with
+    its online twin but never scored (its parameters are not trained by the loss)."""
 
     module: nn.Module
     param_name: str
     dim: int
     offset: int
+    tied: bool = False
 
     @property
     def param(self) -> torch.Tensor:
@@ -134,6 +142,17 @@ def is_elementwise(module: nn.Module, extra: tuple[type[nn.Module], ...] = ()) -
     return isinstance(module, ELEMENTWISE_TYPES + tuple(extra))
 
 
+def _plain_linear(module: nn.Module) -> bool:
+    """An ``nn.Linear`` whose ``weight`` (and ``bias``) are its own parameters, so they can be sliced: not a
+    parametrized one (``torch.nn.utils.parametrize``: its weight is computed) nor one wrapped by the old
+    ``spectral_norm`` / ``weight_norm`` (``weight`` is then a plain tensor recomputed before every call)."""
+    from torch.nn.utils import parametrize
+
+    return (isinstance(module, nn.Linear) and not parametrize.is_parametrized(module)
+            and isinstance(module.weight, nn.Parameter) and "weight" in module._parameters
+            and (module.bias is None or "bias" in module._parameters))
+
+
 def _linear_slices(linear: nn.Linear, dim: int, offset: int = 0) -> list[ParamSlice]:
     out = [ParamSlice(linear, "weight", dim, offset)]
     if dim == 0 and linear.bias is not None:
@@ -147,7 +166,24 @@ def _norm_slices(norm: nn.LayerNorm) -> list[ParamSlice]:
 
 def _is_affine_norm(module: nn.Module, width: int) -> bool:
     return (isinstance(module, nn.LayerNorm) and tuple(module.normalized_shape) == (width,)
-            and module.weight is not None)
+            and isinstance(module.weight, nn.Parameter))
+
+
+def _layers(seq: nn.Sequential, where: str) -> list[nn.Module]:
+    """The layers of ``seq`` in order, a module listed at each position it is used (``children()`` would list
+    it once and shift every later index). A module with parameters used twice is refused: pruning its width
+    for one use would change the other."""
+    layers = list(seq)
+    seen: dict[int, int] = {}
+    for i, m in enumerate(layers):
+        if next(m.parameters(recurse=True), None) is None:
+            continue  # a stateless activation may be reused
+        if id(m) in seen:
+            raise ValueError(f"{where}: layer {i} ({type(m).__name__}) is the same module as layer {seen[id(m)]}; "
+                             f"a module with parameters used twice in one Sequential cannot be pruned per use "
+                             f"(use two modules, or leave this Sequential out of the components)")
+        seen[id(m)] = i
+    return layers
 
 
 def _same_structure(nets: Sequence[nn.Module]) -> bool:
@@ -189,16 +225,16 @@ def _chains_inside(module: nn.Module, path: list[str], ens: int | None) -> Itera
 def _hidden_groups(component: str, module: nn.Module, elementwise: tuple[type[nn.Module], ...] = ()) -> list[Group]:
     groups = []
     for path, seq, ens in _chains(module, [], None):
-        layers = list(seq.children())
+        layers = _layers(seq, f"component {component!r}: {'/'.join([component, *path])}")
         for i, lin in enumerate(layers):
-            if not isinstance(lin, nn.Linear):
+            if not _plain_linear(lin):
                 continue
             width = lin.out_features
             slices = _linear_slices(lin, 0)
             found = False
             for nxt in layers[i + 1:]:
                 if isinstance(nxt, nn.Linear):
-                    if nxt.in_features == width:
+                    if nxt.in_features == width and _plain_linear(nxt):
                         slices += _linear_slices(nxt, 1)
                         found = True
                     break
@@ -221,19 +257,19 @@ def _coupling_group(c: Coupling) -> Group:
         raise ValueError(f"coupling {c.name!r}: size {c.size} must be a positive multiple of unit {c.unit}")
     slices: list[ParamSlice] = []
     for p in c.producers:
-        if isinstance(p, nn.Linear) and p.out_features == c.size:
+        if _plain_linear(p) and p.out_features == c.size:
             slices += _linear_slices(p, 0)
         elif _is_affine_norm(p, c.size):
             slices += _norm_slices(p)
         else:
             raise ValueError(
                 f"coupling {c.name!r}: producer {p!r} must be an nn.Linear with out_features={c.size} "
-                f"or an affine 1-D nn.LayerNorm of that width"
+                f"(not parametrized) or an affine 1-D nn.LayerNorm of that width"
             )
     for m, offset in c.consumers:
-        if not isinstance(m, nn.Linear) or offset < 0 or offset + c.size > m.in_features:
+        if not _plain_linear(m) or offset < 0 or offset + c.size > m.in_features:
             raise ValueError(
-                f"coupling {c.name!r}: consumer {m!r} must be an nn.Linear with columns "
+                f"coupling {c.name!r}: consumer {m!r} must be an nn.Linear (not parametrized) with columns "
                 f"{offset}..{offset + c.size} inside its in_features"
             )
         slices += _linear_slices(m, 1, offset)
@@ -244,13 +280,17 @@ def _tied_map(tied: Sequence[tuple[nn.Module, nn.Module]]) -> dict[nn.Module, li
     twins: dict[nn.Module, list[nn.Module]] = {}
     for online, copy in tied:
         copies = dict(copy.named_modules())
+        extra = sorted(set(copies) - {n for n, _ in online.named_modules()})
+        if extra:
+            raise ValueError(f"tied copy has module(s) {extra} that its online twin lacks")
         for name, m in online.named_modules():
             t = copies.get(name)
             if t is None or type(t) is not type(m):
                 raise ValueError(f"tied module has no twin of type {type(m).__name__} at {name!r}")
-            for (pn, p), (qn, q) in zip(m.named_parameters(recurse=False), t.named_parameters(recurse=False)):
-                if pn != qn or p.shape != q.shape:
-                    raise ValueError(f"tied module {name!r}: parameter {pn!r} differs in name or shape")
+            mine = [(pn, tuple(p.shape)) for pn, p in m.named_parameters(recurse=False)]
+            theirs = [(qn, tuple(q.shape)) for qn, q in t.named_parameters(recurse=False)]
+            if mine != theirs:  # every parameter, not only the common ones (a twin without a bias)
+                raise ValueError(f"tied module {name!r}: parameters differ, online {mine} vs copy {theirs}")
             twins.setdefault(m, []).append(t)
     return twins
 
@@ -283,17 +323,33 @@ def _as_coupling(c: Coupling | Mapping[str, Any]) -> Coupling:
     raise ValueError(f"a coupling is a pruning.groups.Coupling or a mapping of its fields, got {type(c).__name__}")
 
 
-def _report_unprunable(components: Mapping[str, nn.Module], groups: Sequence[Group]) -> None:
+def _report_unprunable(components: Mapping[str, nn.Module], groups: Sequence[Group],
+                       extra: tuple[type[nn.Module], ...] = ()) -> None:
     """Warn about every ``nn.Linear`` whose width no group can remove (see the module doc)."""
     covered = {id(s.module) for g in groups for s in g.slices if s.dim == 0}
     for name, module in components.items():
         for path, seq, _ in _chains(module, [], None):
-            linears = [m for m in seq.children() if isinstance(m, nn.Linear)]
-            for lin in linears[:-1]:
-                if id(lin) not in covered:
-                    warnings.warn(f"component {name!r}: the width of {'/'.join([name, *path])} "
-                                  f"({lin}) is not prunable: what follows it is neither LayerNorm, elementwise "
-                                  f"nor a Linear, and no coupling declares it", stacklevel=3)
+            layers = list(seq)
+            linears = [i for i, m in enumerate(layers) if isinstance(m, nn.Linear)]
+            for i in linears[:-1]:
+                lin = layers[i]
+                if id(lin) in covered:
+                    continue
+                if not _plain_linear(lin):
+                    why = "its weight is computed (parametrized, spectral_norm or weight_norm)"
+                else:
+                    nxt = next(m for m in layers[i + 1:] if isinstance(m, nn.Linear) or not (
+                        _is_affine_norm(m, lin.out_features) or is_elementwise(m, extra)))
+                    if not isinstance(nxt, nn.Linear):
+                        why = (f"it is followed by {type(nxt).__name__}"
+                               + (" without affine parameters" if isinstance(nxt, nn.LayerNorm) else "")
+                               + ", which is not an affine LayerNorm of its width or an elementwise module")
+                    elif not _plain_linear(nxt):
+                        why = "the Linear that reads it has a computed weight (parametrized, spectral_norm or weight_norm)"
+                    else:
+                        why = f"the next Linear reads {nxt.in_features} features, not its {lin.out_features}"
+                warnings.warn(f"component {name!r}: the width of {'/'.join([name, *path, str(i)])} (Linear: {lin.extra_repr()}) is not "
+                              f"prunable: {why}, and no coupling declares it", stacklevel=3)
 
 
 def build_groups(
@@ -316,11 +372,12 @@ def build_groups(
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate group names: {sorted({n for n in names if names.count(n) > 1})}")
     _check_disjoint(groups)
-    _report_unprunable(components, groups)
+    _report_unprunable(components, groups, extra)
     twins = _tied_map(tied)
     if twins:
         for g in groups:
-            g.slices += [ParamSlice(t, s.param_name, s.dim, s.offset) for s in g.slices for t in twins.get(s.module, ())]
+            g.slices += [ParamSlice(t, s.param_name, s.dim, s.offset, tied=True)
+                         for s in g.slices for t in twins.get(s.module, ())]
     return groups
 
 

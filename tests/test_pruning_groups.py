@@ -410,7 +410,8 @@ def test_a_width_no_group_can_remove_is_reported_by_name():
         def elementwise_modules(self):
             return ()
 
-    with pytest.warns(UserWarning, match=r"component 'net': the width of net .*Linear\(in_features=3, out_features=4"):
+    with pytest.warns(UserWarning, match=r"component 'net': the width of net/0 \(Linear: in_features=3, "
+                                         r"out_features=4.*followed by Gate"):
         assert model_groups(Model()) == []
 
     class Declared(Model):
@@ -422,3 +423,98 @@ def test_a_width_no_group_can_remove_is_reported_by_name():
     with _w.catch_warnings():
         _w.simplefilter("error")
         assert [g.name for g in model_groups(Declared())] == ["net/0", "ok/0"]
+
+
+class _Seq(nn.Module):
+    def __init__(self, *layers):
+        super().__init__()
+        self.net = nn.Sequential(*layers)
+
+    @property
+    def components(self):
+        return {"net": self.net}
+
+
+def test_a_module_with_parameters_used_twice_in_a_sequential_is_refused():
+    """``children()`` lists a reused module once: the walk used to pair the wrong layers and prune the shared one
+    with two different index sets. Now refused by name; a reused activation (no parameters) is fine and the group
+    names follow the ``Sequential`` s own indices."""
+    torch.manual_seed(0)
+    lin, norm = nn.Linear(8, 8), nn.LayerNorm(8)
+    with pytest.raises(ValueError, match=r"net: layer 4 \(Linear\) is the same module as layer 2"):
+        model_groups(_Seq(nn.Linear(4, 8), nn.ReLU(), lin, nn.ReLU(), lin, nn.ReLU(), nn.Linear(8, 2)))
+    with pytest.raises(ValueError, match=r"layer 4 \(LayerNorm\) is the same module as layer 1"):
+        model_groups(_Seq(nn.Linear(4, 8), norm, nn.ReLU(), nn.Linear(8, 8), norm, nn.ReLU(), nn.Linear(8, 2)))
+    act = nn.ReLU()
+    model = _Seq(nn.Linear(4, 6), act, nn.Linear(6, 5), act, nn.Linear(5, 3), act, nn.Linear(3, 2))
+    groups = model_groups(model)
+    assert [g.name for g in groups] == ["net/0", "net/2", "net/4"]
+    x = torch.randn(7, 4)
+    dense = model.net(x)
+    drop = {"net/0": [1, 4], "net/2": [0], "net/4": [2]}
+    masked = copy.deepcopy(model)
+    with torch.no_grad():  # reference: the removed channels' consumer columns zeroed (no LayerNorm follows)
+        for name, cols in drop.items():
+            masked.net[int(name.split("/")[1]) + 2].weight[:, cols] = 0
+    prune(groups, {g.name: torch.tensor([0.0 if i in drop[g.name] else 1.0 for i in range(g.size)])
+                   for g in groups}, 0.34, scope="per_group")
+    assert [model.net[i].out_features for i in (0, 2, 4)] == [4, 4, 2]
+    torch.testing.assert_close(model.net(x), masked.net(x), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(dense, model.net(x))
+
+
+def test_linears_with_a_computed_weight_are_not_sliced():
+    """A parametrized (``weight_norm``) or old-style ``spectral_norm`` Linear used to be grouped, and pruning it
+    failed halfway (a corrupted model). Its width is now reported as not prunable, and slicing it by hand is
+    refused before anything changes."""
+    from torch.nn.utils import parametrizations, spectral_norm
+
+    torch.manual_seed(0)
+    for wrap in (parametrizations.weight_norm, spectral_norm):
+        model = _Seq(nn.Linear(4, 8), nn.ReLU(), wrap(nn.Linear(8, 6)), nn.ReLU(), nn.Linear(6, 2))
+        with pytest.warns(UserWarning, match=r"net/2 \(Linear: in_features=8, out_features=6.*weight is computed"):
+            groups = model_groups(model)
+        assert groups == []  # net/0's consumer and net/2 itself are computed: nothing can be sliced
+        from pruning.groups import Group, ParamSlice
+
+        bad = Group("x", "net", "hidden", 6, slices=[ParamSlice(model.net[2], "weight", 0, 0),
+                                                     ParamSlice(model.net[4], "weight", 1, 0)])
+        shapes = [tuple(p.shape) for p in model.parameters()]
+        with pytest.raises(ValueError, match="not a plain parameter"):
+            apply_pruning({"x": [0, 1, 2]}, [bad])
+        assert [tuple(p.shape) for p in model.parameters()] == shapes
+        assert model.net(torch.randn(3, 4)).shape == (3, 2)
+
+
+def test_a_tied_copy_must_match_its_twin_parameter_for_parameter():
+    online = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    no_bias = nn.Sequential(nn.Linear(4, 8, bias=False), nn.ReLU(), nn.Linear(8, 2))
+    longer = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2), nn.Tanh())
+    with pytest.raises(ValueError, match=r"tied module '0': parameters differ"):
+        build_groups({"pi": online}, tied=[(online, no_bias)])
+    with pytest.raises(ValueError, match=r"tied copy has module\(s\) \['3'\]"):
+        build_groups({"pi": online}, tied=[(online, longer)])
+    twin = copy.deepcopy(online)
+    (g,) = build_groups({"pi": online}, tied=[(online, twin)])
+    assert [s.tied for s in g.slices] == [False] * 3 + [True] * 3
+
+
+def test_optimizer_state_that_cannot_be_sliced_is_refused_before_anything_changes():
+    adafactor = getattr(torch.optim, "Adafactor", None)
+    if adafactor is None:
+        pytest.skip("torch.optim.Adafactor needs torch >= 2.5")
+    torch.manual_seed(0)
+    model = _Seq(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = adafactor(model.parameters())
+    model.net(torch.randn(5, 4)).square().sum().backward()
+    opt.step()
+    groups = model_groups(model)
+    with pytest.raises(ValueError, match=r"Adafactor state 'row_var' of shape \(8, 1\) for a parameter of shape "
+                                         r"\(8, 4\) is not element-wise"):
+        prune(groups, {"net/0": torch.arange(8.0)}, 0.5, optimizers=[opt])
+    assert model.net[0].weight.shape == (8, 4) and model.net[2].weight.shape == (2, 8)
+    prune(groups, {"net/0": torch.arange(8.0)}, 0.5)  # without it: pruned; the optimiser is rebuilt by the user
+    opt = adafactor(model.parameters())
+    model.net(torch.randn(5, 4)).square().sum().backward()
+    opt.step()
+    assert model.net[0].weight.shape == (4, 4)
