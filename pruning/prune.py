@@ -6,8 +6,10 @@
   sliced with the same indices. In every given optimiser the old parameter objects are replaced by the
   new ones in ``param_groups`` and their state is sliced: every state tensor with the parameter's shape
   (Adam's ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``; SGD's ``momentum_buffer``) is index-selected
-  like the parameter, everything else (``step``) is kept, so training continues as if the removed
-  channels had never existed. A pending ``.grad`` is sliced too.
+  like the parameter, scalars (``step``) are kept, so training continues as if the removed channels had
+  never existed. A state tensor of any other shape (Adafactor's factored ``row_var`` / ``col_var``: means
+  over the removed channels too) cannot be sliced exactly: :func:`apply_pruning` then refuses before
+  modifying anything (rebuild that optimiser after pruning instead). A pending ``.grad`` is sliced too.
 - :func:`select_channels` ranks channels by score and decides which to keep; :func:`prune` = select +
   apply.
 
@@ -24,8 +26,12 @@ Selection rules (:func:`select_channels`):
   are compared by score *per removed channel* (sum / number of channels), which within one group orders
   exactly like the sum.
 - ``min_channels`` (per group, >= 1) is never violated (for unit groups: at least
-  ``ceil(min_channels / unit)`` units stay). The number of channels removed is the largest amount
-  ``<= floor(ratio * channels)`` that the candidates can fill.
+  ``ceil(min_channels / unit)`` units stay). At most ``floor(ratio * channels)`` channels are removed:
+  candidates are taken greedily in score order, and one that removes more channels than the budget has
+  left (a unit, or one channel of every member of an ensemble) closes its group while smaller later
+  candidates may still fill the rest. With groups of unit 1 only, exactly ``floor(ratio * channels)`` are
+  removed (if ``min_channels`` allows); with units or ensembles the amount can fall short of it (it is
+  not the largest fillable amount, a knapsack problem).
 
 After pruning, the old groups are stale (sizes and offsets changed): rebuild them with
 :func:`pruning.groups.build_groups` / :func:`pruning.groups.model_groups`.
@@ -122,6 +128,31 @@ def _like(v: object, p: torch.Tensor) -> bool:
     return isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape == p.shape
 
 
+def _check_optimizer_state(optimizers: Sequence[torch.optim.Optimizer], params: Iterable[torch.Tensor]) -> None:
+    """``ValueError`` (one line) if an optimiser holds state of a parameter to be pruned that is neither a scalar
+    nor of the parameter's shape: it could not be sliced exactly (see the module doc)."""
+    params = list(params)
+    for opt in optimizers:
+        for p in params:
+            for k, v in opt.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != p.shape:
+                    raise ValueError(
+                        f"{type(opt).__name__} state {k!r} of shape {tuple(v.shape)} for a parameter of shape "
+                        f"{tuple(p.shape)} is not element-wise and cannot be sliced exactly; leave this optimiser "
+                        f"out of optimizers=... and rebuild it after pruning")
+
+
+def _check_params(removed: Iterable[tuple[nn.Module, str]]) -> None:
+    """``ValueError`` (one line) unless every parameter to slice is a registered ``nn.Parameter`` of its module
+    (a parametrized or weight-normalised module's weight is computed: replacing it would fail halfway)."""
+    from torch.nn.utils import parametrize
+
+    for module, name in removed:
+        if parametrize.is_parametrized(module, name) or not isinstance(module._parameters.get(name), nn.Parameter):
+            raise ValueError(f"{type(module).__name__}.{name} is not a plain parameter of its module (parametrized, "
+                             f"spectral_norm or weight_norm?); it cannot be pruned by slicing")
+
+
 def _select(t: torch.Tensor, kept: dict[int, torch.Tensor]) -> torch.Tensor:
     for dim, idx in kept.items():
         t = t.index_select(dim, idx.to(t.device))
@@ -140,8 +171,9 @@ def apply_pruning(
     Every parameter touched by a pruned group is replaced by a new smaller ``nn.Parameter`` (same dtype,
     device and ``requires_grad``); the optimisers' ``param_groups`` and state follow (see module doc).
     Raises ``ValueError`` (before anything is modified) for an unknown group, indices out of range or
-    duplicated, fewer than ``min_channels`` kept, partial units, or unequal widths across the members
-    of a stacked ensemble.
+    duplicated, fewer than ``min_channels`` kept, partial units, unequal widths across the members
+    of a stacked ensemble, a parameter that is not a plain ``nn.Parameter`` of its module, or optimiser
+    state that cannot be sliced exactly.
     """
     optimizers = list(optimizers)
     kept_idx = _validate_keep(keep, groups, min_channels)
@@ -159,6 +191,8 @@ def apply_pruning(
         for s in g.slices:
             removed.setdefault((s.module, s.param_name), {}).setdefault(s.dim, []).append(drop + s.offset)
 
+    _check_params(removed)
+    _check_optimizer_state(optimizers, (getattr(m, n) for m, n in removed))
     replaced: dict[nn.Parameter, tuple[nn.Parameter, dict[int, torch.Tensor]]] = {}
     touched: list[nn.Module] = []
     for (module, pname), per_dim in removed.items():
