@@ -42,7 +42,14 @@ Mechanics (the cost is paid in every update, so it is kept to a few tensor opera
   ``index_add_`` onto the channels; a channel read by several consumers, such as the latent, first sums
   its columns per sample), or the full ``(S, C)`` matrix.
 
-Nothing happens while gradients are not recorded (``no_grad`` acting and planning).
+Nothing happens while gradients are not recorded (``no_grad`` acting and planning). A backward pass that
+builds a graph (``create_graph=True``, e.g. the inner ``torch.autograd.grad`` of an input-gradient penalty)
+captures nothing itself: its gradients are not the loss's. With a gate, the gradient it passes through a
+consumer's input would be ``m * u``, so a loss that reads it also depends on the gate that way; an identity
+node (``_TapGrad``) in that pass's graph adds :math:`\sum_p u_{p,c}\,\partial L/\partial(m u)_{p,c}` when the
+loss's own backward reaches it. The captured sums are then those of the whole loss (tested against
+``torch.func`` with a gradient penalty). Every backward pass *without* ``create_graph`` that reaches a
+consumer counts as the loss's (call ``GateCapture.reset()`` after one that is not).
 
 **Inside a compiled graph** (``torch.compiler.is_compiling()``) a Python callback in the backward pass
 cannot be traced, so the hooks place the gate itself: the consumer's input ``x`` becomes ``x * m`` with a
@@ -99,7 +106,29 @@ class _Tap(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # a create_graph backward (e.g. a gradient penalty's inner gradient)
+            return _TapGrad.apply(grad, ctx.capture, ctx.block, ctx.members), None, None, None
         ctx.capture._add(ctx.block, x, ctx.members, grad)
+        return grad, None, None, None
+
+
+class _TapGrad(torch.autograd.Function):
+    """The gate inside a ``create_graph`` backward pass: with a gate ``m`` the gradient leaving the consumer's
+    input is ``m * u`` (``u`` the gradient arriving there), so a loss that reads this gradient (a gradient
+    penalty) depends on ``m`` through it as well. Identity whose backward, run by the loss's own backward pass,
+    hands ``(u, dL/d(m u))`` to :meth:`GateCapture._add`: that path's share of :math:`\\partial L/\\partial m`."""
+
+    @staticmethod
+    def forward(ctx, u, capture, block, members):
+        ctx.capture, ctx.block, ctx.members = capture, block, members
+        ctx.save_for_backward(u)
+        return u.view_as(u)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (u,) = ctx.saved_tensors
+        if not torch.is_grad_enabled():
+            ctx.capture._add(ctx.block, u, ctx.members, grad)
         return grad, None, None, None
 
 
@@ -180,8 +209,7 @@ class GateCapture:
         spans: dict[nn.Linear, list[tuple[int, int, int]]] = {}
         for g, off in zip(groups, offsets):
             for s in g.slices:
-                if isinstance(s.module, nn.Linear) and s.param_name == "weight" and s.dim == 1 \
-                        and s.param.requires_grad:
+                if isinstance(s.module, nn.Linear) and s.param_name == "weight" and s.dim == 1 and not s.tied:
                     spans.setdefault(s.module, []).append((s.offset, g.size, off))
         self.consumers = spans
         stacks = self._stacks(model, spans)
@@ -315,9 +343,12 @@ class GateCapture:
         lead = x.shape[0] if b.stacked else 1
         rows = x.numel() // (lead * b.width)
         s = samples or rows
-        if rows % s:
-            raise RuntimeError(f"gate capture: a consumer input has {rows} rows, not a multiple of "
-                               f"samples={s}; the batch must be the innermost leading dimension")
+        inner = x.shape[-2] if x.dim() >= 2 else 1  # positions p of sample p mod S: (..., S, features)
+        if rows % s or (samples is not None and inner % s):
+            raise RuntimeError(f"gate capture: a consumer input of shape {tuple(x.shape)} does not hold samples={s} "
+                               f"as its innermost leading dimension ((..., {s}, features)); pass samples=<the batch "
+                               f"size of every update> (a batch of another size is not supported) and keep the "
+                               f"batch innermost (e.g. (horizon, batch, features), not (batch, horizon, features))")
         return lead, rows, s
 
     def _add(self, b: _Block, x: torch.Tensor, members: list[int] | None, grad: torch.Tensor) -> None:

@@ -2,8 +2,9 @@ r"""Per-channel reductions shared by the importance metrics (:mod:`pruning.metri
 
 Notation: a group (see :mod:`pruning.groups`) has channels :math:`c = 0..size-1`; channel :math:`c`
 touches the parameter slice :math:`S_c` (rows / columns / elements of every ``ParamSlice`` of the group).
-Only slices of parameters with ``requires_grad=True`` count, for every metric: the target Q-ensemble
-is a tied copy (``requires_grad=False``, no gradient) and is skipped. :math:`\theta` are the parameters,
+Slices of tied copies (``ParamSlice.tied``: the target Q-ensemble, pruned with its online twin) never
+count, for any metric. A parameter the user froze (``requires_grad=False``) counts like any other: its
+weights enter the magnitude metrics, and its gradient statistics are 0 (it has no ``.grad``). :math:`\theta` are the parameters,
 :math:`g_t = \nabla_\theta L_t` their gradient at tracked update :math:`t` as stored in ``.grad`` (read
 after clipping: TD-MPC clips the gradient norm to ``optim.grad_clip_norm`` in place before the
 optimiser step, so the metrics see the clipped gradient the optimiser used).
@@ -48,7 +49,7 @@ class ChannelLayout:
     per-element statistics of the parameters onto it.
 
     Group ``k`` occupies flat positions ``offsets[k] .. offsets[k] + sizes[k]``. The plan lists every
-    parameter with at least one trainable slice (``requires_grad``) and, for each dimension that slices
+    parameter with at least one slice that is not a tied copy's (``ParamSlice.tied``) and, for each dimension that slices
     it, a destination channel for every index along that dimension (``num_channels`` = not a channel:
     e.g. the action columns of a first layer whose latent columns form the coupling group). Parameters
     are looked up by ``(module, name)`` on every call, so a replaced parameter is seen (and a changed
@@ -78,7 +79,7 @@ class ChannelLayout:
         for g, off in zip(self.groups, self.offsets):
             for s in g.slices:
                 p = s.param
-                if not p.requires_grad or (slice_filter is not None and not slice_filter(s)):
+                if s.tied or (slice_filter is not None and not slice_filter(s)):
                     continue  # tied copies (target networks): never scored
                 key = (s.module, s.param_name)
                 shapes[key] = p.shape

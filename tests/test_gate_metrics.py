@@ -204,11 +204,67 @@ def test_stacked_ensemble_runs_member_hooks_and_stays_bit_identical():
         np.testing.assert_allclose(t.scores("fisher")[f"qs/{e}/0"].numpy(), d.square().mean(0).numpy(), rtol=1e-5)
 
 
-def test_rows_must_be_a_multiple_of_the_batch():
+def test_the_batch_must_be_the_innermost_leading_dimension():
+    """Positions map to samples as ``p mod S``: a batch of another size, and a ``(batch, horizon, features)``
+    input (its rows a multiple of the batch, but sample-major), are refused instead of mixing samples."""
     model = MLP()
     ImportanceTracker(model, cfg(), samples=3)
-    with pytest.raises(RuntimeError, match="not a multiple of samples=3"):
+    with pytest.raises(RuntimeError, match=r"shape \(4, 4\) does not hold samples=3"):
         model.a(torch.randn(4, 3)).sum().backward()
+    with pytest.raises(RuntimeError, match=r"shape \(3, 2, 4\) does not hold samples=3 .*not \(batch, horizon"):
+        model.a(torch.randn(3, 2, 3)).sum().backward()
+    model.a(torch.randn(2, 3, 3)).sum().backward()  # (horizon, batch, features): fine
+
+
+def test_a_frozen_layer_is_scored_like_a_trained_one():
+    """Only tied copies are left out of scoring, not every parameter without ``requires_grad``: a frozen
+    consumer used to give its producer's channels zero ``fisher`` (pruned first), a frozen producer zero ``l2``."""
+    model = MLP()
+    model.a[6].requires_grad_(False)  # the last layer, consumer of a/3
+    model.a[0].requires_grad_(False)  # the first layer, producer of a/0
+    t = ImportanceTracker(model, cfg(metrics=["fisher", "l2", "grad_sq"]), samples=8)
+    x, y = torch.randn(8, 3), torch.randn(8, 2)
+    ((model.a(x) - y) ** 2).sum(-1).mean().backward()
+    t.step(1)
+    d = per_sample_gate_grads(lambda g0, g1, xi, yi: mlp_ref_loss(model, g0, g1, xi, yi),
+                              (torch.ones(5), torch.ones(4)), x, y)
+    got = torch.cat(list(t.scores("fisher").values()))
+    np.testing.assert_allclose(got.numpy(), d.square().mean(0).numpy(), rtol=1e-5)
+    rows = torch.cat([model.a[0].weight, model.a[0].bias[:, None]], 1).detach().double()
+    np.testing.assert_allclose(t.scores("l2")["a/0"].numpy(), rows.norm(dim=1).numpy(), rtol=1e-6)
+    # grad_sq of a/3: its own row and LayerNorm elements have gradients, the frozen consumer's columns none
+    a3 = torch.cat([model.a[3].weight.grad, model.a[3].bias.grad[:, None], model.a[4].weight.grad[:, None],
+                    model.a[4].bias.grad[:, None]], 1).double()
+    np.testing.assert_allclose(t.scores("grad_sq")["a/3"].numpy(), a3.square().sum(1).numpy(), rtol=1e-6)
+
+
+def test_fisher_with_a_gradient_penalty_equals_the_per_sample_reference():
+    """A ``create_graph`` backward (the inner gradient of an input-gradient penalty) used to crash the capture
+    (``out=`` with a gradient that requires grad) and would have added gradients that are not the loss's. It
+    captures nothing itself; the loss's own backward captures the whole derivative, the path through the
+    penalty's gradient graph included (``_TapGrad``)."""
+    model, lam = MLP(), 0.7
+    t = ImportanceTracker(model, cfg(), samples=8)
+    x, y = torch.randn(8, 3, requires_grad=True), torch.randn(8, 2)
+    out = model.a(x)
+    (gx,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    (((out - y) ** 2).sum(-1) + lam * gx.square().sum(-1)).mean().backward()
+    t.step(1)
+
+    def loss(g0, g1, xi, yi):
+        def f(xv):
+            a = model.a
+            h = torch.tanh(F.layer_norm(F.linear(xv, a[0].weight, a[0].bias), (5,), a[1].weight, a[1].bias)) * g0
+            h = torch.tanh(F.layer_norm(F.linear(h, a[3].weight, a[3].bias), (4,), a[4].weight, a[4].bias)) * g1
+            return F.linear(h, a[6].weight, a[6].bias)
+        return ((f(xi) - yi) ** 2).sum() + lam * grad(lambda xv: f(xv).sum())(xi).square().sum()
+
+    d = per_sample_gate_grads(loss, (torch.ones(5), torch.ones(4)), x.detach(), y)
+    got = torch.cat(list(t.scores("fisher").values()))
+    np.testing.assert_allclose(got.numpy(), d.square().mean(0).numpy(), rtol=1e-5)
+    without = per_sample_gate_grads(lambda g0, g1, xi, yi: mlp_ref_loss(model, g0, g1, xi, yi),
+                                    (torch.ones(5), torch.ones(4)), x.detach(), y)
+    assert not np.allclose(got.numpy(), without.square().mean(0).numpy(), rtol=1e-2)  # the penalty counts
 
 
 def test_gate_interval_captures_only_every_nth_update_and_removes_the_hooks_between():
@@ -391,5 +447,5 @@ def test_gate_hooks_are_traceable_only_with_a_fixed_number_of_samples_and_no_act
 
     def step(x):
         model.a(x).sum().backward()
-    with pytest.raises(RuntimeError, match="12 rows, not a multiple of samples=8"):  # as eagerly
+    with pytest.raises(RuntimeError, match=r"shape \(12, 4\) does not hold samples=8"):  # as eagerly
         _compiled(step)(torch.randn(12, 3))
