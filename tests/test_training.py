@@ -9,6 +9,7 @@ import torch
 from conftest import tiny_cfg
 
 from tdmpc.checkpoint import CheckpointError, load_checkpoint
+from tdmpc.config import ConfigError
 from tdmpc.trainer import Trainer
 
 
@@ -95,7 +96,6 @@ def test_a_stop_signal_during_the_finish_hooks_is_not_dropped(tmp_path):
     ({"planner__horizon": 130}, "planner.horizon=130; allowed: an integer <= 125"),
 ])
 def test_settings_an_episode_cannot_hold_are_refused_before_training(tmp_path, override, message):
-    from tdmpc.config import ConfigError
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         Trainer(tiny_cfg(**override), tmp_path / "x")
@@ -131,6 +131,19 @@ def test_resume_drops_rows_logged_after_the_last_checkpoint(tmp_path):
     train = pd.read_csv(tmp_path / "r" / "train.csv")
     assert list(train["env_step"]) == [1000, 2000, 3000, 4000]
     assert train["episode_return"].iloc[-1] != 1.0
+
+
+@pytest.mark.slow
+def test_a_run_is_not_shortened_by_resuming_with_fewer_steps(tmp_path):
+    """Resuming a 3000-step run with steps=2000 used to finish at once with exit 0 and rewrite config.yaml to
+    steps=2000 beside a 3000-step checkpoint (a main job with fewer train_steps then pruned the longer model)."""
+    _run(tmp_path, "r", 3000).train()
+    before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    with pytest.raises(ConfigError, match=r"steps=2000; allowed: >= 3000 \(this run dir's checkpoint is at "
+                                          r"env_step 3000"):
+        _run(tmp_path, "r", 2000).train()
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
+    assert _run(tmp_path, "r", 3000).train()["env_step"] == 3000  # the same steps: nothing to do, fine
 
 
 @pytest.mark.slow
