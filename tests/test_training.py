@@ -96,7 +96,6 @@ def test_a_stop_signal_during_the_finish_hooks_is_not_dropped(tmp_path):
     ({"planner__horizon": 130}, "planner.horizon=130; allowed: an integer <= 125"),
 ])
 def test_settings_an_episode_cannot_hold_are_refused_before_training(tmp_path, override, message):
-
     with pytest.raises(ConfigError, match=re.escape(message)):
         Trainer(tiny_cfg(**override), tmp_path / "x")
 
