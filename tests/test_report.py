@@ -356,3 +356,40 @@ def test_summary_states_how_equal_the_flops_budget_was_and_warns_past_one_percen
     rows[1]["flops_plan"] = 900.0
     md = summary_markdown(summarize(pd.DataFrame(rows)), pd.DataFrame(columns=["run_dir", "error", "message"]))
     assert "**Warning**: at some `flops` ratio the metrics' planned-action FLOPs differ by 10.0%" in md
+
+
+def test_a_result_whose_source_checkpoint_changed_is_listed_not_reported(tmp_path):
+    """A main job re-run after its training run went on used to report prune jobs of the old checkpoint next to
+    the new dense reference (exit 0, "best"); the job's run.json records the source checkpoint's sha256."""
+    from pruning.study.collect import collect_results
+    from tdmpc.run_dir import file_sha256
+
+    ckpt = tmp_path / "train" / "checkpoint.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"the 2000-step model")
+    old_sha = file_sha256(ckpt)
+    for metric in ("fisher", "l1"):
+        d = tmp_path / "prune" / metric
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps({**_result(metric, 0.5, 1, 500.0), "checkpoint": str(ckpt)}))
+        (d / "run.json").write_text(json.dumps({"kind": "prune", "source_sha256": old_sha}))
+    ckpt.write_bytes(b"the 3000-step model")  # training went on; l1 is re-run from it, fisher is not
+    (tmp_path / "prune" / "l1" / "run.json").write_text(json.dumps({"kind": "prune", "source_sha256": file_sha256(ckpt)}))
+    results, failures = collect_results([tmp_path / "prune"])
+    assert list(results["metric"]) == ["l1"]
+    assert list(failures["error"]) == ["StaleResult"] and failures["run_dir"].iloc[0].endswith("fisher")
+    assert "has changed since this job ran" in failures["message"].iloc[0]
+    ckpt.unlink()  # a checkpoint that is gone cannot be checked: kept
+    assert sorted(collect_results([tmp_path / "prune"])[0]["metric"]) == ["fisher", "l1"]
+
+
+def test_a_folder_given_twice_counts_each_run_once(sweep, tmp_path, monkeypatch):
+    """Overlapping folders (a sweep and its subfolder, or one folder as a relative and an absolute path) used to
+    list a failed job twice and weigh a training run's importance twice."""
+    from pruning.study.collect import collect_results, find_importance
+
+    monkeypatch.chdir(sweep.parent)
+    dirs = [sweep, Path(sweep.name), sweep / "train", Path(sweep.name) / "cartpole-swingup_seed1"]
+    results, failures = collect_results(dirs)
+    assert len(results) == 2 * len(RETURNS) and len(failures) == 1  # bayes_ratio0.5_seed1, once
+    assert len(find_importance(dirs)) == 1

@@ -2,7 +2,8 @@
 
 Failed jobs are a run dir with ``error.json``, a prune-job run dir (Hydra's ``.hydra/config.yaml`` with
 ``checkpoint``, ``metric``, ``ratio``) without ``result.json``, a ``result.json`` that cannot be read or lacks
-keys of :data:`REQUIRED_KEYS`, and a submitit job whose result pickle holds an error (an unreadable
+keys of :data:`REQUIRED_KEYS`, a ``result.json`` whose source checkpoint has changed since its job ran
+(``StaleResult``: not reported), and a submitit job whose result pickle holds an error (an unreadable
 ``importance.parquet`` is added by :mod:`pruning.study.importance_report`). None is fatal.
 """
 
@@ -102,29 +103,43 @@ def collect_results(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
     """``(results, failures)`` below ``dirs`` (see the module docstring for what counts as failed).
 
     A run dir holding both ``result.json`` and ``error.json`` (failed once, then completed) counts as
-    completed. A run dir found below two of ``dirs`` (a sweep and its subfolder) is read once. Raises
-    :class:`ReportError` for a folder that does not exist.
+    completed. A run dir found below two of ``dirs`` (a sweep and its subfolder, or one folder given as a
+    relative and an absolute path) is read once. A result whose source checkpoint has changed since the
+    job ran (:func:`stale_source`: e.g. its training run went on) is not reported but listed as a failure
+    (``StaleResult``). Raises :class:`ReportError` for a folder that does not exist.
     """
     rows, failures = [], []
-    read: set[Path] = set()
+    read: set[Path] = set()  # resolved run dirs already reported (a result or a failure)
+    hashes: dict[Path, str] = {}
+
+    def fail(run_dir: Path, error: str, message: str) -> None:
+        key = run_dir.resolve()
+        if (key, error) not in failed:
+            failed.add((key, error))
+            failures.append(failure(run_dir, error, message))
+
+    failed: set[tuple[Path, str]] = set()
     for d in dirs:
         d = Path(d)
         if not d.is_dir():
             raise ReportError(f"not a folder: {d}")
-        seen: set[Path] = set()
         for path in _current(d, d.rglob(RESULT_FILE)):
-            seen.add(path.parent)
-            if path.parent.resolve() in read:
-                continue  # the same run dir below two of the given folders (a sweep and its subfolder)
-            read.add(path.parent.resolve())
+            run = path.parent.resolve()
+            if run in read:
+                continue  # the same run dir below two of the given folders
+            read.add(run)
             try:
                 data = json.loads(path.read_text())
             except (OSError, ValueError) as err:
-                failures.append(failure(path.parent, "UnreadableResult", str(err)))
+                fail(path.parent, "UnreadableResult", str(err))
                 continue
             missing = [k for k in REQUIRED_KEYS if not isinstance(data, dict) or k not in data]
             if missing:
-                failures.append(failure(path.parent, "IncompleteResult", f"result.json lacks {', '.join(missing)}"))
+                fail(path.parent, "IncompleteResult", f"result.json lacks {', '.join(missing)}")
+                continue
+            stale = stale_source(path.parent, data, hashes)
+            if stale is not None:
+                fail(path.parent, "StaleResult", stale)
                 continue
             row = {c: data.get(c) for c in RESULT_COLUMNS}
             row["widths"] = json.dumps(row["widths"])
@@ -132,26 +147,54 @@ def collect_results(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
             row["run_dir"] = str(path.parent)
             rows.append(row)
         for path in _current(d, d.rglob(ERROR_FILE)):
-            if path.parent in seen:
+            run = path.parent.resolve()
+            if run in read:
                 continue
-            seen.add(path.parent)
+            read.add(run)
             try:
                 info = json.loads(path.read_text())
-                failures.append(failure(path.parent, str(info.get("error")), str(info.get("message"))))
+                fail(path.parent, str(info.get("error")), str(info.get("message")))
             except (OSError, ValueError, AttributeError):
-                failures.append(failure(path.parent, "UnreadableError", f"unreadable {path.name}"))
+                fail(path.parent, "UnreadableError", f"unreadable {path.name}")
         for path in _current(d, d.rglob(".hydra/config.yaml")):
             run = path.parent.parent
-            if run not in seen and _is_prune_job(run):
-                failures.append(failure(run, "NoResult", "no result.json or error.json (killed, timed out, "
-                                                          "or still running)"))
+            if run.resolve() not in read and _is_prune_job(run):
+                read.add(run.resolve())
+                fail(run, "NoResult", "no result.json or error.json (killed, timed out, or still running)")
         for path in _current(d, d.rglob(".submitit/*/*_result.pkl")):
             message = submitit_error(path)
             if message is not None:
-                failures.append(failure(path.parent, "SubmititError", message))
+                fail(path.parent, "SubmititError", message)
     results = pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *SETTING_COLUMNS, "run_dir"])
-    failures = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
-    return results, failures.drop_duplicates(subset=["run_dir", "error"], ignore_index=True)
+    return results, pd.DataFrame(failures, columns=FAILURE_COLUMNS)
+
+
+def stale_source(run_dir: Path, data: dict, hashes: dict[Path, str] | None = None) -> str | None:
+    """Why a prune job's ``result.json`` no longer describes the checkpoint at its ``checkpoint`` path, else
+    ``None``: the job's ``run.json`` records the sha256 of the source checkpoint it was started from
+    (:mod:`pruning.study.prune_dir`), and the file there now has other bytes (its training run went on, or it
+    was retrained). A result whose checkpoint is gone, or without a record, cannot be checked and is kept.
+    ``hashes``: a cache (resolved path -> sha256) shared over one report."""
+    from tdmpc.run_dir import MANIFEST, file_sha256
+
+    try:
+        want = json.loads((run_dir / MANIFEST).read_text()).get("source_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    ckpt = data.get("checkpoint")
+    if not want or not isinstance(ckpt, str) or not Path(ckpt).is_file():
+        return None
+    key = Path(ckpt).resolve()
+    hashes = {} if hashes is None else hashes
+    if key not in hashes:
+        try:
+            hashes[key] = file_sha256(key)
+        except OSError:
+            return None
+    if hashes[key] == want:
+        return None
+    return (f"its source checkpoint {ckpt} has changed since this job ran (e.g. its training run went on or was "
+            f"retrained: sha256 {hashes[key][:12]}, the job's {str(want)[:12]}); re-run the job to report it")
 
 
 def _settings(data: dict) -> dict:
@@ -184,9 +227,12 @@ class ImportanceRun:
 
 def find_importance(dirs: Iterable[str | Path]) -> list[ImportanceRun]:
     """Every ``importance.parquet`` below ``dirs`` with its run's task (from the run's ``config.yaml``)."""
-    runs = []
+    runs, seen = [], set()
     for d in dirs:
         for path in _current(Path(d), Path(d).rglob(IMPORTANCE_FILE)):
+            if path.resolve() in seen:
+                continue  # below two of the given folders: one run, counted once
+            seen.add(path.resolve())
             cfg = _yaml(path.parent / "config.yaml") or _yaml(path.parent / ".hydra" / "config.yaml") or {}
             runs.append(ImportanceRun(path=path, name="_".join(path.parent.parts[-2:]), task=cfg.get("task"),
                                       env_steps_per_update=_env_steps_per_update(path.parent)))
