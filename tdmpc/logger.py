@@ -78,6 +78,16 @@ def _json_default(value: Any) -> Any:
     return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
 
 
+def _parse_cell(value: str) -> Any:
+    """A CSV cell as the number it was logged as (int, else float), else the string."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 def _new_run_id() -> str:
     """An 8-character W&B-style run id (lowercase letters and digits)."""
     alphabet = string.ascii_lowercase + string.digits
@@ -121,6 +131,7 @@ class Logger:
         self._run = None
         self._finished = False
         self._truncated_after: float | None = None  # set by truncate(); applied to streams opened later too
+        self._backfill = False  # an offline resume's new W&B run: truncate() re-logs the CSV history into it
         for stream, cols in columns.items():
             self._open_csv(stream, list(cols))
         if self.mode != "disabled":
@@ -218,6 +229,28 @@ class Logger:
                 header = read_header(path)
                 if header and "env_step" in header:
                     drop_rows_after(path, header, after_env_step)
+        if self._backfill and self._run is not None:
+            self._backfill = False
+            self._replay_csv_rows()
+
+    def _replay_csv_rows(self) -> None:
+        """Log every row of the run dir's CSV streams (those with an env_step column, as kept by :meth:`truncate`)
+        to the W&B run, as :meth:`log` would have: the new W&B run of an offline resume then holds the whole
+        history up to the checkpoint. (The killed part's own offline record can lack rows: wandb's writer
+        had not flushed them when the process was killed.) Keys that were sent to W&B but are not CSV columns
+        cannot be re-logged."""
+        for path in sorted(self.run_dir.glob("*.csv")):
+            header = read_header(path) if path.stat().st_size > 0 else None
+            if not header or "env_step" not in header:
+                continue
+            stream = path.stem
+            self._define_stream_metric(stream)
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    data = {f"{stream}/{k}": _parse_cell(v) for k, v in row.items() if k and v not in ("", None)}
+                    if f"{stream}/env_step" in data:
+                        data["env_step"] = data[f"{stream}/env_step"]
+                    self._run.log(data)
 
     # ------------------------------------------------------------------------------------------ W&B
 
@@ -246,7 +279,9 @@ class Logger:
         a second offline run under the same id is a second local folder, and ``wandb sync`` of both makes the
         later replace the earlier's history (wandb issues #3841, #5865). So an offline resume starts a new
         W&B run, tagged ``resumed_from:<previous id>`` and named ``<name> (resumed)``, in the same group:
-        each part uploads as its own run and nothing is overwritten."""
+        each part uploads as its own run and nothing is overwritten. That new run first re-logs every CSV row
+        up to the checkpoint (at :meth:`truncate`), so it alone holds the whole history: a part killed with
+        SIGKILL may not have flushed its last rows to its own offline record."""
         import wandb
 
         id_file = self.run_dir / "wandb_id.txt"
@@ -258,6 +293,7 @@ class Logger:
         if previous and not continues:
             tags.append(f"resumed_from:{previous}")
             run_name = f"{run_name or previous} (resumed)"
+            self._backfill = True
         wandb_dir = Path(wcfg.dir) if wcfg.dir else self.run_dir
         wandb_dir.mkdir(parents=True, exist_ok=True)
         run = wandb.init(
