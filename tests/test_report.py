@@ -393,3 +393,35 @@ def test_a_folder_given_twice_counts_each_run_once(sweep, tmp_path, monkeypatch)
     results, failures = collect_results(dirs)
     assert len(results) == 2 * len(RETURNS) and len(failures) == 1  # bayes_ratio0.5_seed1, once
     assert len(find_importance(dirs)) == 1
+
+
+def test_a_report_killed_while_it_computes_leaves_the_previous_report_whole(sweep, tmp_path, monkeypatch):
+    """Files were written one by one into the report folder: a report killed half-way left a results.csv that
+    contradicted the previous summary.md. Now they are built in a staging folder and moved in at the end; files
+    of the previous report that the new one does not write are removed, a user's own files are not."""
+    import pruning.study.report as report
+
+    out = tmp_path / "report"
+    write_report([sweep], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert json.loads((out / ".report_files.json").read_text()) == sorted(n for n in before if not n.startswith("."))
+    (out / "pareto_flops_gone-task.png").write_bytes(b"old")  # as if the previous report had a task more
+    (out / "notes.txt").write_text("mine")
+    listed = json.loads((out / ".report_files.json").read_text()) + ["pareto_flops_gone-task.png"]
+    (out / ".report_files.json").write_text(json.dumps(listed))
+
+    def killed(results, failures, runs, staging):
+        results.iloc[:1].to_csv(staging / "results.csv", index=False)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "_write_files", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_report([sweep / "cartpole-swingup_seed1"], out)
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert {k: v for k, v in after.items() if k in before and k != ".report_files.json"} == \
+        {k: v for k, v in before.items() if k != ".report_files.json"}
+    assert not list(out.glob(".report-staging-*")) and not (out / ".report_incomplete").exists()
+    monkeypatch.undo()
+    write_report([sweep], out)
+    assert not (out / "pareto_flops_gone-task.png").exists() and (out / "notes.txt").read_text() == "mine"
+    assert (out / "results.csv").read_bytes() == before["results.csv"]

@@ -25,10 +25,18 @@ Reads every ``result.json`` (prune jobs, :mod:`pruning.study.prune_job`), the ma
 
 Runs whose ``config.yaml`` names no task are reported under their folder name. Failed jobs are listed in
 ``summary.md``, never fatal. The names of the parts stay importable from here.
+
+The files are built in a staging folder inside ``out`` and moved in when all are written
+(:func:`publish`), so a report killed while it computes leaves the previous report whole; files of the
+previous report that the new one does not write (a metric or task no longer present) are removed, as listed
+in ``out/.report_files.json``. ``out/.report_incomplete`` exists only during the moves (milliseconds).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,6 +118,61 @@ def write_report(dirs: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ReportError(f"--out {out}: cannot be created ({err.strerror or err}); give a writable folder") from None
+    for old in out.glob(f"{STAGING_PREFIX}*"):  # left by a report killed while it computed
+        if not _alive(old.name[len(STAGING_PREFIX):]):
+            shutil.rmtree(old, ignore_errors=True)
+    staging = out / f"{STAGING_PREFIX}{os.getpid()}"
+    staging.mkdir()
+    try:
+        summary = _write_files(results, failures, runs, staging)
+        publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+#: Inside ``out``: the staging folder of a report being written, the list of the report's files, and the marker
+#: that exists while files are moved in (see the module doc).
+STAGING_PREFIX = ".report-staging-"
+FILES_LIST = ".report_files.json"
+INCOMPLETE = ".report_incomplete"
+
+
+def _alive(pid: str) -> bool:
+    """Whether process ``pid`` (a string from a staging folder's name) still runs."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Move every file of ``staging`` into ``out`` (each by ``os.replace``), after removing the files of the
+    previous report (``out/.report_files.json``) that this one does not write; ``out/.report_incomplete``
+    marks the moves."""
+    from tdmpc.logger import atomic_write_text
+
+    names = sorted(p.name for p in staging.iterdir() if p.is_file())
+    marker = out / INCOMPLETE
+    marker.write_text("this report was being written when it stopped; run scripts/report.py again\n")
+    try:
+        previous = json.loads((out / FILES_LIST).read_text())
+    except (OSError, ValueError):
+        previous = []
+    for name in previous if isinstance(previous, list) else []:
+        if isinstance(name, str) and name not in names and "/" not in name and not name.startswith("."):
+            (out / name).unlink(missing_ok=True)
+    for name in names:
+        os.replace(staging / name, out / name)
+    atomic_write_text(out / FILES_LIST, json.dumps(names, indent=1) + "\n")
+    marker.unlink()
+
+
+def _write_files(results: pd.DataFrame, failures: pd.DataFrame, runs: list, out: Path) -> pd.DataFrame:
+    """Every report file of :func:`write_report` into ``out``; returns the summary table."""
     results.to_csv(out / "results.csv", index=False)
     results = label_variants(results)  # jobs that differ in more than metric and ratio are not pooled
     summary = summarize(results)
