@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tdmpc.temp_file import temp_beside
+from tdmpc.temp_file import remove_abandoned_temps, temp_beside
 
 CHECKPOINT_FORMAT = "ca-prune/tdmpc-checkpoint/v1"
 
@@ -30,6 +30,7 @@ def save_atomic(obj: dict, path: str | Path) -> Path:
     """``torch.save`` to ``path`` through a temp file + rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_temps(path)  # left by a run killed while it wrote this checkpoint
     tmp = temp_beside(path)
     try:
         with open(tmp, "xb") as f:

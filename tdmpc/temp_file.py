@@ -8,12 +8,49 @@ writes: 0666 minus the umask.
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
+import time
 from pathlib import Path
+
+#: A temporary file (or folder) is taken for abandoned only when its process no longer runs *and* it was not
+#: modified for this long: on a shared filesystem the pid may be another host's, whose writer keeps writing.
+STALE_AFTER_S = 300.0
 
 
 def temp_beside(path: Path) -> Path:
     """A name for a temporary file in ``path``'s folder that no other process or call uses (open it with
     mode ``"x"``/``"xb"``)."""
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # runs, under another user
+        return True
+    return True
+
+
+def abandoned(path: Path, pid: str) -> bool:
+    """Whether ``path``, written by process ``pid`` (a string from its name), was left by a process that was
+    killed while writing it: ``pid`` is not running here and ``path`` was not modified for ``STALE_AFTER_S``."""
+    try:
+        idle = time.time() - path.stat().st_mtime
+    except OSError:
+        return False
+    return pid.isdigit() and not pid_alive(int(pid)) and idle > STALE_AFTER_S
+
+
+def remove_abandoned_temps(path: Path) -> None:
+    """Remove the temporary files of ``path`` (:func:`temp_beside`) left by processes killed while writing
+    them (:func:`abandoned`); a checkpoint's holds a whole replay buffer."""
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        parts = tmp.name[len(prefix):].split(".")  # pid, token, "tmp"
+        if len(parts) == 3 and abandoned(tmp, parts[0]):
+            tmp.unlink(missing_ok=True)

@@ -134,6 +134,16 @@ def test_refused_command_on_an_existing_run_changes_nothing(finished_run, extra,
     assert_unchanged(finished_run, before)
 
 
+@pytest.mark.slow
+def test_a_run_cannot_be_shortened_from_the_command_line(finished_run):
+    """Refused after the run dir is claimed: every file but run.lock's holder line stays byte-identical."""
+    before = {k: v for k, v in hashes(finished_run).items() if k != "run.lock"}
+    res = run_train_cli(train_args(finished_run, steps=1000), finished_run.parent)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "steps=1000; allowed: >= 2000 (this run dir's checkpoint is at env_step 2000" in one_line(res)
+    assert_unchanged(finished_run, before)
+
+
 @pytest.mark.parametrize("override, expected", [
     ("steps=1.5", "Value '1.5' of type 'float' could not be converted to Integer; full_key: steps"),
     ("seed=abc", "Value 'abc' of type 'str' could not be converted to Integer; full_key: seed"),
@@ -369,3 +379,28 @@ def test_atomically_written_files_get_the_umasks_permissions_not_0600(tmp_path):
     for name in ("checkpoint.pt", "eval.csv", "importance.parquet"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o640, name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "eval.csv", "importance.parquet"]
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_at_the_next_write(tmp_path):
+    """A SIGKILL while a checkpoint (a whole replay buffer) was written left ``.checkpoint.pt.<pid>.<hex>.tmp``
+    for good. The next write removes those whose process is gone and that were not modified for
+    STALE_AFTER_S; a live writer's (maybe another host's, on a shared filesystem) and a fresh one stay."""
+    import subprocess
+    import sys
+
+    from tdmpc.checkpoint import save_atomic
+    from tdmpc.temp_file import STALE_AFTER_S
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    old = time.time() - STALE_AFTER_S - 10
+    files = {"abandoned": f".checkpoint.pt.{dead}.aaaaaaaaaaaa.tmp", "fresh": f".checkpoint.pt.{dead}.bbbbbbbbbbbb.tmp",
+             "live": f".checkpoint.pt.{os.getpid()}.cccccccccccc.tmp", "other": f".eval.csv.{dead}.dddddddddddd.tmp"}
+    for key, name in files.items():
+        (tmp_path / name).write_bytes(b"partial")
+        if key != "fresh":
+            os.utime(tmp_path / name, (old, old))
+    save_atomic({"x": 1}, tmp_path / "checkpoint.pt")
+    left = {p.name for p in tmp_path.iterdir()}
+    assert files["abandoned"] not in left
+    assert {files["fresh"], files["live"], files["other"], "checkpoint.pt"} == left

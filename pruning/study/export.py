@@ -55,6 +55,7 @@ import torch.nn as nn
 
 from pruning.serialize import resize_to_state_dict
 from pruning.study.export_graphs import PlanGraph, PolicyGraph
+from tdmpc.temp_file import abandoned
 
 CONTROLLER_FORMAT = "ca-prune/controller/v1"
 POLICY_FILE, PLANNER_FILE, CONTROLLER_FILE = "policy.onnx", "planner.onnx", "controller.json"
@@ -277,7 +278,10 @@ def write_controller(agent: Any, cfg: Any, env_spec: dict, out_dir: str | Path, 
     noise = PlanNoise.draw(cfg.planner, env_spec["action_dim"], len(model.qs), torch.Generator().manual_seed(0))
     inputs = plan_inputs(obs[0], None, noise)
     graph = PlanGraph(copy.deepcopy(agent.model).eval(), cfg.planner, agent.discount).eval()
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out))  # same folder: os.replace moves atomically
+    for old in out.glob(".export-*-*"):  # left by an export killed while it wrote (.export-<pid>-<random>)
+        if old.is_dir() and abandoned(old, old.name.split("-")[1]):
+            shutil.rmtree(old, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".export-{os.getpid()}-", dir=out))  # same folder: os.replace is atomic
     try:
         if fmt == "pt2":
             exports = {"policy": export_pt2(PolicyGraph(model).eval(), (obs,), tmp / policy_file),

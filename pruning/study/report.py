@@ -80,6 +80,7 @@ from pruning.study.tables import (  # noqa: F401
     with_budget,
 )
 from pruning.study.variants import label_variants
+from tdmpc.temp_file import abandoned
 
 
 def check_out_dir(out: str | Path) -> Path:
@@ -119,7 +120,7 @@ def write_report(dirs: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
     except OSError as err:
         raise ReportError(f"--out {out}: cannot be created ({err.strerror or err}); give a writable folder") from None
     for old in out.glob(f"{STAGING_PREFIX}*"):  # left by a report killed while it computed
-        if not _alive(old.name[len(STAGING_PREFIX):]):
+        if abandoned(old, old.name[len(STAGING_PREFIX):]):
             shutil.rmtree(old, ignore_errors=True)
     staging = out / f"{STAGING_PREFIX}{os.getpid()}"
     staging.mkdir()
@@ -136,17 +137,6 @@ def write_report(dirs: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
 STAGING_PREFIX = ".report-staging-"
 FILES_LIST = ".report_files.json"
 INCOMPLETE = ".report_incomplete"
-
-
-def _alive(pid: str) -> bool:
-    """Whether process ``pid`` (a string from a staging folder's name) still runs."""
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def publish(staging: Path, out: Path) -> None:
