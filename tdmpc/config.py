@@ -162,7 +162,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
     compile: str = "auto"  # true | false | auto: torch.compile the update and the planner (docs/speed.md)
-    action_repeat: int | None = None  # None: per-task TD-MPC default (8 cartpole, 2 walker/finger, 4 else)
+    action_repeat: int | None = None  # None: per-task default (8 cartpole, 2 walker/finger/Pendulum-v1, 4 else)
     seed_steps: int | None = None  # env steps of random actions; None: SEED_EPISODES episodes of the task
     updates_per_step: float = 1.0  # gradient updates per agent step (after seeding)
     buffer_size: int = 1_000_000
