@@ -27,7 +27,9 @@ numbers. This module must stay importable without torch (``tests/test_export.py`
 
 from __future__ import annotations
 
+import hashlib
 import json
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -41,17 +43,42 @@ class DeployError(ValueError):
     """The exported controller cannot be loaded or used; the message is one line."""
 
 
-def _session(path: Path, num_threads: int, inputs: list[dict], outputs: list[dict]):
+def _session(path: Path, num_threads: int, inputs: list[dict], outputs: list[dict], sha256: str | None = None):
     """An ``onnxruntime.InferenceSession`` of ``path``, or for a ``.pt2`` package its
     :class:`pruning.deploy_pt2.Pt2Session` (same ``run`` interface; ``inputs`` / ``outputs``: the specs of
-    ``controller.json``, whose order is the package's positional order)."""
+    ``controller.json``, whose order is the package's positional order). ``sha256``: the file's hash as
+    ``controller.json`` records it (exports since it does): a file of another export is refused."""
     if not path.is_file():
         raise DeployError(f"exported model not found: {path}")
-    if path.suffix == ".pt2":
-        from pruning.deploy_pt2 import Pt2Session
+    if sha256 is not None:
+        found = hashlib.sha256(path.read_bytes()).hexdigest()
+        if found != sha256:
+            raise DeployError(f"{path.name} in {path.parent} is not the file controller.json was written with "
+                              f"(sha256 {found[:12]}, recorded {sha256[:12]}): files of two exports are mixed; export again")
+    try:
+        if path.suffix == ".pt2":
+            from pruning.deploy_pt2 import Pt2Session
 
-        return Pt2Session(path, [s["name"] for s in inputs], [s["name"] for s in outputs], num_threads)
-    return ort.InferenceSession(str(path), session_options(num_threads), providers=["CPUExecutionProvider"])
+            return Pt2Session(path, [s["name"] for s in inputs], [s["name"] for s in outputs], num_threads)
+        session = ort.InferenceSession(str(path), session_options(num_threads), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime / torch raise several types for a damaged or foreign file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DeployError(f"cannot load {path}: {first[:300]}") from None
+    _check_io(session, path, inputs, outputs)  # (a .pt2 package checks its own inputs when called)
+    return session
+
+
+def _check_io(session, path: Path, inputs: list[dict], outputs: list[dict]) -> None:
+    """Refuse a graph whose input / output names and static shapes are not those ``controller.json`` states
+    (e.g. a planner of another horizon beside this controller.json), instead of failing at the first call."""
+    for kind, found, want in (("input", session.get_inputs(), inputs), ("output", session.get_outputs(), outputs)):
+        got = {a.name: [d if isinstance(d, int) else None for d in a.shape] for a in found}
+        for spec in want:
+            shape = got.get(spec["name"])
+            if shape is None or any(d is not None and d != w for d, w in zip(shape, spec["shape"])) \
+                    or len(shape) != len(spec["shape"]):
+                raise DeployError(f"{path.name}: {kind} {spec['name']!r} is {shape}, controller.json says "
+                                  f"{spec['shape']}: the file belongs to another export; export again")
 
 
 def session_options(num_threads: int) -> ort.SessionOptions:
@@ -86,11 +113,12 @@ class Controller:
 
     def __init__(self, spec: dict, policy, planner, mode: str | None = None, seed: int = 0):
         """``policy`` / ``planner``: sessions with ``run(output_names, inputs)`` (onnxruntime's, or
-        :class:`pruning.deploy_pt2.Pt2Session`); ``planner`` is ``None`` in ``policy`` mode; ``mode``
-        ``None``: :func:`default_mode`."""
+        :class:`pruning.deploy_pt2.Pt2Session`); ``planner`` is ``None`` in ``policy`` mode, ``policy`` may be
+        ``None`` in ``plan`` mode; ``mode`` ``None``: :func:`default_mode`."""
         mode = default_mode(spec) if mode is None else mode
         if mode not in MODES:
             raise DeployError(f"mode must be one of {'|'.join(MODES)}, got {mode!r}")
+        _check_seed(seed)
         self.spec, self.mode, self.seed = spec, mode, seed
         self.policy_session, self.planner_session = policy, planner
         self.obs_dim, self.action_dim = int(spec["obs_dim"]), int(spec["action_dim"])
@@ -110,21 +138,34 @@ class Controller:
         path = directory / "controller.json"
         if not path.is_file():
             raise DeployError(f"controller.json not found in {directory} (write it with scripts/export.py)")
-        spec = json.loads(path.read_text())
-        if spec.get("format") != CONTROLLER_FORMAT:
-            raise DeployError(f"{path} is not a {CONTROLLER_FORMAT} file (found format {spec.get('format')!r})")
+        try:
+            spec = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise DeployError(f"{path} cannot be read as JSON ({str(err).splitlines()[0]}); export again") from None
+        if not isinstance(spec, dict) or spec.get("format") != CONTROLLER_FORMAT:
+            found = spec.get("format") if isinstance(spec, dict) else type(spec).__name__
+            raise DeployError(f"{path} is not a {CONTROLLER_FORMAT} file (found format {found!r})")
         mode = default_mode(spec) if mode is None else mode
         if mode not in MODES:
             raise DeployError(f"mode must be one of {'|'.join(MODES)}, got {mode!r}")
-        policy = _session(directory / spec["files"]["policy"], num_threads, spec["policy_inputs"],
-                          spec["policy_outputs"])
-        planner = _session(directory / spec["files"]["planner"], num_threads, spec["planner_inputs"],
-                           spec["planner_outputs"]) if mode == "plan" else None
-        return cls(spec, policy, planner, mode, seed)
+        _check_seed(seed)
+        if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or num_threads < 0:
+            raise DeployError(f"num_threads must be an integer >= 0 (0: onnxruntime's default), got {num_threads!r}")
+        kind = "policy" if mode == "policy" else "planner"
+        missing = [k for k in ("files", "obs_dim", "action_dim", "action_low", "action_high", "planner",
+                               "planner_inputs", f"{kind}_inputs", f"{kind}_outputs") if k not in spec]
+        name = spec["files"].get(kind) if isinstance(spec.get("files"), dict) else None
+        if missing or not isinstance(name, str) or Path(name).name != name:
+            raise DeployError(f"{path} is incomplete or damaged (missing {missing or 'files.' + kind}, or "
+                              f"files.{kind}={name!r} is not a file name in {directory}); export again")
+        session = _session(directory / name, int(num_threads), spec[f"{kind}_inputs"], spec[f"{kind}_outputs"],
+                           (spec.get("file_sha256") or {}).get(kind))
+        return cls(spec, session if mode == "policy" else None, session if mode == "plan" else None, mode, seed)
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode: forget the warm start; with ``seed``, re-seed the noise generator."""
         if seed is not None:
+            _check_seed(seed)
             self.seed = seed
             self.rng = np.random.default_rng(seed)
         self.prev_mean = np.zeros((self.horizon, self.action_dim), dtype=np.float32)
@@ -137,13 +178,14 @@ class Controller:
         """One ``planner.onnx`` call: ``(action (A,), mean (H, A))``; no state is read or changed."""
         if self.planner_session is None:
             raise DeployError("this controller was loaded with mode='policy': no planner")
-        inputs = {"obs": self._obs(obs), "prev_mean": np.asarray(prev_mean, dtype=np.float32), **noise}
+        inputs = {"obs": self._obs(obs), "prev_mean": np.array(prev_mean, dtype=np.float32), **noise}
         self.last_inputs = inputs
         action, mean = self.planner_session.run(["action", "mean"], inputs)
         return action, mean
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """Action ``(action_dim,)`` in [-1, 1] for one observation ``(obs_dim,)``."""
+        """Action ``(action_dim,)`` in [-1, 1] for one observation ``(obs_dim,)`` (also ``(1, obs_dim)``); a
+        non-finite entry, a batch or anything that is not an array of numbers raises :class:`DeployError`."""
         if self.mode == "policy":
             return self.policy_session.run(["action"], {"obs": self._obs(obs)})[0][0]
         action, self.prev_mean = self.plan(obs, self.prev_mean, self.draw_noise())
@@ -155,7 +197,24 @@ class Controller:
         return self.action_low + (a + 1.0) * 0.5 * (self.action_high - self.action_low)
 
     def _obs(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.asarray(obs, dtype=np.float32).reshape(1, -1)
-        if obs.shape[1] != self.obs_dim:
-            raise DeployError(f"observation has {obs.shape[1]} entries, the controller expects {self.obs_dim}")
-        return obs
+        """One observation as a fresh ``(1, obs_dim)`` float32 array (a copy: :attr:`last_inputs` must not change
+        when the caller reuses its buffer)."""
+        if isinstance(obs, (dict, str, bytes, tuple)):
+            raise DeployError(f"observation must be an array of {self.obs_dim} numbers, got a {type(obs).__name__}"
+                              + (" (env.reset() returns (obs, info): pass obs)" if isinstance(obs, tuple) else ""))
+        try:
+            arr = np.array(obs, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise DeployError(f"observation must be an array of {self.obs_dim} numbers ({err})") from None
+        if arr.size != self.obs_dim or max(arr.shape, default=0) != arr.size:
+            raise DeployError(f"observation of shape {arr.shape}: the controller expects one observation of "
+                              f"{self.obs_dim} entries ({self.obs_dim},), not a batch")
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            raise DeployError(f"observation entries {bad.tolist()[:10]} are not finite ({arr.reshape(-1)[bad[:10]].tolist()})")
+        return arr.reshape(1, -1)
+
+
+def _check_seed(seed: object) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise DeployError(f"seed must be an integer >= 0, got {seed!r}")

@@ -20,7 +20,7 @@ import torch
 from conftest import tiny_cfg
 
 from pruning.config import PruningConfigError
-from pruning.deploy import Controller
+from pruning.deploy import Controller, DeployError
 from pruning.study.export import load_agent, run_export_cli, write_controller
 from tdmpc.agent import TDMPC
 from tdmpc.checkpoint import CHECKPOINT_FORMAT, save_atomic
@@ -400,3 +400,91 @@ def test_checkpoint_trained_with_online_wandb_exports_without_a_wandb_key(tmp_pa
     assert json.loads((out / "controller.json").read_text())["checkpoint_sha256"] == \
         hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert Controller.load(out).act(np.zeros(4, np.float32)).shape == (2,)
+
+
+def test_the_runtime_refuses_bad_observations_in_one_line(exported):
+    """A NaN observation used to give a NaN action (and warm start) silently; a dict, an (obs, info) pair or a batch
+    gave numpy tracebacks or a misleading count. The observation is copied: a caller reusing its buffer does not
+    change ``last_inputs``."""
+    _, out, _ = exported
+    ctrl = Controller.load(out, mode="plan", seed=0)
+    obs = np.linspace(-1, 1, 4, dtype=np.float32)
+    for bad, match in ((np.array([0.1, np.nan, 0.2, np.inf]), r"observation entries \[1, 3\] are not finite"),
+                       ({"position": obs}, "must be an array of 4 numbers, got a dict"),
+                       ((obs, {}), r"got a tuple \(env.reset\(\) returns \(obs, info\): pass obs\)"),
+                       (np.stack([obs, obs]), r"shape \(2, 4\): the controller expects one observation of 4 entries"),
+                       (obs[:3], r"shape \(3,\)"), ("abcd", "got a str")):
+        with pytest.raises(DeployError, match=match):
+            ctrl.act(bad)
+    assert np.all(ctrl.prev_mean == 0)  # nothing was planned
+    buf = obs.copy()
+    action = ctrl.act(buf)
+    buf[:] = 5.0  # the robot's next sensor read into the same array
+    assert np.array_equal(ctrl.last_inputs["obs"][0], obs)
+    replay, _ = ctrl.plan(ctrl.last_inputs["obs"], ctrl.last_inputs["prev_mean"],
+                          {k: v for k, v in ctrl.last_inputs.items() if k not in ("obs", "prev_mean")})
+    assert np.array_equal(replay, action)
+    for kw, match in (({"seed": -1}, "seed must be an integer >= 0"), ({"num_threads": "2"}, "num_threads must be")):
+        with pytest.raises(DeployError, match=match):
+            Controller.load(out, **kw)
+
+
+def test_the_runtime_refuses_files_that_do_not_belong_together(exported, tmp_path):
+    """Graphs of two exports in one folder used to load (a dense controller.json acting with pruned graphs, or a
+    crash at the first call); a damaged controller.json or .onnx gave tracebacks. Each is now one line."""
+    import shutil
+
+    ckpt, out, _ = exported
+    other = tmp_path / "other"
+    agent, cfg, env_spec, digest = load_agent(_checkpoint(tmp_path / "other.pt", pruned=True, planner__horizon=2))
+    write_controller(agent, cfg, env_spec, other, checkpoint=tmp_path / "other.pt", checkpoint_sha256=digest)
+    mixed = Path(shutil.copytree(out, tmp_path / "mixed"))
+    shutil.copy(other / "planner.onnx", mixed / "planner.onnx")
+    with pytest.raises(DeployError, match="planner.onnx in .* is not the file controller.json was written with"):
+        Controller.load(mixed, mode="plan")
+    Controller.load(mixed, mode="policy")  # the policy file is its own: policy mode loads
+    spec = json.loads((mixed / "controller.json").read_text())
+    del spec["file_sha256"]  # an export from before the hashes: the shapes are still compared
+    (mixed / "controller.json").write_text(json.dumps(spec))
+    with pytest.raises(DeployError, match=r"planner.onnx: input 'prev_mean' is \[2, 2\], controller.json says \[3, 2\]"):
+        Controller.load(mixed, mode="plan")
+    for text, match in (("{not json", "cannot be read as JSON"), ("[1, 2]", "is not a ca-prune/controller/v1 file"),
+                        (json.dumps({**spec, "files": {"planner": "../planner.onnx"}}), "is not a file name in"),
+                        (json.dumps({k: v for k, v in spec.items() if k != "obs_dim"}), r"missing \['obs_dim'\]")):
+        (mixed / "controller.json").write_text(text)
+        with pytest.raises(DeployError, match=match):
+            Controller.load(mixed, mode="plan")
+    (mixed / "controller.json").write_text(json.dumps(spec))
+    (mixed / "planner.onnx").write_bytes((out / "planner.onnx").read_bytes()[:100])
+    with pytest.raises(DeployError, match="cannot load .*planner.onnx"):
+        Controller.load(mixed, mode="plan")
+
+
+def test_the_check_refuses_a_checkpoint_replaced_since_the_export(exported, tmp_path):
+    """check=true used to compare the export with whatever the checkpoint path held (another agent: every action
+    different, "within spread: True", exit 0). A re-export removes the previous check.json."""
+    import shutil
+
+    from pruning.study.deploy_check import run_check
+
+    ckpt = Path(shutil.copy(exported[0], tmp_path / "checkpoint.pt"))
+    out = Path(shutil.copytree(exported[1], tmp_path / "export"))
+    (out / "check.json").write_text("{}")
+    _replace_checkpoint(ckpt)
+    with pytest.raises(PruningConfigError, match="replaced since the export"):
+        run_check(ckpt, out, episodes=1, mode="policy", max_episode_steps=8)
+    agent, cfg, env_spec, digest = load_agent(ckpt)
+    write_controller(agent, cfg, env_spec, out, checkpoint=ckpt, checkpoint_sha256=digest)
+    assert not (out / "check.json").exists()
+    result = run_check(ckpt, out, episodes=1, mode="policy")  # one episode: no spread to judge by
+    assert result["summary"]["within_spread"] is None
+    assert result["episode_length"] == 250 and result["episodes"][0]["steps"] == 250  # the task's own limit
+
+
+def test_export_into_a_file_is_one_line_exit_2(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path / "checkpoint.pt", pruned=False)
+    with pytest.raises(SystemExit) as exit_info:
+        run_export_cli({"checkpoint": str(ckpt), "out": str(ckpt)})
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: invalid config: out={ckpt}; allowed: a folder (created if missing), not a file or a path below one"]

@@ -13,6 +13,11 @@ For each of ``episodes`` env seeds ``seed, seed + 1, ...`` (dm_control task of t
    env seed): the return the trained agent gets, to compare returns with.
 
 Prints one row per episode and the mean ± std, and writes ``check.json`` into the controller's folder.
+``within_spread``: the difference of the mean returns is at most the larger episode-to-episode std; with one
+episode there is no spread and it is ``None`` ("n/a"). The controller must have been exported from the bytes
+of ``checkpoint`` (``controller.json``'s ``checkpoint_sha256``): a checkpoint replaced since the export (a
+training run that went on) is refused, since the two sides would be different agents. Episodes run to the
+task's own time limit unless ``max_episode_steps`` says otherwise.
 Planned-action timings here are wall-clock on whatever else the machine runs: indicative only
 (``benchmarks/deploy_latency.py`` measures latency).
 """
@@ -101,7 +106,8 @@ def _summary(rows: list[dict]) -> dict:
     return {"return_onnx_mean": float(onnx_r.mean()), "return_onnx_std": float(onnx_r.std()),
             "return_torch_mean": float(torch_r.mean()), "return_torch_std": float(torch_r.std()),
             "return_diff": float(onnx_r.mean() - torch_r.mean()),
-            "within_spread": bool(abs(onnx_r.mean() - torch_r.mean()) <= spread),
+            # one episode: no spread to compare with (None, printed "n/a")
+            "within_spread": bool(abs(onnx_r.mean() - torch_r.mean()) <= spread) if len(rows) > 1 else None,
             "max_action_diff": float(max(r["max_action_diff"] for r in rows)),
             "max_mean_diff": float(max(r["max_mean_diff"] for r in rows)),
             "steps_diff_gt_tol": int(sum(r["steps_diff_gt_tol"] for r in rows)),
@@ -119,12 +125,12 @@ def _print_table(rows: list[dict], summary: dict, mode: str) -> None:
     s = summary
     print(f"{'mean':>6} {s['steps']:>6} {s['return_onnx_mean']:>8.2f}±{s['return_onnx_std']:<5.1f} "
           f"{s['return_torch_mean']:>8.2f}±{s['return_torch_std']:<5.1f} {s['max_action_diff']:>9.2e} "
-          f"{s['max_mean_diff']:>10.2e}  within spread: {s['within_spread']}; steps with |da| > {ACTION_TOL:g}: "
+          f"{s['max_mean_diff']:>10.2e}  within spread: {'n/a' if s['within_spread'] is None else s['within_spread']}; steps with |da| > {ACTION_TOL:g}: "
           f"{s['steps_diff_gt_tol']}", flush=True)
 
 
 def run_check(checkpoint: str | Path, controller_dir: str | Path, episodes: int = 3, seed: int = 1,
-              mode: str | None = None, max_episode_steps: int = 1000, num_threads: int = 1) -> dict:
+              mode: str | None = None, max_episode_steps: int | None = None, num_threads: int = 1) -> dict:
     """Run the check (module docstring), print the table, write ``check.json``; returns its content.
 
     ``mode`` ``None``: as the checkpoint's agent acts (``plan`` if ``planner.mpc``, else ``policy``); ``plan``
@@ -138,6 +144,13 @@ def run_check(checkpoint: str | Path, controller_dir: str | Path, episodes: int 
     torch.set_num_threads(num_threads)
     controller_dir = Path(controller_dir)
     agent, cfg, _, checkpoint_sha256 = load_agent(checkpoint)  # the hash of the bytes the agent came from
+    try:
+        exported_from = json.loads((controller_dir / "controller.json").read_text()).get("checkpoint_sha256")
+    except (OSError, ValueError, AttributeError):
+        exported_from = None  # Controller.load below says what is wrong with the folder
+    require(exported_from in (None, checkpoint_sha256), "checkpoint", str(checkpoint),
+            f"the checkpoint {controller_dir} was exported from (sha256 {str(exported_from)[:12]}; this file now "
+            f"holds {checkpoint_sha256[:12]}: replaced since the export? export it again)")
     mode = ("plan" if cfg.planner.mpc else "policy") if mode is None else mode
     require(mode == "policy" or cfg.planner.mpc, "mode", mode,
             "policy (the checkpoint's agent does not plan: planner.mpc=false)")
@@ -152,7 +165,7 @@ def run_check(checkpoint: str | Path, controller_dir: str | Path, episodes: int 
     summary = _summary(rows)
     _print_table(rows, summary, mode)
     result = {"task": cfg.task, "mode": mode, "action_repeat": env.action_repeat,
-              "max_episode_steps": max_episode_steps, "num_threads": num_threads, "action_tol": ACTION_TOL,
+              "max_episode_steps": max_episode_steps, "episode_length": env.episode_length, "num_threads": num_threads, "action_tol": ACTION_TOL,
               "episodes": rows, "summary": summary, "controller_dir": str(controller_dir),
               "checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_sha256,
               "load_average": list(os.getloadavg()), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}

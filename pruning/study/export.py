@@ -55,6 +55,7 @@ import torch.nn as nn
 
 from pruning.serialize import resize_to_state_dict
 from pruning.study.export_graphs import PlanGraph, PolicyGraph
+from tdmpc.run_dir import file_sha256
 from tdmpc.temp_file import abandoned
 
 CONTROLLER_FORMAT = "ca-prune/controller/v1"
@@ -269,7 +270,13 @@ def write_controller(agent: Any, cfg: Any, env_spec: dict, out_dir: str | Path, 
     from tdmpc.planner import PlanNoise
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        from pruning.config import PruningConfigError
+
+        raise PruningConfigError(f"invalid config: out={out}; allowed: a folder (created if missing), not a file "
+                                 f"or a path below one") from None
     # Exported from copies: tracing runs the model on fake tensors, and a cache filled then (the two-hot
     # bins of ``TwoHot.bins``) would break the caller's model for eager use afterwards.
     model = copy.deepcopy(agent.model).eval()
@@ -292,11 +299,17 @@ def write_controller(agent: Any, cfg: Any, env_spec: dict, out_dir: str | Path, 
                        "planner": export_graph(graph, tuple(inputs.values()), tmp / planner_file, list(inputs),
                                                ["action", "mean"], exporter)}
         spec = controller_spec(agent, cfg, env_spec, checkpoint, exports, fmt, checkpoint_sha256)
+        # the runtime refuses a graph file of another export beside this controller.json (pruning.deploy)
+        spec["file_sha256"] = {kind: file_sha256(tmp / name) for kind, name in spec["files"].items()}
         (tmp / CONTROLLER_FILE).write_text(json.dumps(spec, indent=2) + "\n")
         for name in (policy_file, planner_file, CONTROLLER_FILE):
             _fsync(tmp / name)
-        # No controller.json while the graphs are replaced: the folder never loads with files of two exports.
+        # No controller.json while the graphs are replaced: the folder never loads with files of two exports;
+        # a check of the previous export (check.json) no longer describes the folder.
+        from pruning.study.deploy_check import CHECK_FILE
+
         (out / CONTROLLER_FILE).unlink(missing_ok=True)
+        (out / CHECK_FILE).unlink(missing_ok=True)
         for name in (policy_file, planner_file, CONTROLLER_FILE):  # controller.json last
             os.replace(tmp / name, out / name)
     finally:
@@ -331,7 +344,7 @@ class ExportConfig:
     # what the check runs: plan (planner.onnx vs MPPI) | policy (policy.onnx vs policy prior); null: as the
     # checkpoint's agent acts (plan if its planner.mpc, else policy)
     mode: str | None = None
-    max_episode_steps: int = 1000  # env steps per episode of the check
+    max_episode_steps: int | None = None  # env steps per episode of the check; null: the task's own time limit
     num_threads: int = 1  # onnxruntime and torch threads during the check
 
 
@@ -346,8 +359,8 @@ def validate_export(cfg: ExportConfig) -> ExportConfig:
     require(isinstance(cfg.episodes, int) and cfg.episodes >= 1, "episodes", cfg.episodes, "an integer >= 1")
     require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
     require(cfg.mode in (None, "plan", "policy"), "mode", cfg.mode, "null|plan|policy")
-    require(isinstance(cfg.max_episode_steps, int) and cfg.max_episode_steps >= 1, "max_episode_steps",
-            cfg.max_episode_steps, "an integer >= 1")
+    require(cfg.max_episode_steps is None or (isinstance(cfg.max_episode_steps, int) and cfg.max_episode_steps >= 1),
+            "max_episode_steps", cfg.max_episode_steps, "null (the task's time limit) or an integer >= 1")
     require(isinstance(cfg.num_threads, int) and cfg.num_threads >= 1, "num_threads", cfg.num_threads,
             "an integer >= 1")
     return cfg
@@ -390,6 +403,6 @@ def run_export_cli(cfg: Any) -> int:
         try:
             run_check(job.checkpoint, out, episodes=job.episodes, seed=job.seed, mode=job.mode,
                       max_episode_steps=job.max_episode_steps, num_threads=job.num_threads)
-        except PruningConfigError as err:  # mode=plan for an agent that does not plan (the export stays)
+        except PruningConfigError as err:  # mode=plan for a policy-only agent, a replaced checkpoint (export stays)
             fail(str(err))
     return 0
