@@ -49,7 +49,14 @@ def fixed_settings(config: dict) -> dict:
 #: starts and writes the values it uses into ``config.yaml`` and the checkpoint; the run dir's manifest
 #: keeps what the command said. An older record's ``None`` equals the resolved default (:func:`with_task_defaults`).
 TASK_DEFAULTS = ("action_repeat", "seed_steps")
-SEED_EPISODES = 5  # seed_steps=None: this many episodes of random actions (TD-MPC2)
+SEED_EPISODES = 5  # seed_steps=None: at least this many episodes of random actions ...
+SEED_AGENT_STEPS = 1000  # ... and at least this many agent steps (TD-MPC2: max(1000, 5 * episode_length))
+
+
+def default_seed_steps(max_episode_steps: int, action_repeat: int) -> int:
+    """``seed_steps=None``: TD-MPC2's ``max(1000, 5 * episode_length)`` agent steps (``tdmpc2/envs/__init__.py``),
+    in env steps: ``max(1000 * action_repeat, 5 * max_episode_steps)``."""
+    return max(SEED_AGENT_STEPS * action_repeat, SEED_EPISODES * max_episode_steps)
 
 
 def task_default(task: str, key: str, action_repeat: int | None = None) -> int:
@@ -60,7 +67,8 @@ def task_default(task: str, key: str, action_repeat: int | None = None) -> int:
     if key == "action_repeat":
         return default_action_repeat(task)
     if key == "seed_steps":
-        return SEED_EPISODES * make_env(task, 0, action_repeat).max_episode_steps
+        env = make_env(task, 0, action_repeat)
+        return default_seed_steps(env.max_episode_steps, env.action_repeat)
     raise KeyError(f"{key!r} is not one of {TASK_DEFAULTS}")
 
 
@@ -163,7 +171,7 @@ class TrainConfig:
     num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
     compile: str = "auto"  # true | false | auto: torch.compile the update and the planner (docs/speed.md)
     action_repeat: int | None = None  # None: per-task default (8 cartpole, 2 walker/finger/Pendulum-v1, 4 else)
-    seed_steps: int | None = None  # env steps of random actions; None: SEED_EPISODES episodes of the task
+    seed_steps: int | None = None  # env steps of random actions (whole episodes); None: TD-MPC2's default_seed_steps
     updates_per_step: float = 1.0  # gradient updates per agent step (after seeding)
     buffer_size: int = 1_000_000
     buffer_device: str = "auto"  # auto (= device) | cpu | cuda

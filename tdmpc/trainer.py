@@ -32,7 +32,7 @@ from tdmpc.checkpoint import (
     save_atomic,
     set_rng_states,
 )
-from tdmpc.config import EVAL_SEED_OFFSET, SEED_EPISODES, TrainConfig, require, task_default
+from tdmpc.config import EVAL_SEED_OFFSET, TrainConfig, default_seed_steps, require, task_default
 from tdmpc.envs import make_env
 from tdmpc.logger import Logger
 from tdmpc.stop_signals import EXIT_CODES, PretrainingStopped, StopSignals, TrainingInterrupted
@@ -95,7 +95,8 @@ class Trainer:
         buffer_device = self.device if cfg.buffer_device == "auto" else torch.device(cfg.buffer_device)
         self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, action_dim, cfg.planner.horizon, buffer_device)
         self.sample_rng = np.random.default_rng(cfg.seed)
-        self.seed_steps = cfg.seed_steps if cfg.seed_steps is not None else SEED_EPISODES * self.env.max_episode_steps
+        self.seed_steps = cfg.seed_steps if cfg.seed_steps is not None else \
+            default_seed_steps(self.env.max_episode_steps, self.env.action_repeat)
         # The values used, also where the config said null (the task's defaults): config.yaml, checkpoint, W&B.
         cfg.action_repeat, cfg.seed_steps = self.env.action_repeat, self.seed_steps
         self.config_dict = {**self.config_dict, "action_repeat": cfg.action_repeat, "seed_steps": cfg.seed_steps}
@@ -383,14 +384,23 @@ class Trainer:
             )
 
     def _run_episode(self, pretrained: bool) -> tuple[float, int, dict[str, float]]:
-        """Collect one episode (updating the agent after every step past seeding) and store it."""
+        """Collect one episode and store it: random actions while seeding, else the agent's, updating it after
+        every step (``updates_per_step``).
+
+        Seeding runs whole episodes, from the start until an episode ends at or past ``seed_steps`` env steps and
+        the buffer holds a sub-trajectory of horizon + 1 steps (an env whose episodes end early may need more).
+        Then, before the next episode's first action, the agent is pretrained with one update per seed transition
+        (TD-MPC2); the checkpoint written at the end of seeding is what a stop during pretraining resumes from."""
         cfg = self.cfg
         obs, _ = self.env.reset()
         self.agent.planner.reset()
         obs_list, actions, rewards, terms = [torch.as_tensor(obs)], [], [], []
         done, ep_return, losses = False, 0.0, {}
+        if not pretrained and self.env_step >= self.seed_steps and len(self.buffer.valid_starts()):
+            losses = self._pretrain()
+            pretrained = True
         while not done:
-            seeding = self.env_step < self.seed_steps
+            seeding = not pretrained
             if seeding:
                 action = torch.rand(self.env.action_space.shape) * 2 - 1
             else:
@@ -405,11 +415,7 @@ class Trainer:
             ep_return += float(reward)
             done = terminated or truncated
             self.stops.requested()  # announce a stop signal; the episode is finished first
-            if not seeding and len(self.buffer) > 0:
-                if not pretrained:
-                    # First update after seeding: pretrain on the seed data (TD-MPC2), one update per seed step.
-                    losses = self._pretrain()
-                    pretrained = True
+            if not seeding:
                 # the fractional part carries over episodes (and checkpoints): updates_per_step=0.005
                 # gives one update per 200 agent steps however long the episodes are
                 self.update_credit += cfg.updates_per_step

@@ -59,7 +59,7 @@ def test_task_defaults_replace_null_and_keep_explicit_values():
     from tdmpc.config import with_task_defaults
 
     assert with_task_defaults({"task": "cartpole-swingup", "action_repeat": None, "seed_steps": None}) == {
-        "task": "cartpole-swingup", "action_repeat": 8, "seed_steps": 5000}
+        "task": "cartpole-swingup", "action_repeat": 8, "seed_steps": 8000}
     assert with_task_defaults({"task": "walker-walk", "action_repeat": None, "seed_steps": 300}) == {
         "task": "walker-walk", "action_repeat": 2, "seed_steps": 300}
     assert with_task_defaults({"task": "cartpole-swingup", "action_repeat": 4}) == {

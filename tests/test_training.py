@@ -167,12 +167,15 @@ def test_resume_refuses_a_checkpoint_of_another_task(tmp_path):
 
 
 def test_the_trainer_resolves_the_task_defaults_into_its_config(tmp_path):
+    # TD-MPC2's max(1000, 5 * episode_length) agent steps, in env steps
     t = Trainer(tiny_cfg(seed_steps=None), tmp_path)  # action_repeat null too: cartpole's default 8
-    assert (t.cfg.action_repeat, t.cfg.seed_steps, t.seed_steps) == (8, 5000, 5000)  # 5 episodes of 1000
-    assert (t.config_dict["action_repeat"], t.config_dict["seed_steps"]) == (8, 5000)
-    assert t.state_dict()["config"]["seed_steps"] == 5000
+    assert (t.cfg.action_repeat, t.cfg.seed_steps, t.seed_steps) == (8, 8000, 8000)  # 1000 agent steps of 8
+    assert (t.config_dict["action_repeat"], t.config_dict["seed_steps"]) == (8, 8000)
+    assert t.state_dict()["config"]["seed_steps"] == 8000
     w = Trainer(tiny_cfg(task="walker-walk", action_repeat=None, seed_steps=None), tmp_path / "w")
-    assert (w.cfg.action_repeat, w.cfg.seed_steps) == (2, 5000)
+    assert (w.cfg.action_repeat, w.cfg.seed_steps) == (2, 5000)  # 5 episodes of 500 agent steps
+    p = Trainer(tiny_cfg(task="Pendulum-v1", action_repeat=None, seed_steps=None), tmp_path / "p")
+    assert (p.cfg.action_repeat, p.cfg.seed_steps) == (2, 2000)  # 1000 agent steps (5 episodes are 500)
 
 
 @pytest.mark.slow
@@ -213,3 +216,74 @@ def test_an_interrupted_run_checkpoints_and_its_wandb_run_is_marked_failed(tmp_p
     [log] = (tmp_path / "w" / "wandb").glob("offline-run-*/run-*.wandb")
     [exit_record] = [r.exit for r in read_wandb_records(log) if r.WhichOneof("record_type") == "exit"]
     assert exit_record.exit_code == 130
+
+
+@pytest.mark.slow
+def test_seeding_runs_whole_episodes_then_pretrains_before_the_first_own_action(tmp_path):
+    """TD-MPC2's order: random actions for the seed steps, then one pretraining update per seed transition, then the
+    agent acts. seed_steps=1500 ends inside cartpole's second episode (1000 env steps each): seeding used to stop
+    mid-episode, pretrain on the first episode only (125 updates for 188 seed transitions), let the untrained model
+    plan, and write no checkpoint at the end of seeding (a stop during pretraining then lost everything)."""
+    t = _run(tmp_path, "s", 3000, seed_steps=1500)
+    acts, saves, act, save = [], [], t.agent.act, t.save_checkpoint
+
+    def recorded_act(obs, eval_mode=False, noise=None):
+        if not eval_mode:
+            acts.append((t.env_step, t.updates))
+        return act(obs, eval_mode=eval_mode, noise=noise)
+
+    def recorded_save():
+        saves.append((t.env_step, t.updates))
+        return save()
+
+    t.agent.act, t.save_checkpoint = recorded_act, recorded_save
+    t.train()
+    assert acts[0] == (2000, 250)  # two whole random episodes (250 agent steps), pretrained on all of them
+    assert saves[0] == (2000, 0)  # the checkpoint a stop during pretraining resumes from
+    assert t.updates == 250 + 125  # then one update per agent step
+
+
+@pytest.mark.slow
+def test_an_env_whose_episodes_end_early_seeds_until_a_sub_trajectory_fits(tmp_path, monkeypatch):
+    """Episodes shorter than horizon + 1 steps hold no sub-trajectory: the first update used to crash ("the replay
+    buffer holds no sub-trajectory"); seeding now goes on until one fits."""
+    import gymnasium as gym
+
+    import tdmpc.envs as envs
+
+    class Short(gym.Env):  # terminates after 2 steps in its first 30 episodes, then runs 20 steps
+        def __init__(self, seed, action_repeat=None, max_episode_steps=None):
+            self.action_repeat, self.max_episode_steps, self.episode_length = 1, 20, 20
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+            self.action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+            self.episodes = 0
+
+        def reset(self, *, seed=None, options=None):
+            self.t, self.episodes = 0, self.episodes + 1
+            return np.zeros(2, np.float32), {}
+
+        def step(self, action):
+            self.t += 1
+            term = self.episodes <= 30 and self.t >= 2
+            return (np.array([self.t / 20, float(action[0])], np.float32), 1.0, term, self.t >= 20,
+                    {"env_steps": 1})
+
+        def get_rng_state(self):
+            return {"episodes": self.episodes}
+
+        def set_rng_state(self, state):
+            self.episodes = state["episodes"]
+
+    class Provider:
+        TASKS = ("Short-v0",)
+        make_env = staticmethod(lambda task, seed, action_repeat=None, max_episode_steps=None: Short(seed))
+        default_action_repeat = staticmethod(lambda task: 1)
+
+    for name in ("PROVIDERS", "TASKS"):  # restored after the test: the provider is this test's only
+        monkeypatch.setattr(envs, name, getattr(envs, name))
+    monkeypatch.setattr(envs, "_BY_TASK", dict(envs._BY_TASK))
+    envs.register_provider(Provider)
+    t = Trainer(tiny_cfg(task="Short-v0", action_repeat=1, seed_steps=10, steps=100, eval_freq=10**6,
+                         checkpoint_freq=10**6, buffer_size=1000), tmp_path / "short")
+    t.train()
+    assert t.episode >= 31 and t.updates > 0  # seeded through the 30 short episodes, then trained
