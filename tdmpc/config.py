@@ -273,7 +273,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _validate_model(cfg.model)
     _validate_planner(cfg.planner)
     _validate_optim(cfg.optim)
-    _validate_logger(cfg.logger)
+    validate_logger(cfg.logger)
     return cfg
 
 
@@ -320,7 +320,8 @@ def _validate_optim(o: OptimConfig) -> None:
     )
 
 
-def _validate_logger(lg: LoggerConfig) -> None:
+def validate_logger(lg: LoggerConfig) -> None:
+    """Check the ``logger`` section (also of jobs other than training, e.g. a prune job, before they start)."""
     from tdmpc.wandb_mode import WANDB_MODES
 
     require(lg.wandb.mode in WANDB_MODES, "logger.wandb.mode", lg.wandb.mode, "|".join(WANDB_MODES))

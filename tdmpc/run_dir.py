@@ -40,6 +40,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -114,9 +115,14 @@ class Claim:
 
     def withdraw(self) -> None:
         """Remove the manifest this claim created, if the job wrote nothing else into the dir (a job
-        refused after its claim, e.g. for a corrupt input, leaves no record that would bind the dir)."""
+        refused after its claim, e.g. for a corrupt input, leaves no record that would bind the dir). A run
+        this claim moved aside (``overwrite`` / ``supersede``) is moved back: a refused job replaces nothing."""
         if self.created and not holds_run(self.run_dir, also_ignore=(MANIFEST,)):
             (self.run_dir / MANIFEST).unlink(missing_ok=True)
+            if self.moved_to is not None and self.moved_to.is_dir() and not holds_run(self.run_dir):
+                shutil.rmtree(self.run_dir)  # the refused job's lock file, logs and .hydra record only
+                os.rename(self.moved_to, self.run_dir)
+                self.moved_to = None
 
     def release(self) -> None:
         """Drop the lock (idempotent); the lock file stays."""

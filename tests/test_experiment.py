@@ -108,6 +108,8 @@ def test_experiment_prints_every_stage_and_counts_prune_jobs(basic_run):
     ("prune_seeds=[]", "prune_seeds=[]"), ("scope=globl", "scope='globl'"), ("num_threads=-3", "num_threads=-3"),
     ("train_threads=-1", "train_threads=-1"), ("wandb_mode=onlin", "wandb_mode='onlin'"),
     ("metrics=[fisher,l1,fisher]", "metrics=['fisher', 'l1', 'fisher']; allowed: a list without repeats"),
+    ("prune_seeds=[-1]", "prune_seeds=[-1]; allowed: a non-empty list of integers 0 .. "),  # failed after training
+    ("seeds=[1,-2]", "seeds=[1, -2]; allowed: a non-empty list of integers 0 .. "),
 ])
 @pytest.mark.slow
 def test_experiment_refuses_bad_settings_before_training(tmp_path, override, expected):

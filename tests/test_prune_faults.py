@@ -151,3 +151,24 @@ def test_a_refused_prune_job_leaves_no_manifest(tmp_path):
     res = _prune_cli(f"checkpoint={bad}", f"run_dir={tmp_path / 'y'}", cwd=tmp_path)
     assert res.returncode == 2 and "corrupt.pt" in one_line(res)
     assert not (tmp_path / "y" / MANIFEST).exists()
+
+
+@pytest.mark.slow
+def test_a_refused_job_puts_back_the_finished_job_its_claim_moved_aside(finished_run, tmp_path):
+    """A finished job's dir (named by Hydra: a changed source supersedes it) used to be moved aside by a command
+    refused afterwards (a corrupt checkpoint; a bad seed or logger setting was only checked after the claim),
+    leaving a dir with a bogus record and the result out of every report."""
+    src = tmp_path / "R"
+    shutil.copytree(finished_run, src)
+    job = tmp_path / "job"
+    args = (f"checkpoint={src / 'checkpoint.pt'}", "metric=l1", "ratio=0.5", f"hydra.run.dir={job}")
+    assert _prune_cli(*args, cwd=tmp_path).returncode == 0
+    before = {k: v for k, v in hashes(job).items() if k != LOCK}
+    for bad in ("seed=-1", "logger.console_every=0"):  # refused before the claim
+        res = _prune_cli(*args, bad, cwd=tmp_path)
+        assert res.returncode == 2 and bad.split("=")[0] in one_line(res), res.stderr[-2000:]
+    (src / "checkpoint.pt").write_bytes(b"garbage")  # refused after the claim (another source: superseded)
+    res = _prune_cli(*args, cwd=tmp_path)
+    assert res.returncode == 2 and "checkpoint" in one_line(res)
+    assert_unchanged(job, before)
+    assert not list(tmp_path.glob("job.old-*"))

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from wandb_records import read_wandb_records, wandb_items
+
+from tdmpc.config import LoggerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PRUNE = [sys.executable, str(ROOT / "scripts" / "prune.py")]
@@ -271,3 +274,17 @@ def test_budget_channels_counts_the_latent_only_when_the_job_may_prune_it():
     model = WorldModel(5, 1, tiny_cfg().model)
     latent = model.widths()["encoder"][-1]
     assert _channels(model, prune_latent=False) == _channels(model) - latent  # the set ratio= is taken of
+
+
+@pytest.mark.parametrize("override, expected", [
+    ({"seed": -1}, "seed=-1; allowed: an integer 0 .. "), ({"num_threads": -1}, "num_threads=-1"),
+    ({"latency_min_run_time": float("inf")}, "latency_min_run_time=inf; allowed: a finite number > 0"),
+    ({"logger": LoggerConfig(console_every=0)}, "logger.console_every=0"),
+])
+def test_the_fine_tunes_own_settings_are_checked_before_the_run_dir_is_claimed(override, expected):
+    """Checked only by the fine-tune's training config, after the claim (which may move a finished job aside);
+    latency_min_run_time=inf hung the job."""
+    from pruning.study.prune_config import PruneJobConfig, validate_prune_job
+
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        validate_prune_job(PruneJobConfig(checkpoint="x.pt", **override))

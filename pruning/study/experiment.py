@@ -73,9 +73,12 @@ def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     require(bool(cfg.tasks), "tasks", cfg.tasks, "a non-empty list of dm_control task names")
     for task in cfg.tasks:
         require(task in TASKS, "tasks", task, "dm_control tasks, e.g. cartpole-swingup (see tdmpc/envs)")
-    require(bool(cfg.seeds) and all(_is_int(s) for s in cfg.seeds), "seeds", cfg.seeds, "a non-empty list of integers")
-    require(bool(cfg.prune_seeds) and all(_is_int(s) for s in cfg.prune_seeds), "prune_seeds", cfg.prune_seeds,
-            "a non-empty list of integers")
+    from tdmpc.config import MAX_SEED
+
+    for key in ("seeds", "prune_seeds"):
+        seeds = getattr(cfg, key)
+        require(bool(seeds) and all(_is_int(s) and 0 <= s <= MAX_SEED for s in seeds), key, seeds,
+                f"a non-empty list of integers 0 .. {MAX_SEED}")
     for key in ("tasks", "seeds", "prune_seeds", "metrics", "ratios"):  # a repeat would run the same jobs twice
         values = list(getattr(cfg, key))
         require(len(set(values)) == len(values), key, values, "a list without repeats")

@@ -4,13 +4,14 @@ settings that make a job's identity (what its run dir's ``run.json`` records, :m
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from pruning.config import BUDGETS, NORMALIZATIONS, NORMALIZE_BY, SMOOTHINGS, require
 from pruning.metrics import metric_names
 from pruning.prune import SCOPES, is_ratio
-from tdmpc.config import LoggerConfig, WandbConfig
+from tdmpc.config import MAX_SEED, LoggerConfig, WandbConfig, validate_logger
 
 
 def _prune_logger() -> LoggerConfig:
@@ -82,7 +83,14 @@ def validate_prune_job(cfg: PruneJobConfig) -> PruneJobConfig:
     require(isinstance(cfg.latency_threads, int) and cfg.latency_threads >= 1, "latency_threads",
              cfg.latency_threads, "an integer >= 1")
     require(cfg.latency_clock in ("auto", "wall", "thread"), "latency_clock", cfg.latency_clock, "auto|wall|thread")
-    require(cfg.latency_min_run_time > 0, "latency_min_run_time", cfg.latency_min_run_time, "a number > 0")
+    require(isinstance(cfg.latency_min_run_time, (int, float)) and math.isfinite(cfg.latency_min_run_time)
+            and cfg.latency_min_run_time > 0, "latency_min_run_time", cfg.latency_min_run_time, "a finite number > 0")
+    # the fine-tune's own settings, checked before the run dir is claimed (a claim may move a finished job aside)
+    require(isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool) and 0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed,
+            f"an integer 0 .. {MAX_SEED}")
+    require(isinstance(cfg.num_threads, int) and cfg.num_threads >= 0, "num_threads", cfg.num_threads,
+            "an integer >= 0 (0 = torch default)")
+    validate_logger(cfg.logger)
     require(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device", cfg.device,
              "auto|cpu|cuda|cuda:N")
     return cfg

@@ -109,6 +109,7 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path,
     but the run dir's manifest is written.
     """
     from tdmpc.checkpoint import CheckpointError
+    from tdmpc.config import ConfigError
 
     validate_prune_job(job)
     run_dir = Path(run_dir)
@@ -120,9 +121,9 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path,
             if on_claimed is not None:
                 on_claimed(run_dir)
             return _run_claimed_job(job, run_dir)
-        except (PruningConfigError, CheckpointError):
-            owned.withdraw()  # refused before writing: no manifest naming a checkpoint that gets replaced
-            raise
+        except (PruningConfigError, CheckpointError, ConfigError):
+            owned.withdraw()  # refused before writing: no manifest naming a checkpoint that gets replaced, and
+            raise  # a finished job the claim moved aside comes back
 
 
 
