@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also log the report to W&B (tables + plots, job_type=report); default: disabled")
     parser.add_argument("--group", default=None, help="W&B group (default: the first folder's name)")
     args = parser.parse_args(argv)
+    missing = [d for d in args.dirs if not Path(d).is_dir()]
+    if missing:  # before the default --out is built from the first of them
+        print(f"error: not a folder: {missing[0]}", file=sys.stderr)
+        return 2
     out = Path(args.out) if args.out else Path(args.dirs[0]) / "report"
     try:
         summary = write_report(args.dirs, out)

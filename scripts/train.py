@@ -41,7 +41,7 @@ one_line_hydra_errors()  # bad overrides, unknown keys, wrong types: one line, e
 def main(cfg: DictConfig) -> float | None:
     def make_on_trainer():
         section = cfg.get("pruning")
-        if section is None:  # pruning=null: no tracking
+        if section is None:  # a config without the pruning section: no tracking
             return None
         try:
             tracking = tracking_config(OmegaConf.to_container(section, resolve=True))

@@ -66,6 +66,8 @@ def read_checkpoint(path: str | Path, expected_format: str = CHECKPOINT_FORMAT) 
 
 def _existing(path: str | Path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; give the checkpoint file in it (e.g. {path / 'checkpoint.pt'})")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     return path
@@ -75,7 +77,13 @@ def _torch_load(source: Path | io.BytesIO, path: Path) -> object:
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, foreign pickle, truncated write by another tool ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = str(err).strip()
+        first = text.splitlines()[0] if text else type(err).__name__
+        if "Weights only load failed" in text:  # torch's advice to retry with weights_only=False is unsafe here
+            reason = text.split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if "WeightsUnpickler error:" \
+                in text else ""
+            first = ("not a torch file of tensors and plain data (refused by torch.load(weights_only=True)"
+                     + (f": {reason}" if reason else "") + ")")
         raise CheckpointError(f"cannot read checkpoint {path}: {first}") from err
 
 

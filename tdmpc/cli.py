@@ -218,7 +218,11 @@ def record_failure(run_dir: str | Path, err: BaseException) -> Path:
 
 
 def hydra_error_line(err: BaseException) -> str:
-    """One line from a Hydra/OmegaConf error and its cause (their lines joined with '; ')."""
+    """One line from a Hydra/OmegaConf error and its cause (their lines joined with '; '); an ``OSError`` (Hydra
+    creating the run dir) names the path and says what the run dir must be."""
+    if isinstance(err, OSError) and err.filename:
+        return (f"cannot create the run dir {err.filename} ({err.strerror}); hydra.run.dir / hydra.sweep.dir must "
+                f"be a folder that can be created")
     parts: list[str] = []
     for e in (err, err.__cause__):
         for line in str(e).splitlines() if e is not None else []:
@@ -232,7 +236,8 @@ def hydra_error_line(err: BaseException) -> str:
 
 def one_line_hydra_errors() -> None:
     """Make Hydra report its own errors (bad override, unknown key, a value of the wrong type, an unknown
-    config group option, a run dir it cannot create) as one ``error: ...`` line with exit code 2, instead of
+    config group option, a run dir it cannot create, a group set to null) as one ``error: ...`` line with exit
+    code 2, instead of
     5-9 lines with exit code 1. Errors of the app itself are left to Hydra (a traceback for a bug).
     ``HYDRA_FULL_ERROR=1`` still shows the full traceback. Call before the ``@hydra.main`` function runs."""
     import hydra._internal.utils as hydra_utils
@@ -244,7 +249,7 @@ def one_line_hydra_errors() -> None:
     def run_and_report(func: Any) -> Any:
         try:
             return func()
-        except (HydraException, OmegaConfBaseException, OSError) as err:
+        except (HydraException, OmegaConfBaseException, OSError, ValueError) as err:  # e.g. pruning=null
             caught = err
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or _raised_by_app(caught):
             return original(lambda: _reraise(caught))

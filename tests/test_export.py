@@ -488,3 +488,37 @@ def test_export_into_a_file_is_one_line_exit_2(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: invalid config: out={ckpt}; allowed: a folder (created if missing), not a file or a path below one"]
+
+
+def test_export_cli_user_errors_and_ctrl_c_are_one_line(tmp_path, capsys, monkeypatch):
+    """out= a folder that cannot be created and Ctrl-C printed tracebacks (exit 1 / 130 with 84-267 lines)."""
+    import pruning.study.export as export
+
+    ckpt = _checkpoint(tmp_path / "checkpoint.pt", pruned=False)
+    with pytest.raises(SystemExit) as exit_info:
+        run_export_cli({"checkpoint": str(ckpt), "out": "/proc/ca-prune-nope"})
+    assert exit_info.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: invalid config: out=/proc/ca-prune-nope; allowed: a folder that can be created")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "export_controller", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        run_export_cli({"checkpoint": str(ckpt), "out": str(tmp_path / "out")})
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "interrupted: an unfinished export leaves the output folder's files as they were"]
+
+
+@pytest.mark.slow
+def test_the_torchscript_exporter_fails_in_one_line(tmp_path, capsys):
+    """exporter=torchscript is allowed (auto falls back to it) but cannot translate the planner: one line, exit 2."""
+    ckpt = _checkpoint(tmp_path / "checkpoint.pt", pruned=False)
+    with pytest.raises(SystemExit) as exit_info:
+        run_export_cli({"checkpoint": str(ckpt), "out": str(tmp_path / "out"), "exporter": "torchscript"})
+    assert exit_info.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: exporter=torchscript failed (") and "use exporter=auto or dynamo" in line
+    assert not (tmp_path / "out" / "controller.json").exists()

@@ -149,6 +149,7 @@ def test_a_run_cannot_be_shortened_from_the_command_line(finished_run):
     ("seed=abc", "Value 'abc' of type 'str' could not be converted to Integer; full_key: seed"),
     ("foo=1", "Key 'foo' not in 'TrainConfig'"),
     ("logger=nope", "Could not find 'logger/nope'; Available options in 'logger':"),
+    ("pruning=null", "Config group override must be a string or a list. Got NoneType"),  # was a traceback
 ])
 @pytest.mark.slow
 def test_hydra_level_errors_are_one_line_and_change_nothing(finished_run, override, expected):

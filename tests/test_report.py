@@ -425,3 +425,14 @@ def test_a_report_killed_while_it_computes_leaves_the_previous_report_whole(swee
     write_report([sweep], out)
     assert not (out / "pareto_flops_gone-task.png").exists() and (out / "notes.txt").read_text() == "mine"
     assert (out / "results.csv").read_bytes() == before["results.csv"]
+
+
+def test_report_cli_names_an_input_that_is_not_a_folder(tmp_path, capsys):
+    """It used to complain about --out (built from the first input) although no --out was given."""
+    spec = importlib.util.spec_from_file_location("report_cli", Path(__file__).resolve().parents[1] / "scripts" / "report.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert cli.main([str(afile)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: not a folder: {afile}"]

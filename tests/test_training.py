@@ -157,6 +157,12 @@ def test_corrupt_and_foreign_checkpoints_give_clear_errors(tmp_path):
         _run(tmp_path, "c", 2000).train()
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match=r"is a folder; give the checkpoint file in it"):
+        load_checkpoint(run)
+    (run / "checkpoint.pt").write_bytes(b"garbage\n")  # torch's message advises weights_only=False: not passed on
+    with pytest.raises(CheckpointError, match=r"not a torch file of tensors and plain data") as info:
+        load_checkpoint(run / "checkpoint.pt")
+    assert "weights_only set to False" not in str(info.value) and len(str(info.value).splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -277,6 +277,11 @@ def write_controller(agent: Any, cfg: Any, env_spec: dict, out_dir: str | Path, 
 
         raise PruningConfigError(f"invalid config: out={out}; allowed: a folder (created if missing), not a file "
                                  f"or a path below one") from None
+    except OSError as err:
+        from pruning.config import PruningConfigError
+
+        raise PruningConfigError(f"invalid config: out={out}; allowed: a folder that can be created "
+                                 f"({err.strerror or err})") from None
     # Exported from copies: tracing runs the model on fake tensors, and a cache filled then (the two-hot
     # bins of ``TwoHot.bins``) would break the caller's model for eager use afterwards.
     model = copy.deepcopy(agent.model).eval()
@@ -377,8 +382,20 @@ def run_export_cli(cfg: Any) -> int:
     """Entry point of ``scripts/export.py``: export, then (``check=true``) the closed-loop check.
 
     Bad settings and a missing, corrupt or foreign checkpoint exit 2 with one line
-    (``error: ...``) before anything is written. Returns 0.
+    (``error: ...``) before anything is written; Ctrl-C exits 130 with one line (an export stopped before its
+    end leaves the folder's files as they were). Returns 0.
     """
+    import sys
+
+    try:
+        return _export_cli(cfg)
+    except KeyboardInterrupt:
+        print("interrupted: an unfinished export leaves the output folder's files as they were", file=sys.stderr,
+              flush=True)
+        sys.exit(130)
+
+
+def _export_cli(cfg: Any) -> int:
     from omegaconf import OmegaConf
 
     from pruning.config import PruningConfigError
@@ -389,9 +406,18 @@ def run_export_cli(cfg: Any) -> int:
     try:
         data = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
         job = validate_export(from_dict(ExportConfig, {k: v for k, v in data.items() if k != "hydra"}))
+    except (PruningConfigError, ConfigError) as err:
+        fail(str(err))
+    try:
         out = export_controller(job.checkpoint, job.out, job.exporter, job.format)
     except (PruningConfigError, ConfigError, CheckpointError) as err:
         fail(str(err))
+    except Exception as err:
+        if job.exporter != "torchscript":
+            raise  # a failure of the default exporters is a bug to report: keep its traceback
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        fail(f"exporter=torchscript failed ({type(err).__name__}: {first[:200]}); the TorchScript exporter cannot "
+             f"translate the planner (docs/deploy.md): use exporter=auto or dynamo. The folder's files are unchanged")
     spec = json.loads((out / CONTROLLER_FILE).read_text())
     planner = spec["exports"]["planner"]
     how = f"opset {planner['opset']}" if "opset" in planner else f"compiled in {planner['compile_s']} s"
