@@ -66,6 +66,7 @@ def test_a_prune_job_in_a_training_runs_hydra_dir_changes_nothing(finished_run):
                      "metric=l1", "ratio=0.5", cwd=finished_run.parent)
     assert res.returncode == 2 and "belongs to a train job, this is a prune job" in one_line(res)
     assert_unchanged(finished_run, before)
+    assert set(hashes(finished_run)) == set(before)  # and nothing added (an empty prune.log was)
 
 
 @pytest.mark.slow
