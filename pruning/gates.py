@@ -46,7 +46,7 @@ Nothing happens while gradients are not recorded (``no_grad`` acting and plannin
 builds a graph (``create_graph=True``, e.g. the inner ``torch.autograd.grad`` of an input-gradient penalty)
 captures nothing itself: its gradients are not the loss's. With a gate, the gradient it passes through a
 consumer's input would be ``m * u``, so a loss that reads it also depends on the gate that way; an identity
-node (``_TapGrad``) in that pass's graph adds :math:`\sum_p u_{p,c}\,\partial L/\partial(m u)_{p,c}` when the
+node (``_Tap`` again, on the gradient) in that pass's graph adds :math:`\sum_p u_{p,c}\,\partial L/\partial(m u)_{p,c}` when the
 loss's own backward reaches it. The captured sums are then those of the whole loss (tested against
 ``torch.func`` with a gradient penalty). Every backward pass *without* ``create_graph`` that reaches a
 consumer counts as the loss's (call ``GateCapture.reset()`` after one that is not).
@@ -95,7 +95,11 @@ class _Tap(torch.autograd.Function):
 
     One autograd node per consumer call. (A tensor hook on a ``view_as`` alias does the same; measured,
     ``Tensor.register_hook`` took ~23 us per call inside a CPU-preset update, a ``Function.apply`` ~6 us
-    on its own; the end-to-end overhead did not change measurably, ``benchmarks/RESULTS.md``.)"""
+    on its own; the end-to-end overhead did not change measurably, ``benchmarks/RESULTS.md``.)
+
+    In a ``create_graph`` backward pass the gradient ``u`` passed on is itself tapped: with a gate ``m`` it would
+    be ``m * u``, so a loss that reads it (a gradient penalty) depends on ``m`` that way too, and the loss's own
+    backward pass hands ``(u, dL/d(m u))`` to :meth:`GateCapture._add`, that path's share of the derivative."""
 
     @staticmethod
     def forward(ctx, x, capture, block, members):
@@ -106,29 +110,9 @@ class _Tap(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        if torch.is_grad_enabled():  # a create_graph backward (e.g. a gradient penalty's inner gradient)
-            return _TapGrad.apply(grad, ctx.capture, ctx.block, ctx.members), None, None, None
+        if torch.is_grad_enabled():  # a create_graph backward (e.g. a gradient penalty's inner gradient):
+            return _Tap.apply(grad, ctx.capture, ctx.block, ctx.members), None, None, None  # the gate on u
         ctx.capture._add(ctx.block, x, ctx.members, grad)
-        return grad, None, None, None
-
-
-class _TapGrad(torch.autograd.Function):
-    """The gate inside a ``create_graph`` backward pass: with a gate ``m`` the gradient leaving the consumer's
-    input is ``m * u`` (``u`` the gradient arriving there), so a loss that reads this gradient (a gradient
-    penalty) depends on ``m`` through it as well. Identity whose backward, run by the loss's own backward pass,
-    hands ``(u, dL/d(m u))`` to :meth:`GateCapture._add`: that path's share of :math:`\\partial L/\\partial m`."""
-
-    @staticmethod
-    def forward(ctx, u, capture, block, members):
-        ctx.capture, ctx.block, ctx.members = capture, block, members
-        ctx.save_for_backward(u)
-        return u.view_as(u)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (u,) = ctx.saved_tensors
-        if not torch.is_grad_enabled():
-            ctx.capture._add(ctx.block, u, ctx.members, grad)
         return grad, None, None, None
 
 

@@ -58,9 +58,9 @@ def per_sample_gate_grads(loss, gates, *batch):
     return torch.cat([g.detach().double() for g in fn(*gates, *batch)], dim=-1)
 
 
-def test_fisher_equals_per_sample_torch_func_reference_on_an_mlp_with_layernorm():
-    model = MLP()
-    t = ImportanceTracker(model, cfg(), samples=8)
+def tracked_mse_step(model: MLP, t: ImportanceTracker) -> torch.Tensor:
+    """One tracked backward of the MSE loss on a fresh batch; checks ``fisher`` against the ``torch.func``
+    reference and returns the per-sample gate derivatives ``(8, 9)``."""
     x, y = torch.randn(8, 3), torch.randn(8, 2)
     ((model.a(x) - y) ** 2).sum(-1).mean().backward()
     t.step(1)
@@ -68,6 +68,13 @@ def test_fisher_equals_per_sample_torch_func_reference_on_an_mlp_with_layernorm(
                               (torch.ones(5), torch.ones(4)), x, y)
     got = torch.cat(list(t.scores("fisher").values()))
     np.testing.assert_allclose(got.numpy(), d.square().mean(0).numpy(), rtol=1e-5)
+    return d
+
+
+def test_fisher_equals_per_sample_torch_func_reference_on_an_mlp_with_layernorm():
+    model = MLP()
+    t = ImportanceTracker(model, cfg(), samples=8)
+    d = tracked_mse_step(model, t)
     # bayes after one step: the EMA posterior has no spread, its mean is |dL/dm| of the mini-batch
     np.testing.assert_allclose(torch.cat(list(t.scores("bayes").values())).numpy(), d.mean(0).abs().numpy(),
                                rtol=1e-5)
@@ -223,13 +230,7 @@ def test_a_frozen_layer_is_scored_like_a_trained_one():
     model.a[6].requires_grad_(False)  # the last layer, consumer of a/3
     model.a[0].requires_grad_(False)  # the first layer, producer of a/0
     t = ImportanceTracker(model, cfg(metrics=["fisher", "l2", "grad_sq"]), samples=8)
-    x, y = torch.randn(8, 3), torch.randn(8, 2)
-    ((model.a(x) - y) ** 2).sum(-1).mean().backward()
-    t.step(1)
-    d = per_sample_gate_grads(lambda g0, g1, xi, yi: mlp_ref_loss(model, g0, g1, xi, yi),
-                              (torch.ones(5), torch.ones(4)), x, y)
-    got = torch.cat(list(t.scores("fisher").values()))
-    np.testing.assert_allclose(got.numpy(), d.square().mean(0).numpy(), rtol=1e-5)
+    tracked_mse_step(model, t)
     rows = torch.cat([model.a[0].weight, model.a[0].bias[:, None]], 1).detach().double()
     np.testing.assert_allclose(t.scores("l2")["a/0"].numpy(), rows.norm(dim=1).numpy(), rtol=1e-6)
     # grad_sq of a/3: its own row and LayerNorm elements have gradients, the frozen consumer's columns none
@@ -242,7 +243,7 @@ def test_fisher_with_a_gradient_penalty_equals_the_per_sample_reference():
     """A ``create_graph`` backward (the inner gradient of an input-gradient penalty) used to crash the capture
     (``out=`` with a gradient that requires grad) and would have added gradients that are not the loss's. It
     captures nothing itself; the loss's own backward captures the whole derivative, the path through the
-    penalty's gradient graph included (``_TapGrad``)."""
+    penalty's gradient graph included (``_Tap`` on the gradient)."""
     model, lam = MLP(), 0.7
     t = ImportanceTracker(model, cfg(), samples=8)
     x, y = torch.randn(8, 3, requires_grad=True), torch.randn(8, 2)
