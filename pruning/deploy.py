@@ -199,14 +199,15 @@ class Controller:
     def _obs(self, obs: np.ndarray) -> np.ndarray:
         """One observation as a fresh ``(1, obs_dim)`` float32 array (a copy: :attr:`last_inputs` must not change
         when the caller reuses its buffer)."""
-        if isinstance(obs, (dict, str, bytes, tuple)):
+        pair = isinstance(obs, tuple) and len(obs) == 2 and isinstance(obs[1], dict)  # gymnasium's (obs, info)
+        if isinstance(obs, (dict, str, bytes)) or pair:
             raise DeployError(f"observation must be an array of {self.obs_dim} numbers, got a {type(obs).__name__}"
-                              + (" (env.reset() returns (obs, info): pass obs)" if isinstance(obs, tuple) else ""))
+                              + (" (env.reset() returns (obs, info): pass obs)" if pair else ""))
         try:
             arr = np.array(obs, dtype=np.float32)
         except (TypeError, ValueError) as err:
             raise DeployError(f"observation must be an array of {self.obs_dim} numbers ({err})") from None
-        if arr.size != self.obs_dim or max(arr.shape, default=0) != arr.size:
+        if arr.size != self.obs_dim or max(arr.shape, default=1) != arr.size:
             raise DeployError(f"observation of shape {arr.shape}: the controller expects one observation of "
                               f"{self.obs_dim} entries ({self.obs_dim},), not a batch")
         bad = np.flatnonzero(~np.isfinite(arr))

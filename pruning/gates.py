@@ -331,7 +331,8 @@ class GateCapture:
         if rows % s or (samples is not None and inner % s):
             raise RuntimeError(f"gate capture: a consumer input of shape {tuple(x.shape)} does not hold samples={s} "
                                f"as its innermost leading dimension ((..., {s}, features)); pass samples=<the batch "
-                               f"size of every update> (a batch of another size is not supported) and keep the "
+                               f"size of every update> (a batch of another size is not supported; one of a "
+                               f"multiple of it is taken as a flattened (horizon * batch) input) and keep the "
                                f"batch innermost (e.g. (horizon, batch, features), not (batch, horizon, features))")
         return lead, rows, s
 

@@ -106,8 +106,8 @@ def _train(cfg: DictConfig, tcfg: TrainConfig, run_dir: Path, on_trainer: OnTrai
             if on_trainer is not None:
                 on_trainer(trainer, tcfg)
             trainer.restore()  # a checkpoint that does not fit fails here, before any file is written
-        except BaseException:
-            owned.withdraw()
+        except BaseException as err:
+            owned.withdraw(err)
             raise
         # resolved: presets and the task's defaults (action_repeat, seed_steps) as the trainer uses them
         OmegaConf.save(OmegaConf.create(trainer.config_dict), run_dir / "config.yaml")
@@ -189,7 +189,8 @@ def record_failure(run_dir: str | Path, err: BaseException) -> Path:
 
     ``error.json`` (type, message, traceback) goes into ``run_dir``, unless the job was refused that dir
     (:class:`tdmpc.run_dir.RunDirError`: it belongs to another job, which would delete the file when it
-    succeeds). In every case a marker ``<sweep dir>/.failed_jobs/<unique>.json`` (run dir, type, message) is
+    succeeds) or was refused after moving a run aside and moved it back (``RUN_RESTORED``: the dir is that
+    run's again). In every case a marker ``<sweep dir>/.failed_jobs/<unique>.json`` (run dir, type, message) is
     written: :class:`tdmpc.launcher.FailedJobsCallback` reads these, so neither a run dir outside the sweep
     dir nor an ``error.json`` removed by its dir's owner can hide the failure."""
     import json
@@ -199,11 +200,12 @@ def record_failure(run_dir: str | Path, err: BaseException) -> Path:
     from hydra.core.hydra_config import HydraConfig
 
     from tdmpc.logger import atomic_write_text
+    from tdmpc.run_dir import RUN_RESTORED
 
     run_dir = Path(run_dir)
     info = {"run_dir": str(run_dir), "error": type(err).__name__, "message": str(err)}
     path = None
-    if not isinstance(err, RunDirError):
+    if not isinstance(err, RunDirError) and not getattr(err, RUN_RESTORED, False):
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / ERROR_FILE
         atomic_write_text(path, json.dumps({**info, "traceback": "".join(traceback.format_exception(err))},

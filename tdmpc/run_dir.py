@@ -53,6 +53,9 @@ KINDS = ("train", "prune", "experiment")
 #: Entries of a run dir that do not make it "hold a run": the lock, Hydra's own folder and job logs.
 IGNORED = (LOCK, ".hydra")
 IGNORED_SUFFIXES = (".log",)
+#: Set on an exception whose job was refused after its claim had moved a run aside and that moved it back
+#: (:meth:`Claim.withdraw`): the dir holds that run again, not the refused job's record.
+RUN_RESTORED = "ca_prune_run_restored"
 #: Part of the name of a run dir moved aside (:func:`move_aside`); reports leave such dirs out.
 OLD_MARK = ".old-"
 
@@ -113,16 +116,29 @@ class Claim:
         self.moved_because = moved_because  # why the old run was moved aside (overwrite or supersede)
         self._fd: int | None = fd
 
-    def withdraw(self) -> None:
+    def withdraw(self, err: BaseException | None = None) -> bool:
         """Remove the manifest this claim created, if the job wrote nothing else into the dir (a job
         refused after its claim, e.g. for a corrupt input, leaves no record that would bind the dir). A run
-        this claim moved aside (``overwrite`` / ``supersede``) is moved back: a refused job replaces nothing."""
-        if self.created and not holds_run(self.run_dir, also_ignore=(MANIFEST,)):
-            (self.run_dir / MANIFEST).unlink(missing_ok=True)
-            if self.moved_to is not None and self.moved_to.is_dir() and not holds_run(self.run_dir):
-                shutil.rmtree(self.run_dir)  # the refused job's lock file, logs and .hydra record only
-                os.rename(self.moved_to, self.run_dir)
-                self.moved_to = None
+        this claim moved aside (``overwrite`` / ``supersede``) is moved back: a refused job replaces nothing;
+        then ``err`` (the refusal) is marked (:data:`RUN_RESTORED`) so that its failure is not recorded in the
+        restored run's dir (:func:`tdmpc.cli.record_failure`). Returns whether the run was moved back."""
+        if not (self.created and not holds_run(self.run_dir, also_ignore=(MANIFEST,))):
+            return False
+        (self.run_dir / MANIFEST).unlink(missing_ok=True)
+        if self.moved_to is None or not self.moved_to.is_dir() or holds_run(self.run_dir):
+            return False
+        try:
+            shutil.rmtree(self.run_dir)  # the refused job's lock file, logs and .hydra record only
+            os.rename(self.moved_to, self.run_dir)
+        except OSError:  # another job took the path meanwhile: the old run stays aside, as moved
+            return False
+        self.moved_to = None
+        if err is not None:
+            try:
+                setattr(err, RUN_RESTORED, True)
+            except AttributeError:  # an exception type without attributes: its failure is recorded as usual
+                pass
+        return True
 
     def release(self) -> None:
         """Drop the lock (idempotent); the lock file stays."""

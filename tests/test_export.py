@@ -417,6 +417,8 @@ def test_the_runtime_refuses_bad_observations_in_one_line(exported):
         with pytest.raises(DeployError, match=match):
             ctrl.act(bad)
     assert np.all(ctrl.prev_mean == 0)  # nothing was planned
+    ctrl.act(tuple(float(v) for v in obs))  # a tuple of numbers is an observation (only (obs, info) is refused)
+    ctrl.reset()
     buf = obs.copy()
     action = ctrl.act(buf)
     buf[:] = 5.0  # the robot's next sensor read into the same array

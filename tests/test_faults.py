@@ -405,3 +405,23 @@ def test_temporary_files_of_a_killed_writer_are_removed_at_the_next_write(tmp_pa
     left = {p.name for p in tmp_path.iterdir()}
     assert files["abandoned"] not in left
     assert {files["fresh"], files["live"], files["other"], "checkpoint.pt"} == left
+
+
+def test_a_withdrawn_claim_puts_the_run_back_and_its_refusal_is_not_recorded_there(tmp_path):
+    """A job refused after its claim moved a finished run aside moves it back; its failure used to be written as
+    error.json into that restored run (reports then listed the finished run as failed)."""
+    from tdmpc.cli import record_failure
+    from tdmpc.run_dir import RUN_RESTORED, claim
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"kind": "train", "identity": "old", "settings": {}}))
+    (run / "checkpoint.pt").write_bytes(b"finished")
+    owned = claim(run, "train", "new", overwrite=True)
+    assert owned.moved_to is not None and not (run / "checkpoint.pt").exists()
+    err = ValueError("refused after the claim")
+    assert owned.withdraw(err) and getattr(err, RUN_RESTORED)
+    owned.release()
+    assert (run / "checkpoint.pt").read_bytes() == b"finished" and not list(tmp_path.glob("run.old-*"))
+    record_failure(run, err)
+    assert not (run / "error.json").exists()

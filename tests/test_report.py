@@ -436,3 +436,13 @@ def test_report_cli_names_an_input_that_is_not_a_folder(tmp_path, capsys):
     afile.write_text("x")
     assert cli.main([str(afile)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: not a folder: {afile}"]
+
+
+def test_a_staging_folder_left_under_a_reused_pid_does_not_stop_the_report(sweep, tmp_path):
+    """Pids repeat (containers): a killed report's ``.report-staging-<pid>`` made every later report fail."""
+    import os
+
+    out = tmp_path / "report"
+    (out / f".report-staging-{os.getpid()}").mkdir(parents=True)
+    write_report([sweep], out)
+    assert (out / "summary.md").is_file()

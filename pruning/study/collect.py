@@ -173,7 +173,8 @@ def stale_source(run_dir: Path, data: dict, hashes: dict[Path, str] | None = Non
     """Why a prune job's ``result.json`` no longer describes the checkpoint at its ``checkpoint`` path, else
     ``None``: the job's ``run.json`` records the sha256 of the source checkpoint it was started from
     (:mod:`pruning.study.prune_dir`), and the file there now has other bytes (its training run went on, or it
-    was retrained). A result whose checkpoint is gone, or without a record, cannot be checked and is kept.
+    was retrained). A result whose checkpoint is gone or recorded as a relative path, or without a record, cannot
+    be checked and is kept.
     ``hashes``: a cache (resolved path -> sha256) shared over one report."""
     from tdmpc.run_dir import MANIFEST, file_sha256
 
@@ -182,8 +183,8 @@ def stale_source(run_dir: Path, data: dict, hashes: dict[Path, str] | None = Non
     except (OSError, ValueError, AttributeError):
         return None
     ckpt = data.get("checkpoint")
-    if not want or not isinstance(ckpt, str) or not Path(ckpt).is_file():
-        return None
+    if not want or not isinstance(ckpt, str) or not Path(ckpt).is_absolute() or not Path(ckpt).is_file():
+        return None  # (a relative path, as older jobs wrote it, names another file from another folder)
     key = Path(ckpt).resolve()
     hashes = {} if hashes is None else hashes
     if key not in hashes:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,8 +122,8 @@ def run_prune_job(job: PruneJobConfig, run_dir: str | Path,
             if on_claimed is not None:
                 on_claimed(run_dir)
             return _run_claimed_job(job, run_dir)
-        except (PruningConfigError, CheckpointError, ConfigError):
-            owned.withdraw()  # refused before writing: no manifest naming a checkpoint that gets replaced, and
+        except (PruningConfigError, CheckpointError, ConfigError) as err:
+            owned.withdraw(err)  # refused before writing: no manifest naming a checkpoint that gets replaced, and
             raise  # a finished job the claim moved aside comes back
 
 
@@ -309,7 +310,8 @@ def _result(job: PruneJobConfig, t: Any, src: _Source, dense: _Dense, config_dic
         "latency_policy_ms": lat["policy"]["median_ms"], "latency_policy_iqr_ms": lat["policy"]["iqr_ms"],
         "latency_plan_ms": lat["plan"]["median_ms"], "latency_plan_iqr_ms": lat["plan"]["iqr_ms"],
         "latency_threads": job.latency_threads, "latency_clock": clock, "widths": model.widths(),
-        "widths_dense": dense.widths, "trained_env_steps": src.env_steps, "checkpoint": str(src.path),
+        "widths_dense": dense.widths, "trained_env_steps": src.env_steps,
+        "checkpoint": os.path.abspath(src.path),  # absolute: a report run from elsewhere checks the same file
         "git_commit": git_commit(), "config": config_dict, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 

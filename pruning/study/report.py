@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sys
 from collections.abc import Sequence
@@ -120,9 +121,9 @@ def write_report(dirs: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
     except OSError as err:
         raise ReportError(f"--out {out}: cannot be created ({err.strerror or err}); give a writable folder") from None
     for old in out.glob(f"{STAGING_PREFIX}*"):  # left by a report killed while it computed
-        if abandoned(old, old.name[len(STAGING_PREFIX):]):
+        if abandoned(old, old.name[len(STAGING_PREFIX):].split("-")[0]):
             shutil.rmtree(old, ignore_errors=True)
-    staging = out / f"{STAGING_PREFIX}{os.getpid()}"
+    staging = out / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"  # pids repeat (containers)
     staging.mkdir()
     try:
         summary = _write_files(results, failures, runs, staging)
