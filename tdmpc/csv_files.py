@@ -42,8 +42,10 @@ def read_header(path: Path) -> list[str] | None:
         return next(csv.reader(f), None)
 
 
-def drop_rows_after(path: Path, columns: list[str], after_env_step: float) -> None:
-    """Rewrite a CSV file (atomically) without its rows past ``after_env_step`` (see ``_env_step_at_most``).
+def drop_rows_after(path: Path, columns: list[str], after_env_step: float, after_updates: float | None = None) -> None:
+    """Rewrite a CSV file (atomically) without its rows past ``after_env_step`` (see ``_env_step_at_most``), and,
+    with ``after_updates``, without rows whose ``update`` column is past it (rows logged by updates that share
+    the checkpoint's env step: pretraining's burst of updates runs between two env steps).
 
     A file without an env_step column is left as it is.
     """
@@ -51,7 +53,8 @@ def drop_rows_after(path: Path, columns: list[str], after_env_step: float) -> No
         return
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f, fieldnames=columns))[1:]  # [0] is the header
-    kept = [r for r in rows if _env_step_at_most(r, after_env_step)]
+    kept = [r for r in rows if _env_step_at_most(r, after_env_step)
+            and (after_updates is None or _at_most(r.get("update"), after_updates))]
     if len(kept) == len(rows):
         return
     out = io.StringIO()
@@ -59,6 +62,16 @@ def drop_rows_after(path: Path, columns: list[str], after_env_step: float) -> No
     writer.writeheader()
     writer.writerows(kept)
     atomic_write_text(path, out.getvalue())
+
+
+def _at_most(value: str | None, limit: float) -> bool:
+    """Whether a cell is empty / absent or a number <= ``limit``."""
+    if value is None or value == "":
+        return True
+    try:
+        return float(value) <= limit
+    except ValueError:
+        return False
 
 
 def _env_step_at_most(row: dict[str, str | None], after_env_step: float) -> bool:

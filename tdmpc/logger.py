@@ -131,6 +131,7 @@ class Logger:
         self._run = None
         self._finished = False
         self._truncated_after: float | None = None  # set by truncate(); applied to streams opened later too
+        self._truncated_updates: float | None = None
         self._backfill = False  # an offline resume's new W&B run: truncate() re-logs the CSV history into it
         for stream, cols in columns.items():
             self._open_csv(stream, list(cols))
@@ -174,7 +175,7 @@ class Logger:
                               f"appending with the existing header", RuntimeWarning, stacklevel=3)
                 columns = header
         if append and self._truncated_after is not None:
-            drop_rows_after(path, columns, self._truncated_after)
+            drop_rows_after(path, columns, self._truncated_after, self._truncated_updates)
         f = open(path, "a" if append else "w", newline="")
         writer = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="ignore", lineterminator="\n")
         if not append:
@@ -209,8 +210,9 @@ class Logger:
                 data["env_step"] = row["env_step"]  # the shared x-axis (see _define_stream_metric)
             self._run.log(data)
 
-    def truncate(self, after_env_step: int) -> None:
-        """Keep only rows with ``env_step <= after_env_step`` in every CSV file that has an env_step column.
+    def truncate(self, after_env_step: int, after_updates: int | None = None) -> None:
+        """Keep only rows with ``env_step <= after_env_step`` in every CSV file that has an env_step column (and,
+        with ``after_updates``, with ``update <= after_updates`` where a file has an ``update`` column).
 
         Used for exact resume: rows logged after the last checkpoint of a killed run are dropped, so the
         resumed run does not write them twice. Rows without an env_step value are kept; rows a crash left
@@ -220,6 +222,7 @@ class Logger:
         rewritten atomically (temporary file + ``os.replace``).
         """
         self._truncated_after = after_env_step
+        self._truncated_updates = after_updates
         for stream in list(self._files):
             self._files[stream].close()
             self._open_csv(stream, self.columns[stream], append=True)
@@ -228,7 +231,7 @@ class Logger:
                 drop_partial_last_line(path)
                 header = read_header(path)
                 if header and "env_step" in header:
-                    drop_rows_after(path, header, after_env_step)
+                    drop_rows_after(path, header, after_env_step, after_updates)
         if self._backfill and self._run is not None:
             self._backfill = False
             self._replay_csv_rows()

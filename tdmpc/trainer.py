@@ -297,6 +297,13 @@ class Trainer:
                         f"dir, or overwrite=true to start anew)")
         return self.resumed
 
+    @property
+    def seeding_end(self) -> int:
+        """The env step at which seeding ends at the earliest: ``seed_steps`` rounded up to whole episodes (an env
+        whose episodes end early, or hold no sub-trajectory, seeds longer; see :meth:`_run_episode`)."""
+        episode = self.env.max_episode_steps
+        return -(-self.seed_steps // episode) * episode
+
     def train(self) -> dict[str, float]:
         """Train to ``cfg.steps`` env steps (resuming from the run dir's checkpoint when allowed).
 
@@ -309,7 +316,7 @@ class Trainer:
             try:
                 if resumed:
                     # Rows logged after the checkpoint by a killed run are dropped: the resumed run re-logs them.
-                    self.logger.truncate(self.env_step)
+                    self.logger.truncate(self.env_step, self.updates)  # (pretraining's updates share an env step)
                 if self.cfg.logger.progress and sys.stderr.isatty():
                     from tqdm import tqdm
 
@@ -317,6 +324,10 @@ class Trainer:
                                      dynamic_ncols=True)
                 if resumed:
                     self._print(f"[resume] from {self.checkpoint_path} at env_step {self.env_step}")
+                if self.updates == 0 and self.seeding_end >= self.cfg.steps:
+                    self._print(f"[train] note: seeding (seed_steps={self.seed_steps}, whole episodes: "
+                                f"{self.seeding_end} env steps) covers steps={self.cfg.steps}: this run takes random "
+                                f"actions only and never updates the agent")
                 self._loop()
                 summary = self._finish_summary()
                 if self.stops.requested():  # a stop that came while the finish hooks ran is not dropped

@@ -387,3 +387,16 @@ def test_a_damaged_wandb_folder_is_moved_aside_and_the_resumed_run_goes_on(tmp_p
     assert f"moved it aside to {moved.name}" in err[0]
     assert pd.read_csv(run_dir / "train.csv")["env_step"].tolist() == [1000, 2000]
     assert (run_dir / "wandb").is_dir() and list((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_truncate_also_cuts_rows_logged_by_updates_after_the_checkpoint(tmp_path):
+    """Pretraining runs its updates at one env step: a prune row of update 3 at the checkpoint's env step 1000 is
+    after a checkpoint of 0 updates, and a resumed run logs it again."""
+    with Logger(tmp_path, CONFIG, disabled()) as logger:
+        logger.log("prune", {"env_step": 1000, "update": 0, "channels": 10})
+        logger.log("prune", {"env_step": 1000, "update": 3, "channels": 8})
+        logger.log("train", {"step": 1, "env_step": 1000, "episode": 1})
+    with Logger(tmp_path, CONFIG, disabled(), resume=True) as logger:
+        logger.truncate(1000, after_updates=0)
+    assert pd.read_csv(tmp_path / "prune.csv")["update"].tolist() == [0]
+    assert pd.read_csv(tmp_path / "train.csv")["env_step"].tolist() == [1000]  # no update column: env_step only

@@ -275,3 +275,51 @@ def test_cli_bad_schedule_value_exits_2_with_one_line(tmp_path):
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert res.returncode == 2 and len(lines) == 1, res.stderr
     assert lines[0] == "error: invalid config: pruning.schedule.scope='per_group'; allowed: global|per_component"
+
+
+@pytest.mark.slow
+def test_a_stop_during_pretraining_after_a_prune_resumes_exactly(tmp_path, capsys):
+    """A step due during seeding prunes at pretraining's first update, which runs at the seeding checkpoint's env
+    step; a stop later in pretraining resumes from that checkpoint. prune.csv used to keep the stopped run's row
+    (its env_step is the checkpoint's) and get it again from the resumed run: rows are also cut by update."""
+    import signal
+
+    from tdmpc.stop_signals import TrainingInterrupted
+
+    def make(run_dir):
+        torch.manual_seed(0)
+        trainer = _trainer(run_dir, 3000)  # seed_steps 1000: one seeding episode of 20 transitions
+        tracker_callback(_tracking(start_step=500, end_step=500, target=0.3))(trainer, trainer.cfg)
+        return trainer
+
+    full = make(tmp_path / "full")
+    full.train()
+    part = make(tmp_path / "part")
+
+    def stop_at_update_10(trainer, losses):
+        if trainer.updates == 10 and trainer.stops.signum is None:
+            trainer.stops.signum = signal.SIGINT
+
+    part.update_hooks.append(stop_at_update_10)
+    with pytest.raises(TrainingInterrupted):
+        part.train()
+    assert pd.read_csv(tmp_path / "part" / "prune.csv")["update"].tolist() == [1]
+    resumed = make(tmp_path / "part")
+    resumed.cfg.resume = True
+    resumed.train()
+    for name in ("prune.csv", "train.csv", "eval.csv"):
+        a, b = (pd.read_csv(tmp_path / d / name).drop(columns=["elapsed_s", "steps_per_s"], errors="ignore")
+                for d in ("full", "part"))
+        pd.testing.assert_frame_equal(a, b, obj=name)
+    assert len(pd.read_csv(tmp_path / "full" / "prune.csv")) == 1
+    for x, y in zip(full.agent.model.state_dict().values(), resumed.agent.model.state_dict().values()):
+        assert torch.equal(x, y)
+
+
+def test_a_run_that_seeding_covers_says_that_nothing_trains_or_prunes(tmp_path, capsys):
+    """seed_steps=1500 rounds up to two whole episodes (2000 env steps) = steps: no update, so no scheduled prune;
+    that used to pass without a word."""
+    trainer = _trainer(tmp_path, 2000, seed_steps=1500)
+    tracker = attach_tracker(trainer, TrackingConfig(metrics=["fisher", "l1"], snapshot_interval=0))
+    attach_schedule(trainer, tracker, ScheduleConfig(**{**SCHEDULE, "start_step": 1000, "end_step": 1000}))
+    assert "[prune] note: seeding (whole episodes, 2000 env steps) covers steps=2000" in capsys.readouterr().out

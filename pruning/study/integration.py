@@ -266,6 +266,10 @@ def attach_schedule(trainer: Any, tracker: ImportanceTracker | None,
     if pruner.steps and steps is not None and pruner.steps[-1] > steps:
         print(f"[prune] note: the schedule ends at env step {pruner.steps[-1]}, after steps={steps}: the target "
               f"is reached only if training is resumed with more steps", flush=True)
+    seeding_end = getattr(trainer, "seeding_end", None)
+    if pruner.steps and steps is not None and seeding_end is not None and seeding_end >= steps:
+        print(f"[prune] note: seeding (whole episodes, {seeding_end} env steps) covers steps={steps}: no update "
+              f"runs, so no scheduled prune either", flush=True)
     trainer.update_hooks.append(pruner)
     trainer.checkpoint_extras[SCHEDULE_KEY] = pruner
     return pruner
