@@ -142,15 +142,19 @@ def is_elementwise(module: nn.Module, extra: tuple[type[nn.Module], ...] = ()) -
     return isinstance(module, ELEMENTWISE_TYPES + tuple(extra))
 
 
-def _plain_linear(module: nn.Module) -> bool:
-    """An ``nn.Linear`` whose ``weight`` (and ``bias``) are its own parameters, so they can be sliced: not a
-    parametrized one (``torch.nn.utils.parametrize``: its weight is computed) nor one wrapped by the old
-    ``spectral_norm`` / ``weight_norm`` (``weight`` is then a plain tensor recomputed before every call)."""
+def plain_parameter(module: nn.Module, name: str) -> bool:
+    """Whether ``module.<name>`` is a registered ``nn.Parameter`` of the module, so it can be sliced: not computed
+    by a parametrization (``torch.nn.utils.parametrize``) nor by the old ``spectral_norm`` / ``weight_norm``
+    (the attribute is then a plain tensor recomputed before every call)."""
     from torch.nn.utils import parametrize
 
-    return (isinstance(module, nn.Linear) and not parametrize.is_parametrized(module)
-            and isinstance(module.weight, nn.Parameter) and "weight" in module._parameters
-            and (module.bias is None or "bias" in module._parameters))
+    return not parametrize.is_parametrized(module, name) and isinstance(module._parameters.get(name), nn.Parameter)
+
+
+def _plain_linear(module: nn.Module) -> bool:
+    """An ``nn.Linear`` whose ``weight`` (and ``bias``) are its own parameters (:func:`plain_parameter`)."""
+    return (isinstance(module, nn.Linear) and plain_parameter(module, "weight")
+            and (module.bias is None or plain_parameter(module, "bias")))
 
 
 def _linear_slices(linear: nn.Linear, dim: int, offset: int = 0) -> list[ParamSlice]:

@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 
 from pruning.cost import LinearCost
-from pruning.groups import Group, model_groups
+from pruning.groups import Group, model_groups, plain_parameter
 
 SCOPES = ("global", "per_component", "per_group")
 
@@ -144,11 +144,9 @@ def _check_optimizer_state(optimizers: Sequence[torch.optim.Optimizer], params: 
 
 def _check_params(removed: Iterable[tuple[nn.Module, str]]) -> None:
     """``ValueError`` (one line) unless every parameter to slice is a registered ``nn.Parameter`` of its module
-    (a parametrized or weight-normalised module's weight is computed: replacing it would fail halfway)."""
-    from torch.nn.utils import parametrize
-
+    (:func:`pruning.groups.plain_parameter`: a computed weight cannot be replaced; trying would fail halfway)."""
     for module, name in removed:
-        if parametrize.is_parametrized(module, name) or not isinstance(module._parameters.get(name), nn.Parameter):
+        if not plain_parameter(module, name):
             raise ValueError(f"{type(module).__name__}.{name} is not a plain parameter of its module (parametrized, "
                              f"spectral_norm or weight_norm?); it cannot be pruned by slicing")
 

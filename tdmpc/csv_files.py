@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 from pathlib import Path
 
@@ -65,11 +64,11 @@ def drop_rows_after(path: Path, columns: list[str], after_env_step: float, after
 
 
 def _at_most(value: str | None, limit: float) -> bool:
-    """Whether a cell is empty / absent or a number <= ``limit``."""
+    """Whether a cell is empty / absent or a number <= ``limit`` (not NaN)."""
     if value is None or value == "":
         return True
     try:
-        return float(value) <= limit
+        return float(value) <= limit  # NaN compares False
     except ValueError:
         return False
 
@@ -78,11 +77,4 @@ def _env_step_at_most(row: dict[str, str | None], after_env_step: float) -> bool
     """Whether a CSV row survives ``truncate``: env_step <= after_env_step, or no env_step value."""
     if any(v is None for v in row.values()) or None in row:
         return False  # short or over-long row: written by a crash, drop it
-    value = row.get("env_step")
-    if value is None or value == "":
-        return True
-    try:
-        env_step = float(value)
-    except ValueError:
-        return False
-    return not math.isnan(env_step) and env_step <= after_env_step
+    return _at_most(row.get("env_step"), after_env_step)

@@ -46,6 +46,16 @@ def abandoned(path: Path, pid: str) -> bool:
     return pid.isdigit() and not pid_alive(int(pid)) and idle > STALE_AFTER_S
 
 
+def remove_abandoned_dirs(folder: Path, prefix: str) -> None:
+    """Remove the temporary folders ``<prefix><pid>-<random>`` in ``folder`` left by processes killed while they
+    wrote into them (:func:`abandoned`): an export's or a report's staging folder."""
+    import shutil
+
+    for old in folder.glob(f"{glob.escape(prefix)}*-*"):
+        if old.is_dir() and abandoned(old, old.name[len(prefix):].split("-")[0]):
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def remove_abandoned_temps(path: Path) -> None:
     """Remove the temporary files of ``path`` (:func:`temp_beside`) left by processes killed while writing
     them (:func:`abandoned`); a checkpoint's holds a whole replay buffer."""

@@ -288,13 +288,10 @@ class Trainer:
             if state is not None:
                 self._resume_state = None  # loaded below: do not keep a second copy of the buffer
                 self.load_state(state)
-                if self.env_step > self.cfg.steps:  # the run dir would claim fewer steps than its model had
-                    from tdmpc.config import ConfigError
-
-                    raise ConfigError(
-                        f"invalid config: steps={self.cfg.steps}; allowed: >= {self.env_step} (this run dir's "
-                        f"checkpoint is at env_step {self.env_step} and a run cannot be shortened; use another run "
-                        f"dir, or overwrite=true to start anew)")
+                # the run dir would otherwise claim fewer steps than its model had
+                require(self.env_step <= self.cfg.steps, "steps", self.cfg.steps,
+                        f">= {self.env_step} (this run dir's checkpoint is at env_step {self.env_step} and a run "
+                        f"cannot be shortened; use another run dir, or overwrite=true to start anew)")
         return self.resumed
 
     @property

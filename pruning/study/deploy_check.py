@@ -144,17 +144,14 @@ def run_check(checkpoint: str | Path, controller_dir: str | Path, episodes: int 
     torch.set_num_threads(num_threads)
     controller_dir = Path(controller_dir)
     agent, cfg, _, checkpoint_sha256 = load_agent(checkpoint)  # the hash of the bytes the agent came from
-    try:
-        exported_from = json.loads((controller_dir / "controller.json").read_text()).get("checkpoint_sha256")
-    except (OSError, ValueError, AttributeError):
-        exported_from = None  # Controller.load below says what is wrong with the folder
-    require(exported_from in (None, checkpoint_sha256), "checkpoint", str(checkpoint),
-            f"the checkpoint {controller_dir} was exported from (sha256 {str(exported_from)[:12]}; this file now "
-            f"holds {checkpoint_sha256[:12]}: replaced since the export? export it again)")
     mode = ("plan" if cfg.planner.mpc else "policy") if mode is None else mode
     require(mode == "policy" or cfg.planner.mpc, "mode", mode,
             "policy (the checkpoint's agent does not plan: planner.mpc=false)")
     ctrl = Controller.load(controller_dir, mode=mode, seed=seed, num_threads=num_threads)
+    exported_from = ctrl.spec.get("checkpoint_sha256")
+    require(exported_from in (None, checkpoint_sha256), "checkpoint", str(checkpoint),
+            f"the checkpoint {controller_dir} was exported from (sha256 {str(exported_from)[:12]}; this file now "
+            f"holds {checkpoint_sha256[:12]}: replaced since the export? export it again)")
     env = make_env(cfg.task, seed, cfg.action_repeat, max_episode_steps)
     rows = []
     for k in range(episodes):

@@ -56,7 +56,7 @@ import torch.nn as nn
 from pruning.serialize import resize_to_state_dict
 from pruning.study.export_graphs import PlanGraph, PolicyGraph
 from tdmpc.run_dir import file_sha256
-from tdmpc.temp_file import abandoned
+from tdmpc.temp_file import remove_abandoned_dirs
 
 CONTROLLER_FORMAT = "ca-prune/controller/v1"
 POLICY_FILE, PLANNER_FILE, CONTROLLER_FILE = "policy.onnx", "planner.onnx", "controller.json"
@@ -272,16 +272,13 @@ def write_controller(agent: Any, cfg: Any, env_spec: dict, out_dir: str | Path, 
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        from pruning.config import PruningConfigError
-
-        raise PruningConfigError(f"invalid config: out={out}; allowed: a folder (created if missing), not a file "
-                                 f"or a path below one") from None
     except OSError as err:
         from pruning.config import PruningConfigError
 
-        raise PruningConfigError(f"invalid config: out={out}; allowed: a folder that can be created "
-                                 f"({err.strerror or err})") from None
+        allowed = ("a folder (created if missing), not a file or a path below one"
+                   if isinstance(err, (FileExistsError, NotADirectoryError))
+                   else f"a folder that can be created ({err.strerror or err})")
+        raise PruningConfigError(f"invalid config: out={out}; allowed: {allowed}") from None
     # Exported from copies: tracing runs the model on fake tensors, and a cache filled then (the two-hot
     # bins of ``TwoHot.bins``) would break the caller's model for eager use afterwards.
     model = copy.deepcopy(agent.model).eval()
@@ -290,9 +287,7 @@ def write_controller(agent: Any, cfg: Any, env_spec: dict, out_dir: str | Path, 
     noise = PlanNoise.draw(cfg.planner, env_spec["action_dim"], len(model.qs), torch.Generator().manual_seed(0))
     inputs = plan_inputs(obs[0], None, noise)
     graph = PlanGraph(copy.deepcopy(agent.model).eval(), cfg.planner, agent.discount).eval()
-    for old in out.glob(".export-*-*"):  # left by an export killed while it wrote (.export-<pid>-<random>)
-        if old.is_dir() and abandoned(old, old.name.split("-")[1]):
-            shutil.rmtree(old, ignore_errors=True)
+    remove_abandoned_dirs(out, ".export-")  # left by an export killed while it wrote
     tmp = Path(tempfile.mkdtemp(prefix=f".export-{os.getpid()}-", dir=out))  # same folder: os.replace is atomic
     try:
         if fmt == "pt2":

@@ -81,7 +81,7 @@ from pruning.study.tables import (  # noqa: F401
     with_budget,
 )
 from pruning.study.variants import label_variants
-from tdmpc.temp_file import abandoned
+from tdmpc.temp_file import remove_abandoned_dirs
 
 
 def check_out_dir(out: str | Path) -> Path:
@@ -120,9 +120,7 @@ def write_report(dirs: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ReportError(f"--out {out}: cannot be created ({err.strerror or err}); give a writable folder") from None
-    for old in out.glob(f"{STAGING_PREFIX}*"):  # left by a report killed while it computed
-        if abandoned(old, old.name[len(STAGING_PREFIX):].split("-")[0]):
-            shutil.rmtree(old, ignore_errors=True)
+    remove_abandoned_dirs(out, STAGING_PREFIX)  # left by a report killed while it computed
     staging = out / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"  # pids repeat (containers)
     staging.mkdir()
     try:
