@@ -50,17 +50,19 @@ def _session(path: Path, num_threads: int, inputs: list[dict], outputs: list[dic
     ``controller.json`` records it (exports since it does): a file of another export is refused."""
     if not path.is_file():
         raise DeployError(f"exported model not found: {path}")
-    if sha256 is not None:
-        found = hashlib.sha256(path.read_bytes()).hexdigest()
+    data = path.read_bytes() if sha256 is not None else None  # read once: the bytes checked are the bytes loaded
+    if data is not None:
+        found = hashlib.sha256(data).hexdigest()
         if found != sha256:
             raise DeployError(f"{path.name} in {path.parent} is not the file controller.json was written with "
                               f"(sha256 {found[:12]}, recorded {sha256[:12]}): files of two exports are mixed; export again")
     try:
         if path.suffix == ".pt2":
-            from pruning.deploy_pt2 import Pt2Session
+            from pruning.deploy_pt2 import Pt2Session  # (AOTInductor loads a package from a path only)
 
             return Pt2Session(path, [s["name"] for s in inputs], [s["name"] for s in outputs], num_threads)
-        session = ort.InferenceSession(str(path), session_options(num_threads), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(data if data is not None else str(path), session_options(num_threads),
+                                       providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime / torch raise several types for a damaged or foreign file
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DeployError(f"cannot load {path}: {first[:300]}") from None

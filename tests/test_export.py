@@ -462,6 +462,32 @@ def test_the_runtime_refuses_files_that_do_not_belong_together(exported, tmp_pat
         Controller.load(mixed, mode="plan")
 
 
+def test_a_hashed_graph_is_loaded_from_the_bytes_that_were_checked(exported, monkeypatch):
+    """The runtime used to hash planner.onnx and then let onnxruntime open the path again: a file replaced between
+    the two reads was loaded unchecked. Now each graph is read once and the session is built from those bytes."""
+    import onnxruntime as ort
+
+    from pruning import deploy
+
+    _, out, _ = exported
+    reads, built = [], []
+    real_read, real_session = Path.read_bytes, ort.InferenceSession
+
+    def read_bytes(self):
+        reads.append(self.name)
+        return real_read(self)
+
+    def session(model, *args, **kwargs):
+        built.append(model)
+        return real_session(model, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(deploy.ort, "InferenceSession", session)
+    Controller.load(out, mode="plan")
+    assert reads.count("planner.onnx") == 1 and "policy.onnx" not in reads
+    assert built == [(out / "planner.onnx").read_bytes()]  # bytes, not the path
+
+
 def test_the_check_refuses_a_checkpoint_replaced_since_the_export(exported, tmp_path):
     """check=true used to compare the export with whatever the checkpoint path held (another agent: every action
     different, "within spread: True", exit 0). A re-export removes the previous check.json."""
