@@ -15,10 +15,13 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "disable")  # state-based tasks need no rendering (and no GLFW/X11 noise)
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from tdmpc import quiet_start  # noqa: E402  (standard library only)
+
+quiet_start.until_started()  # Ctrl-C during the imports below: one line and exit 130, no traceback
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from pruning.config import PruningConfigError  # noqa: E402
 from pruning.study.experiment import ExperimentConfig, register_configs, run_experiment, validate_experiment  # noqa: E402
@@ -29,6 +32,7 @@ from tdmpc.run_dir import RunDirError  # noqa: E402
 
 register_configs()
 one_line_hydra_errors()  # bad overrides, unknown keys, wrong types: one line, exit code 2
+quiet_start.started()
 
 
 @hydra.main(config_path="../conf", config_name="experiment", version_base="1.3")

@@ -15,16 +15,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from tdmpc import quiet_start  # noqa: E402  (standard library only)
+
+quiet_start.until_started()  # Ctrl-C during the imports below: one line and exit 130, no traceback
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from pruning.study.export import register_configs, run_export_cli  # noqa: E402
 from tdmpc.cli import one_line_hydra_errors  # noqa: E402
 
 register_configs()
 one_line_hydra_errors()  # bad overrides, unknown keys, wrong types: one line, exit code 2
+quiet_start.started()
 
 
 @hydra.main(config_path="../conf", config_name="export", version_base="1.3")

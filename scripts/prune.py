@@ -18,10 +18,13 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "disable")  # state-based tasks need no rendering (and no GLFW/X11 noise)
 
-import hydra
-from omegaconf import DictConfig
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from tdmpc import quiet_start  # noqa: E402  (standard library only)
+
+quiet_start.until_started()  # Ctrl-C during the imports below: one line and exit 130, no traceback
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from pruning.study.prune_cli import run_prune_job_cli  # noqa: E402
 from pruning.study.prune_config import register_configs  # noqa: E402
@@ -31,6 +34,7 @@ from tdmpc.cli import one_line_hydra_errors  # noqa: E402
 register_configs()
 register_resolvers()
 one_line_hydra_errors()  # bad overrides, unknown keys, wrong types: one line, exit code 2
+quiet_start.started()
 
 
 @hydra.main(config_path="../conf", config_name="prune", version_base="1.3")

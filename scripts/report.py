@@ -17,8 +17,13 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "disable")  # state-based tasks need no rendering (and no GLFW/X11 noise)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from tdmpc import quiet_start  # noqa: E402  (standard library only)
+
+quiet_start.until_started()  # Ctrl-C during the imports below: one line and exit 130, no traceback
 
 from pruning.study.report import ReportError, print_summary, write_report  # noqa: E402
+
+quiet_start.started()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,10 +23,13 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "disable")  # state-based tasks need no rendering (and no GLFW/X11 noise)
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from tdmpc import quiet_start  # noqa: E402  (standard library only)
+
+quiet_start.until_started()  # Ctrl-C during the imports below: one line and exit 130, no traceback
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from pruning.config import PruningConfigError, tracking_config  # noqa: E402
 from pruning.study.integration import tracker_callback  # noqa: E402
@@ -35,6 +38,7 @@ from tdmpc.config import ConfigError, register_configs  # noqa: E402
 
 register_configs()
 one_line_hydra_errors()  # bad overrides, unknown keys, wrong types: one line, exit code 2
+quiet_start.started()
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

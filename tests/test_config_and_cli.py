@@ -120,3 +120,56 @@ def test_buffer_device_cuda_is_refused_where_cuda_is_not_available(monkeypatch):
     with pytest.raises(ConfigError, match="buffer_device='gpu'; allowed: auto|cpu|cuda|cuda:N"):
         tiny_cfg(buffer_device="gpu")
     assert tiny_cfg(seed=2**32 - 1 - 10_000).seed == 2**32 - 1 - 10_000  # the largest allowed
+
+
+_INTERRUPT_ON_IMPORT = """
+import os, runpy, signal, sys
+class SendSigintOnImport:  # Ctrl-C arriving while the script imports {module}
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, SendSigintOnImport())
+sys.argv = [{script!r}, *{args!r}]
+runpy.run_path({script!r}, run_name="__main__")
+print("not interrupted")
+"""
+
+
+@pytest.mark.parametrize("script,module", [("train", "torch"), ("prune", "torch"), ("experiment", "hydra"),
+                                           ("export", "torch"), ("report", "torch")])
+def test_ctrl_c_while_a_command_imports_is_one_line_and_exit_130(script, module, tmp_path):
+    """Ctrl-C in the first seconds of a command (while torch, dm_control and Hydra import) used to print a
+    traceback through the import machinery. Now one line, exit code 130, and no run dir."""
+    import subprocess
+    import sys
+
+    path = str(ROOT / "scripts" / f"{script}.py")
+    args = [str(tmp_path / "runs")] if script == "report" else [f"hydra.run.dir={tmp_path / 'runs'}"]
+    code = _INTERRUPT_ON_IMPORT.format(module=module, script=path, args=args)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert proc.stderr == "interrupted while starting (nothing was written)\n" and proc.stdout == ""
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ctrl_c_after_start_raises_keyboard_interrupt_again():
+    """Once a command has started, SIGINT is Python's again: the commands catch KeyboardInterrupt to save a
+    checkpoint (tested with the trainer); quiet_start leaves a handler it did not set alone."""
+    import signal
+
+    from tdmpc import quiet_start
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    quiet_start.until_started()
+    assert signal.getsignal(signal.SIGINT) is quiet_start._quit
+    quiet_start.started()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    own = signal.signal(signal.SIGINT, signal.SIG_IGN)  # e.g. a background job: left alone
+    try:
+        quiet_start.until_started()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        quiet_start.started()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, own)
