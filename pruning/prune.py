@@ -279,8 +279,10 @@ def _fill_cost(bundles: list[_Bundle], ratio: float, cost: LinearCost, tolerance
     """Greedy in importance order until ``cost`` has fallen by ``ratio`` of its dense value.
 
     A candidate that would overshoot the target by more than ``tolerance`` (a fraction of the dense
-    cost) is skipped and its bundle closed (its later candidates cost at least as much), so the result
-    lands in ``[target - tolerance, target]`` whenever cheap enough candidates remain.
+    cost) is skipped and its bundle closed, so the result lands in ``[target - tolerance, target]`` whenever
+    cheap enough candidates remain. Closing is a heuristic that keeps the fill one pass: removals elsewhere
+    only lower a channel's price, so a later candidate of a closed bundle could still have fitted (then
+    another bundle's candidate is taken in its place, still within the tolerance).
     """
     target = (1.0 - ratio) * cost.dense
     cands = sorted((s, i, k) for i, b in enumerate(bundles) for k, s in enumerate(b.candidates))
