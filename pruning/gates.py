@@ -282,6 +282,9 @@ class GateCapture:
         return (self._probe(block, args[0], None), *args[1:])
 
     def _probe(self, block: _Block, x: torch.Tensor, members: list[int] | torch.Tensor | None) -> torch.Tensor:
+        if x.shape[-1] != block.width:  # the model was pruned under the hooks: the columns no longer match
+            raise RuntimeError(f"gate capture: a consumer input has {x.shape[-1]} features, the hooks were built for "
+                               f"{block.width}: the model was pruned; call tracker.after_pruning(keep)")
         if torch.compiler.is_compiling():
             return self._gate(block, x, members)
         # A fresh alias read by this call only: a hook on ``x`` itself would see the gradient of every

@@ -364,6 +364,22 @@ def test_pruning_keeps_the_gate_hooks_off_between_gate_updates():
     assert t.gates is None
 
 
+def test_pruning_without_after_pruning_is_refused_when_only_gates_are_tracked():
+    """With only gate metrics tracked, a model pruned without tracker.after_pruning used to be read onto the old
+    buffer layout (samples and channels scrambled, step() returning True) or blamed the batch layout. The probe
+    now refuses a consumer input whose width is not the one its hooks were built for."""
+    from pruning.prune import prune
+
+    model = MLP()
+    t = ImportanceTracker(model, cfg(metrics=["fisher", "bayes"]), samples=4)
+    model.a(torch.randn(4, 3)).sum().backward()
+    t.step(1)
+    prune(t.groups, t.scores("fisher"), 0.5, scope="per_group")  # no after_pruning
+    with pytest.raises(RuntimeError, match="the model was pruned; call tracker.after_pruning"):
+        model.a(torch.randn(4, 3))
+    assert t.metrics["fisher"].n == 1
+
+
 def test_activation_sq_is_the_mean_square_of_every_read_including_stacked_members():
     from pruning.gates import GateCapture
 
