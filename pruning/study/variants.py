@@ -7,7 +7,9 @@ dense reference too) or a prune setting of :data:`pruning.study.collect.SETTING_
 ``normalize_by=component`` and ``group`` rank the channels differently). :func:`label_variants` folds what
 varies into the labels the report groups by:
 
-- the task becomes ``"<task> (model_size <m>)"`` when the jobs of a task have several sizes;
+- the task becomes ``"<task> (model_size <m>)"`` when the jobs of a task have several sizes, and
+  ``"<task> (trained <N> env steps)"`` when they come from agents trained for different numbers of env
+  steps (``trained_env_steps``: e.g. two experiments' folders reported together);
 - a pruned job's metric becomes ``"<metric> [key=value, ...]"``, listing the settings that take more than
   one value among the pruned jobs of its task (``null``, the training run's tracker setting, reads
   ``train``). Dense references (ratio 0) keep their metric: nothing is removed, so no setting applies.
@@ -51,6 +53,11 @@ def label_variants(results: pd.DataFrame) -> pd.DataFrame:
         several = sizes > 1
         df.loc[several, "task"] = [f"{t} (model_size {m})" for t, m in
                                    zip(df.loc[several, "task"], df.loc[several, "model_size"])]
+    if "trained_env_steps" in df:
+        steps = pd.to_numeric(df["trained_env_steps"], errors="coerce")
+        several = (steps.groupby(df["task"]).transform("nunique") > 1) & steps.notna()
+        df.loc[several, "task"] = [f"{t} (trained {int(n)} env steps)" for t, n in
+                                   zip(df.loc[several, "task"], steps[several])]
     settings = [c for c in SETTING_COLUMNS if c in df]
     pruned = df["ratio"] > 0
     for _, g in df[pruned].groupby("task"):
