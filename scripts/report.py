@@ -38,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     if missing:  # before the default --out is built from the first of them
         print(f"error: not a folder: {missing[0]}", file=sys.stderr)
         return 2
+    if args.wandb == "online":  # refused before the report is computed, as training refuses it at start
+        from tdmpc.wandb_mode import wandb_api_key_configured, wandb_installed
+
+        if not (wandb_installed() and wandb_api_key_configured()):
+            print("error: invalid argument --wandb online; allowed: online needs wandb installed and an API key "
+                  "(WANDB_API_KEY or `wandb login`); use --wandb offline and `wandb sync` later", file=sys.stderr)
+            return 2
     out = Path(args.out) if args.out else Path(args.dirs[0]) / "report"
     try:
         summary = write_report(args.dirs, out)

@@ -228,6 +228,16 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert err.count("\n") == 1 and "no result.json" in err
 
 
+@pytest.mark.usefixtures("wandb_env")
+def test_cli_wandb_online_without_an_api_key_is_refused_before_the_report(sweep, tmp_path, capsys):
+    """It used to compute the report and then end with a RuntimeError traceback (exit 1), naming a training key."""
+    out = tmp_path / "rep"
+    assert _cli()([str(sweep), "--out", str(out), "--wandb", "online"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: invalid argument --wandb online;") and "--wandb offline" in err
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_cli_writes_the_report(sweep, tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep), "--out", str(tmp_path / "out")],
