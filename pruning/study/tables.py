@@ -152,7 +152,7 @@ def _task_tables(summary: pd.DataFrame) -> list[str]:
         if scope == "-":
             continue  # dense rows are shown in every table of their task
         dense = summary[(summary["task"] == task) & (summary["finetune_steps"] == ft) & (summary["metric"] == DENSE)]
-        what = ("best metric at ≤ the listed MFLOP per planned action" if budget == "flops"
+        what = ("bold: the best metric at each FLOPs budget (ratio of planned-action FLOPs removed)" if budget == "flops"
                 else "channel ratio, not a FLOPs budget: costs differ between metrics")
         lines += [f"## {task} (budget {budget}: {what}; scope {scope}, {ft:g} fine-tuning steps)", "",
                   "| metric | ratio | n | return | retained | params | MFLOP / plan | latency / plan (ms) |",
