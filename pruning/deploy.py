@@ -125,6 +125,8 @@ class Controller:
         self.policy_session, self.planner_session = policy, planner
         self.obs_dim, self.action_dim = int(spec["obs_dim"]), int(spec["action_dim"])
         self.horizon = int(spec["planner"]["horizon"])
+        #: env steps each action was held for in training (an env that does not repeat actions itself must)
+        self.action_repeat = int(spec.get("action_repeat", 1))
         self.noise_specs = [s for s in spec["planner_inputs"] if s["distribution"] not in ("observation", "warm_start")]
         self.action_low = np.asarray(spec["action_low"], dtype=np.float64)
         self.action_high = np.asarray(spec["action_high"], dtype=np.float64)
@@ -180,10 +182,33 @@ class Controller:
         """One ``planner.onnx`` call: ``(action (A,), mean (H, A))``; no state is read or changed."""
         if self.planner_session is None:
             raise DeployError("this controller was loaded with mode='policy': no planner")
-        inputs = {"obs": self._obs(obs), "prev_mean": np.array(prev_mean, dtype=np.float32), **noise}
+        inputs = {"obs": self._obs(obs), **self._planner_inputs({"prev_mean": prev_mean, **noise})}
         self.last_inputs = inputs
         action, mean = self.planner_session.run(["action", "mean"], inputs)
         return action, mean
+
+    def _planner_inputs(self, given: dict) -> dict[str, np.ndarray]:
+        """The planner's inputs other than ``obs`` as fresh arrays of the dtype and shape ``controller.json``
+        gives them; a missing, unknown, misshapen or non-numeric input (or a fractional Q-member index) raises
+        :class:`DeployError`. (A ``.pt2`` package reads its buffers as given: a float64 array would be read as
+        float32 bytes, a short one past its end; onnxruntime refuses both, so both backends check here.)"""
+        specs = {s["name"]: s for s in self.spec["planner_inputs"] if s["name"] != "obs"}
+        if set(given) != set(specs):
+            raise DeployError(f"planner inputs must be {sorted(specs)} (besides obs), got {sorted(given)}")
+        out = {}
+        for name, spec in specs.items():
+            try:
+                raw = np.asarray(given[name])
+                arr = np.array(raw, dtype=spec["dtype"])
+            except (TypeError, ValueError) as err:
+                raise DeployError(f"planner input {name!r} must be numbers ({err})") from None
+            if list(arr.shape) != list(spec["shape"]):
+                raise DeployError(f"planner input {name!r} has shape {list(arr.shape)}, controller.json says "
+                                  f"{spec['shape']}")
+            if np.issubdtype(arr.dtype, np.integer) and not np.array_equal(arr, raw):
+                raise DeployError(f"planner input {name!r} must hold integers")
+            out[name] = arr
+        return out
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Action ``(action_dim,)`` in [-1, 1] for one observation ``(obs_dim,)`` (also ``(1, obs_dim)``); a

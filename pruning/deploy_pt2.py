@@ -5,7 +5,8 @@ A package (``policy.pt2`` / ``planner.pt2``, :func:`pruning.study.export.export_
 torch loads with ``torch._inductor.aoti_load_package``; it needs libtorch (the ``torch`` wheel) but none of the
 training stack. Its inputs are positional, in the order of ``controller.json``'s ``policy_inputs`` /
 ``planner_inputs``; numpy arrays are handed over without a copy (``torch.from_numpy``). The kernels use torch's
-intra-op thread pool, which is process-wide: loading sets ``torch.set_num_threads(num_threads)``.
+intra-op thread pool, which is process-wide: loading sets ``torch.set_num_threads(num_threads)`` (0: torch's
+default is left alone).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ class Pt2Session:
     """``Pt2Session(path, input_names, output_names, num_threads).run(names, {name: array})`` -> arrays."""
 
     def __init__(self, path: Path, input_names: list[str], output_names: list[str], num_threads: int = 1):
-        torch.set_num_threads(num_threads)
+        if num_threads > 0:  # 0: torch's default (as onnxruntime's default for 0)
+            torch.set_num_threads(num_threads)
         self.runner = torch._inductor.aoti_load_package(str(path))
         self.input_names, self.output_names = list(input_names), list(output_names)
 

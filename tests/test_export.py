@@ -149,6 +149,76 @@ def test_exported_planner_gives_the_torch_planners_action(exported):
     assert np.abs(other - ctrl.prev_mean).max() > 1e-3
 
 
+def test_planner_inputs_are_checked_and_cast_for_both_formats(exported):
+    """A .pt2 package read float64 noise as float32 bytes (another action, no error) and a short input past its
+    end; onnxruntime refused both. Controller.plan now casts every input to controller.json's dtype and refuses
+    a wrong shape, a missing or unknown input and fractional member indices, before either backend runs."""
+    _, out, _ = exported
+    ctrl = Controller.load(out, seed=5)
+    obs, prev = np.linspace(-1, 1, 4).astype(np.float32), np.zeros((ctrl.horizon, ctrl.action_dim), np.float32)
+    noise = ctrl.draw_noise()
+    want = ctrl.plan(obs, prev, noise)
+    wide = {k: v.astype(np.float64 if v.dtype == np.float32 else np.int32) for k, v in noise.items()}
+    got = ctrl.plan(obs, prev.astype(np.float64), wide)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    assert {k: v.dtype for k, v in ctrl.last_inputs.items()} == {s["name"]: np.dtype(s["dtype"])
+                                                                for s in ctrl.spec["planner_inputs"]}
+    bad = [({**noise, "gumbel_u": noise["gumbel_u"][:-1]}, r"'gumbel_u' has shape \[\d+\], controller.json says"),
+           ({k: v for k, v in noise.items() if k != "sample_eps"}, "planner inputs must be"),
+           ({**noise, "extra": np.zeros(1)}, "planner inputs must be"),
+           ({**noise, "q_members": noise["q_members"] + 0.5}, "'q_members' must hold integers"),
+           ({**noise, "sample_eps": "x"}, "'sample_eps' must be numbers")]
+    for given, match in bad:
+        with pytest.raises(DeployError, match=match):
+            ctrl.plan(obs, prev, given)
+    with pytest.raises(DeployError, match="'prev_mean' has shape"):
+        ctrl.plan(obs, prev[:-1], noise)
+    assert ctrl.action_repeat == json.loads((out / "controller.json").read_text())["action_repeat"]
+
+
+def test_a_nan_difference_is_not_recorded_as_zero():
+    """max(0.0, nan) is 0.0: a step where the exported or the torch action was NaN counted as equal."""
+    from pruning.study.deploy_check import _max_abs_diff
+
+    assert _max_abs_diff(np.array([0.1, np.nan]), np.zeros(2)) == np.inf
+    assert _max_abs_diff(np.zeros(2), np.array([np.inf, 0.0])) == np.inf
+    assert _max_abs_diff(np.array([0.5, -0.25]), np.zeros(2)) == 0.5
+
+
+def test_pt2_threads_zero_keeps_torchs_default_and_the_export_reads_public_bounds(monkeypatch):
+    """num_threads=0 (documented: the runtime's default) failed for pt2 as a 'cannot load' error; the export read
+    the envs' private _act_low/_act_high, so an env following the protocol without them crashed."""
+    from pruning import deploy_pt2
+    from pruning.study.export import task_spec
+
+    calls = []
+    monkeypatch.setattr(deploy_pt2.torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(deploy_pt2.torch._inductor, "aoti_load_package", lambda path: None)
+    deploy_pt2.Pt2Session(Path("x.pt2"), ["obs"], ["action"], num_threads=0)
+    deploy_pt2.Pt2Session(Path("x.pt2"), ["obs"], ["action"], num_threads=3)
+    assert calls == [3]
+
+    import gymnasium as gym
+
+    import tdmpc.envs
+
+    class Bare:  # the protocol's required attributes only
+        observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+        action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        action_repeat, episode_length = 2, 50
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tdmpc.envs, "make_env", lambda task, seed, repeat: Bare())
+    spec = task_spec("anything", None)
+    assert spec["action_low"] == [-1.0, -1.0] and spec["action_high"] == [1.0, 1.0] and spec["action_repeat"] == 2
+    bounded = Bare()
+    bounded.action_low, bounded.action_high = np.array([-2.0, 0.0]), np.array([2.0, 5.0])
+    monkeypatch.setattr(tdmpc.envs, "make_env", lambda task, seed, repeat: bounded)
+    assert task_spec("anything", None)["action_high"] == [2.0, 5.0]
+
+
 def test_exported_policy_gives_the_policy_mean(exported):
     ckpt, out, agent = exported
     _acts_like_the_policy_mean(Controller.load(out, mode="policy"), agent, 5)

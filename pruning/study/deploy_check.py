@@ -63,6 +63,12 @@ def torch_action(agent, obs: np.ndarray, mode: str, inputs: dict[str, np.ndarray
     return agent.act(obs_t, eval_mode=True, noise=_noise_from_inputs(inputs, agent.action_dim)).numpy()
 
 
+def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """``max |a - b|``, ``inf`` where either side is not finite (``max(x, nan)`` would drop a NaN step)."""
+    d = np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+    return float(d.max()) if np.isfinite(d).all() else float("inf")
+
+
 def _exported_episode(env, ctrl, agent, env_seed: int, mode: str) -> dict:
     """One episode of the exported controller, with the PyTorch action on the same inputs at every step."""
     obs, _ = env.reset(seed=env_seed)
@@ -74,10 +80,10 @@ def _exported_episode(env, ctrl, agent, env_seed: int, mode: str) -> dict:
         action = ctrl.act(obs)
         elapsed += time.perf_counter() - start
         ref = torch_action(agent, obs, mode, ctrl.last_inputs if mode == "plan" else None)
-        diff = float(np.abs(action - ref).max())
+        diff = _max_abs_diff(action, ref)
         max_diff, n_off = max(max_diff, diff), n_off + (diff > ACTION_TOL)
         if mode == "plan":  # the new MPPI mean: equal when only the elite order flipped (near-tied values)
-            max_mean_diff = max(max_mean_diff, float(np.abs(ctrl.prev_mean - agent.planner.prev_mean.numpy()).max()))
+            max_mean_diff = max(max_mean_diff, _max_abs_diff(ctrl.prev_mean, agent.planner.prev_mean.numpy()))
         obs, reward, terminated, truncated, _ = env.step(action)
         ret, steps, done = ret + float(reward), steps + 1, terminated or truncated
     return {"return_onnx": ret, "steps": steps, "max_action_diff": max_diff, "max_mean_diff": max_mean_diff,
@@ -114,8 +120,14 @@ def _summary(rows: list[dict]) -> dict:
             "steps": int(sum(r["steps"] for r in rows))}
 
 
-def _print_table(rows: list[dict], summary: dict, mode: str) -> None:
-    print(f"[check] mode={mode}: exported (onnxruntime) vs PyTorch, same env seeds", flush=True)
+def _artifact_format(spec: dict) -> str:
+    """``pt2`` if ``controller.json`` names AOTInductor packages, else ``onnx``."""
+    return "pt2" if any(str(f).endswith(".pt2") for f in (spec.get("files") or {}).values()) else "onnx"
+
+
+def _print_table(rows: list[dict], summary: dict, mode: str, artifact_format: str) -> None:
+    runtime = "AOTInductor package" if artifact_format == "pt2" else "onnxruntime"
+    print(f"[check] mode={mode}: exported ({runtime}; the *_onnx columns) vs PyTorch, same env seeds", flush=True)
     print(f"{'seed':>6} {'steps':>6} {'return_onnx':>12} {'return_torch':>13} {'max|da|':>9} {'max|dmean|':>10} "
           f"{'ms/act onnx':>12} {'ms/act torch':>13}   (|da|, |dmean|: same obs, warm start and noise)")
     for r in rows:
@@ -160,8 +172,9 @@ def run_check(checkpoint: str | Path, controller_dir: str | Path, episodes: int 
         rows.append({**row, **_torch_episode(env, agent, env_seed, mode)})
     env.close()
     summary = _summary(rows)
-    _print_table(rows, summary, mode)
-    result = {"task": cfg.task, "mode": mode, "action_repeat": env.action_repeat,
+    artifact_format = _artifact_format(ctrl.spec)
+    _print_table(rows, summary, mode, artifact_format)
+    result = {"task": cfg.task, "mode": mode, "artifact_format": artifact_format, "action_repeat": env.action_repeat,
               "max_episode_steps": max_episode_steps, "episode_length": env.episode_length, "num_threads": num_threads, "action_tol": ACTION_TOL,
               "episodes": rows, "summary": summary, "controller_dir": str(controller_dir),
               "checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_sha256,

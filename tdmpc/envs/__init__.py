@@ -21,7 +21,9 @@ MuJoCo tasks, is one file. Task names must be unique across providers. Built in:
   episode raises;
 - attributes ``action_repeat``, ``max_episode_steps`` (env steps per episode; the env owns the time limit
   and reports it as ``truncated``) and ``episode_length`` (agent steps per episode,
-  ``ceil(max_episode_steps / action_repeat)``: it sets TD-MPC2's heuristic discount);
+  ``ceil(max_episode_steps / action_repeat)``: it sets TD-MPC2's heuristic discount); optionally
+  ``action_low`` / ``action_high``, the env's own action bounds that [-1, 1] is mapped onto (recorded by the
+  export for ``Controller.to_bounds``; absent: [-1, 1]);
 - ``get_rng_state() -> dict`` of plain python values (saved in checkpoints, loaded with
   ``weights_only=True``) and ``set_rng_state(state)``, so that a resumed run replays the same episodes.
 """

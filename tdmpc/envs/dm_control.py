@@ -125,8 +125,8 @@ class DMControlEnv(gym.Env):
         )
         _disable_rendering_contexts(self._env.physics)
         spec = self._env.action_spec()
-        self._act_low = np.asarray(spec.minimum, dtype=np.float64)
-        self._act_high = np.asarray(spec.maximum, dtype=np.float64)
+        self.action_low = np.asarray(spec.minimum, dtype=np.float64)
+        self.action_high = np.asarray(spec.maximum, dtype=np.float64)
         obs_dim = sum(int(np.prod(s.shape)) for s in self._env.observation_spec().values())
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, tuple(spec.shape), np.float32)
@@ -159,7 +159,7 @@ class DMControlEnv(gym.Env):
             raise RuntimeError("call reset() before step(), and after an episode has ended")
         action = np.asarray(action, dtype=np.float64).reshape(self.action_space.shape)
         action = np.clip(action, -1.0, 1.0)
-        scaled = self._act_low + (action + 1.0) * 0.5 * (self._act_high - self._act_low)
+        scaled = self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
         reward, n_steps = 0.0, 0
         for _ in range(min(self.action_repeat, self.max_episode_steps - self._t)):
             ts = self._env.step(scaled)

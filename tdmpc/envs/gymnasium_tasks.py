@@ -36,7 +36,7 @@ class GymnasiumEnv(gym.Env):
         self.max_episode_steps = int(limit)
         self.episode_length = -(-self.max_episode_steps // self.action_repeat)
         space = self._env.action_space
-        self._act_low, self._act_high = space.low.astype(np.float64), space.high.astype(np.float64)
+        self.action_low, self.action_high = space.low.astype(np.float64), space.high.astype(np.float64)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, self._env.observation_space.shape, np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, space.shape, np.float32)
         self._t, self._needs_reset = 0, True
@@ -51,7 +51,7 @@ class GymnasiumEnv(gym.Env):
         if self._needs_reset:
             raise RuntimeError("call reset() before step(), and after an episode has ended")
         action = np.clip(np.asarray(action, dtype=np.float64).reshape(self.action_space.shape), -1.0, 1.0)
-        scaled = (self._act_low + (action + 1.0) * 0.5 * (self._act_high - self._act_low)).astype(np.float32)
+        scaled = (self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)).astype(np.float32)
         reward, n, terminated = 0.0, 0, False
         for _ in range(min(self.action_repeat, self.max_episode_steps - self._t)):
             obs, r, terminated, _, _ = self._env.step(scaled)
