@@ -354,6 +354,19 @@ def test_summary_counts_jobs_with_a_return_and_has_no_retained_share_of_a_negati
     assert summarize(pd.DataFrame(negative))["retained_pct"].isna().all()
 
 
+def test_summary_counts_runs_not_jobs():
+    """The ratio-0 job of every metric of one seed was counted as three dense runs ("n = 3, 189.5 ± 0.0"), and a
+    job run again into another folder as a second seed. Repeated jobs of a run are averaged first."""
+    rows = [_result(m, 0.0, 1, 800.0) for m in ("fisher", "l1", "random")] + [_result("l1", 0.0, 2, 700.0)]
+    rows += [_result("l1", 0.5, 1, 600.0), _result("l1", 0.5, 1, 620.0), _result("l1", 0.5, 2, 400.0)]
+    summary = summarize(pd.DataFrame(rows)).set_index("metric")
+    dense, l1 = summary.loc["dense"], summary.loc["l1"]
+    assert dense["n"] == 2 and dense["return_mean"] == pytest.approx(750.0)
+    assert dense["return_std"] == pytest.approx(np.std([800.0, 700.0], ddof=1))
+    assert l1["n"] == 2 and l1["return_mean"] == pytest.approx((610.0 + 400.0) / 2)
+    assert l1["return_std"] == pytest.approx(np.std([610.0, 400.0], ddof=1))
+
+
 def test_summary_states_how_equal_the_flops_budget_was_and_warns_past_one_percent():
     from pruning.study.tables import flops_spread, summary_markdown
 

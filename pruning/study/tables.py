@@ -33,8 +33,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     Ratio-0 jobs are pooled as metric ``dense`` (scope ``-``): the reference of ``retained_pct`` for the
     jobs of the same task and fine-tuning steps (``100 * return / mean dense return``); without one, the
     mean ``dense_return`` (the training run's final eval) of the jobs. ``best`` marks the metric with the
-    highest mean return at each ratio (the FLOPs budget of a sweep) of a table. ``n`` counts the jobs with
-    a return; ``retained_pct`` is undefined (NaN) where the reference is not positive (a task with negative
+    highest mean return at each ratio (the FLOPs budget of a sweep) of a table. ``n`` counts the runs (agent
+    and fine-tuning seed) with a return, a run's repeated jobs averaged first (the ratio-0 job of every metric
+    of a seed is one dense run); ``retained_pct`` is undefined (NaN) where the reference is not positive (a task with negative
     returns, where a ratio would rank a worse return higher).
     """
     cols = ["task", "budget", "scope", "finetune_steps", "metric", "ratio", "n", "return_mean", "return_std",
@@ -51,6 +52,14 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     df = df.join(ref, on=["task", "finetune_steps"])
     df["ref"] = df["ref"].fillna(df.groupby(["task", "finetune_steps"])["dense_return"].transform("mean"))
     df["retained"] = 100.0 * df["return_mean"] / df["ref"].where(df["ref"] > 0)  # undefined for a reference <= 0
+    # n counts runs, not jobs: repeated jobs of one run (the ratio-0 job of every metric of a seed, or a job run
+    # again into another folder) are averaged into one run first, else they would shrink the std as seeds
+    agent = df["checkpoint"].fillna("").astype(str) if "checkpoint" in df else ""
+    df = df.assign(_agent=agent, _train_seed=df["train_seed"].fillna(-1) if "train_seed" in df else -1)
+    value_cols = ["return_mean", "retained", "params", "flops_plan", "latency_plan_ms", "flops_policy",
+                  "latency_policy_ms"]
+    df = df.groupby([*SUMMARY_KEYS, "metric", "ratio", "_agent", "_train_seed", "seed"], sort=False, dropna=False)[
+        [c for c in value_cols if c in df]].mean().reset_index()
     g = df.groupby([*SUMMARY_KEYS, "metric", "ratio"], sort=True)
     s = g.agg(n=("return_mean", "count"), return_mean=("return_mean", "mean"), return_std=("return_mean", sample_std),
               retained_pct=("retained", "mean"), retained_pct_std=("retained", sample_std), params=("params", "mean"),
