@@ -22,6 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from tdmpc import quiet_start  # noqa: E402  (standard library only)
 
 quiet_start.until_started()  # Ctrl-C during the imports below: one line and exit 130, no traceback
+from tdmpc.plugins import load_plugins_or_exit  # noqa: E402
+
+load_plugins_or_exit()  # the user's own metrics / env providers (CA_PRUNE_PLUGINS, docs/extending.md)
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

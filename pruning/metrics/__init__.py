@@ -18,9 +18,13 @@ Built in (formulas and sources in ``docs/method.md``):
 from pruning.metrics import bayes, fisher, gradient, magnitude  # noqa: E402,F401,I001
 from pruning.metrics.base import Evidence, ImportanceMetric, SmoothedMetric
 from pruning.metrics.registry import metric_class, metric_names, register, tracked_metrics, unregister
+from tdmpc.plugins import load_plugins
 
 #: Metrics the main job compares by default: the three gradient metrics and the field's baselines.
 MAIN_JOB_METRICS = ("grad_acc", "fisher", "bayes", "taylor", "l1", "l2", "random")
+
+# The user's own metric modules named in CA_PRUNE_PLUGINS (tdmpc/plugins.py), in every process.
+load_plugins()
 
 __all__ = ["MAIN_JOB_METRICS", "Evidence", "ImportanceMetric", "SmoothedMetric", "metric_class", "metric_names",
            "register", "tracked_metrics", "unregister"]

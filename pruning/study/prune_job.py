@@ -49,7 +49,7 @@ import torch
 from pruning.config import PruningConfigError, require, tracking_config
 from pruning.groups import model_groups
 from pruning.measure import count_params
-from pruning.metrics import tracked_metrics
+from pruning.metrics import metric_names, tracked_metrics
 from pruning.prune import prune
 from pruning.serialize import resize_to_state_dict
 from pruning.study.collect import ERROR_FILE, RESULT_FILE
@@ -167,6 +167,11 @@ def _load_source(job: PruneJobConfig) -> _Source:
             f"{path} holds no importance-tracker state, needed by metric={job.metric}; train with "
             f"pruning.enabled=true, or use metric=l1|l2|random"
         )
+    saved_metrics = (saved_cfg.get("pruning") or {}).get("metrics") or []
+    unknown = [m for m in saved_metrics if m not in metric_names()] if isinstance(saved_metrics, list) else []
+    if tracker_state is not None and unknown:
+        raise CheckpointError(f"{path} was trained tracking metric(s) {unknown} that are not registered in this "
+                              f"process: name the module that registers them in CA_PRUNE_PLUGINS (docs/extending.md)")
     trained = tracking_config(saved_cfg.get("pruning") or {}).metrics if tracker_state is not None else []
     if job.metric in tracked_metrics() and job.metric not in trained:
         raise CheckpointError(f"{path} was trained tracking pruning.metrics={trained}, not metric={job.metric}; "

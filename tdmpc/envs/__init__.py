@@ -36,6 +36,7 @@ import pkgutil
 from types import ModuleType
 
 from tdmpc.envs.dm_control import UNSUPPORTED, DMControlEnv, UnknownTaskError, parse_task
+from tdmpc.plugins import load_plugins
 
 
 def _providers() -> tuple[ModuleType, ...]:
@@ -91,3 +92,7 @@ def default_action_repeat(task: str) -> int:
 
 __all__ = ["PROVIDERS", "TASKS", "DMControlEnv", "UnknownTaskError", "default_action_repeat", "make_env",
            "parse_task", "provider", "register_provider"]
+
+
+# The user's own provider modules named in CA_PRUNE_PLUGINS (tdmpc/plugins.py), in every process.
+load_plugins()
