@@ -12,8 +12,11 @@ or a missing checkpoint exit 2 with one line.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "disable")  # state-based tasks need no rendering (and no GLFW/X11 noise)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from tdmpc import quiet_start  # noqa: E402  (standard library only)

@@ -67,4 +67,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the report is built in a staging folder and published at the end
+        print("interrupted: the report was not (completely) published; run the command again", file=sys.stderr)
+        sys.exit(130)

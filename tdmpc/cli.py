@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tdmpc.checkpoint import CheckpointError, load_checkpoint
 from tdmpc.config import ConfigError, TrainConfig, fixed_settings, to_dataclass, validate, with_task_defaults
 from tdmpc.run_dir import RunDirError, claim, identity, settings_diff
+from tdmpc.trainer import TrainingInterrupted  # at import: the commands import this module before they start
 
 #: Errors of the user's making: one line, exit code 2 (or an ``error.json`` in a multirun).
 USER_ERRORS = (ConfigError, CheckpointError, RunDirError)
@@ -65,8 +66,6 @@ def run_train(cfg: DictConfig, on_trainer: OnTrainer | None = None,
     130/143. In a multirun, a failing job writes ``error.json`` into its run dir and returns ``None`` so
     the other jobs go on (:class:`tdmpc.launcher.FailedJobsCallback` exits 1 at the end).
     """
-    from tdmpc.trainer import TrainingInterrupted
-
     run_dir: Path | None = None
     try:
         tcfg = validate(to_dataclass(cfg))

@@ -168,6 +168,8 @@ def test_experiment_ctrl_c_stops_every_stage_in_one_line_and_the_rerun_resumes(t
     assert log_size > 0 and "[train] env_step     2000" in (out / "experiment.log").read_text()
     assert err.strip().splitlines() == [
         "interrupted during the training stage; re-run the same command to resume (finished work is kept)"]
+    assert "interrupted during" not in rest  # said once (stdout repeated it)
+    assert "[experiment] interrupted during the training stage" in (out / "experiment.log").read_text()
     ckpt = next((out / "train").rglob("checkpoint.pt"))
     import torch
 

@@ -469,3 +469,19 @@ def test_a_staging_folder_left_under_a_reused_pid_does_not_stop_the_report(sweep
     (out / f".report-staging-{os.getpid()}").mkdir(parents=True)
     write_report([sweep], out)
     assert (out / "summary.md").is_file()
+
+
+def test_ctrl_c_while_the_report_is_computed_is_one_line_and_exit_130(sweep, tmp_path):
+    """A Ctrl-C while plotting ended with a traceback (report.py caught ReportError only)."""
+    import subprocess
+    import sys
+
+    code = ("import runpy, sys\nimport pruning.study.report as r\n"
+            "def interrupted(*a, **k):\n    raise KeyboardInterrupt\n"
+            "r.write_report = interrupted\n"
+            f"sys.argv = ['report.py', {str(sweep)!r}, '--out', {str(tmp_path / 'rep')!r}]\n"
+            f"runpy.run_path({str(Path(__file__).resolve().parents[1] / 'scripts' / 'report.py')!r}, run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert proc.stderr == "interrupted: the report was not (completely) published; run the command again\n"

@@ -162,8 +162,9 @@ def _run_claimed(cfg: ExperimentConfig, out: Path) -> Path:
             ckpts = _train_stage(cfg, out, log_path, log)
             t_train = time.time() - t0
             _prune_stage(cfg, out, ckpts, log_path, log)
-        except StageInterrupted as err:
-            say(f"[experiment] {err}", log)
+        except StageInterrupted as err:  # into the log only: the command prints it once, on stderr
+            log.write(f"[experiment] {err}\n")
+            log.flush()
             raise
         t_prune = time.time() - t0 - t_train
         report_dir = _report_stage(cfg, out, log)
