@@ -9,6 +9,7 @@ the checkpoint is loaded, and only then are ``config.yaml``, Hydra's ``.hydra/``
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tdmpc.checkpoint import CheckpointError, load_checkpoint
 from tdmpc.config import ConfigError, TrainConfig, fixed_settings, to_dataclass, validate, with_task_defaults
-from tdmpc.run_dir import RunDirError, claim, identity, settings_diff
+from tdmpc.run_dir import RunDirError, claim, identity, requeued_into, settings_diff
 from tdmpc.trainer import TrainingInterrupted  # at import: the commands import this module before they start
 
 #: Errors of the user's making: one line, exit code 2 (or an ``error.json`` in a multirun).
@@ -94,6 +95,11 @@ def _train(cfg: DictConfig, tcfg: TrainConfig, run_dir: Path, on_trainer: OnTrai
            section_defaults: dict | None = None) -> float | None:
     from tdmpc.trainer import Trainer
 
+    if (not tcfg.resume or tcfg.overwrite) and requeued_into(run_dir):
+        # SLURM re-runs a requeued job's command as it was: resume=false / overwrite=true meant its first start
+        print(f"[run] this SLURM job was requeued: it continues its own run in {run_dir} (resume=true, "
+              f"overwrite=false for this restart)", flush=True)
+        tcfg = dataclasses.replace(tcfg, resume=True, overwrite=False)
     config_dict = OmegaConf.to_container(OmegaConf.structured(tcfg))
     settings = fixed_settings(config_dict)  # as the command says them (null: the task's default)
     with claim_train_dir(run_dir, tcfg, settings, section_defaults) as owned:

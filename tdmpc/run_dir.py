@@ -83,6 +83,30 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def scheduler_job() -> str | None:
+    """This process's SLURM job (``"slurm:<SLURM_JOB_ID>"``, recorded in ``run.json``), else ``None``. A requeued
+    SLURM job (preempted, or timed out under submitit) keeps its job id and counts ``SLURM_RESTART_COUNT``."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"slurm:{job}" if job else None
+
+
+def requeued_into(run_dir: str | Path) -> bool:
+    """Whether this process is a restart (``SLURM_RESTART_COUNT`` >= 1) of the SLURM job that created
+    ``run_dir``'s ``run.json``: the same command again, which must continue its own run, not start anew."""
+    try:
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    except ValueError:
+        restarts = 0
+    job = scheduler_job()
+    if restarts < 1 or job is None:
+        return False
+    try:
+        manifest = read_manifest(run_dir)
+    except RunDirError:
+        return False
+    return manifest is not None and manifest.get("scheduler_job") == job
+
+
 def read_manifest(run_dir: str | Path) -> dict | None:
     """The run dir's ``run.json``, or ``None`` when it has none; :class:`RunDirError` when unreadable."""
     path = Path(run_dir) / MANIFEST
@@ -292,7 +316,7 @@ def claim(run_dir: str | Path, kind: str, ident: str, *, settings: Mapping | Non
         if created:
             manifest = {"kind": kind, "identity": ident, "settings": dict(settings) if settings else None,
                         "source_sha256": source_sha256, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        "host": socket.gethostname(), "pid": os.getpid()}
+                        "host": socket.gethostname(), "pid": os.getpid(), "scheduler_job": scheduler_job()}
             from tdmpc.logger import atomic_write_text
 
             atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")

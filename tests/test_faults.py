@@ -425,3 +425,31 @@ def test_a_withdrawn_claim_puts_the_run_back_and_its_refusal_is_not_recorded_the
     assert (run / "checkpoint.pt").read_bytes() == b"finished" and not list(tmp_path.glob("run.old-*"))
     record_failure(run, err)
     assert not (run / "error.json").exists()
+
+
+@pytest.mark.slow
+def test_a_requeued_slurm_job_continues_its_own_run_whatever_resume_and_overwrite_say(tmp_path):
+    """A SLURM job started with resume=false overwrite=true and then requeued (preempted, or timed out under
+    submitit) re-runs the same command: it used to move its own run aside and start from scratch every time.
+    A restart of the job that created the run dir (same SLURM_JOB_ID, SLURM_RESTART_COUNT >= 1) continues it."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
+    run_dir = tmp_path / "run"
+
+    def run(steps, job, restarts):
+        env = {"MUJOCO_GL": "disable", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "WANDB_SILENT": "true",
+               "SLURM_JOB_ID": job, "SLURM_RESTART_COUNT": restarts}
+        return subprocess.run([sys.executable, str(script), *train_args(run_dir, steps=steps), "resume=false",
+                               "overwrite=true"], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+
+    first = run(2000, "4242", "0")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads((run_dir / "run.json").read_text())["scheduler_job"] == "slurm:4242"
+    again = run(3000, "4242", "1")  # the requeued job: its command as it was (steps grown to show the resume)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "this SLURM job was requeued: it continues its own run" in again.stdout
+    assert not list(tmp_path.glob("run.old-*"))
+    steps = pd.read_csv(run_dir / "train.csv")["env_step"]
+    assert steps.is_monotonic_increasing and steps.iloc[-1] == 3000 and steps.iloc[0] < 2000  # one run, continued
+    other = run(2000, "5151", "1")  # another job (a new submission) with overwrite=true: moves the run aside
+    assert other.returncode == 0 and "moved the old run aside" in other.stdout
+    assert len(list(tmp_path.glob("run.old-*"))) == 1
