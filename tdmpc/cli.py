@@ -238,7 +238,37 @@ def hydra_error_line(err: BaseException) -> str:
                 break
             if line and line not in parts:
                 parts.append(line)
-    return "; ".join(parts) or type(err).__name__
+    line = "; ".join(parts) or type(err).__name__
+    if ("mismatched input" in line or "extraneous input" in line) and _unquoted_separators(sys.argv[1:]):
+        line += (f"; a value holding '=' or ',' (e.g. the path of a multirun's run dir) must be quoted: "
+                 f"\"{_unquoted_separators(sys.argv[1:])[0]}='...'\"")
+    return line
+
+
+def _unquoted_separators(args: list[str]) -> list[str]:
+    """Keys of ``key=value`` overrides whose value holds an unquoted ``=`` (or ``,`` next to a ``/`` of a path),
+    which Hydra's override grammar reads as syntax."""
+    keys = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and value and value[0] not in "'\"[{" and ("=" in value or ("," in value and "/" in value)):
+            keys.append(key.lstrip("+~"))
+    return keys
+
+
+def submitit_error_line(err: BaseException) -> tuple[int, str]:
+    """``(exit code, one line)`` for an error of the submitit launchers (hydra/launcher=local|slurm): sbatch
+    refusing the sweep (e.g. an unknown partition: 2, the user's setting) or a job that ended without a result
+    (killed, out of time or memory: 1). The launcher stops waiting at the first such job, so the line says
+    that others may still run and that re-running the command resumes the sweep."""
+    text = str(err)
+    refused = next((ln.strip() for ln in text.splitlines() if "sbatch: error" in ln), None)
+    if refused is not None:
+        return 2, f"SLURM refused the sweep ({refused}); check hydra.launcher's settings (scripts/slurm/README.md)"
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(err).__name__)
+    return 1, (f"a job of the sweep ended without a result (killed, out of time or memory, or crashed: {first[:300]}); "
+               f"its log is in the sweep's .submitit folder; other jobs may still be running; re-run the same "
+               f"command to resume the sweep (finished jobs are kept)")
 
 
 def one_line_hydra_errors() -> None:
@@ -258,6 +288,11 @@ def one_line_hydra_errors() -> None:
             return func()
         except (HydraException, OmegaConfBaseException, OSError, ValueError) as err:  # e.g. pruning=null
             caught = err
+        except RuntimeError as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or type(err).__module__.split(".")[0] != "submitit":
+                raise
+            code, line = submitit_error_line(err)
+            fail(line, code=code)
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or _raised_by_app(caught):
             return original(lambda: _reraise(caught))
         fail(hydra_error_line(caught))

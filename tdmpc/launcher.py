@@ -121,6 +121,10 @@ class LauncherPresetCheck(Callback):
             sys.exit(2)
 
 
+#: Written into ``<sweep>/.failed_jobs/`` when a multirun starts (:class:`FailedJobsCallback`).
+SWEEP_STARTED = ".sweep_started"
+
+
 class FailedJobsCallback(Callback):
     """Exit 1 after a multirun in which some job failed, listing them: the markers failed jobs wrote below the
     sweep dir (``.failed_jobs/*.json``, :func:`tdmpc.cli.record_failure`; they name run dirs anywhere) and any
@@ -131,7 +135,19 @@ class FailedJobsCallback(Callback):
         self.start = time.time()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Note when the sweep started, by the clock of the sweep dir's file system: a marker written at start
+        into the sweep dir. (This machine's clock would drop failures whose files a compute node or an NFS server
+        with a clock behind it stamped earlier.)"""
+        from tdmpc.cli import FAILED_JOBS_DIR
+
         self.start = time.time() - 1.0
+        try:
+            marker = Path(str(config.hydra.sweep.dir)) / FAILED_JOBS_DIR / SWEEP_STARTED
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"{time.time()}\n")  # a write: stamped by the file system's clock
+            self.start = min(self.start, marker.stat().st_mtime - 1.0)
+        except OSError:  # e.g. a sweep dir that cannot be created yet: Hydra reports it
+            pass
 
     def failures(self, sweep_dir: Path) -> dict[str, str]:
         """``{run dir: "error: message"}`` of the jobs of this sweep that failed (see the class doc)."""

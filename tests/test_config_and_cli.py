@@ -173,3 +173,15 @@ def test_ctrl_c_after_start_raises_keyboard_interrupt_again():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, own)
+
+
+def test_an_unquoted_path_with_separators_gets_a_quoting_hint(monkeypatch):
+    """A multirun's run dirs are named from their overrides (`a=1,b=2`): passing such a path back unquoted gave
+    only Hydra's grammar error ("mismatched input '='")."""
+    from tdmpc.cli import _unquoted_separators, hydra_error_line
+
+    monkeypatch.setattr("sys.argv", ["export.py", "checkpoint=/runs/a=1,b=2/checkpoint.pt", "seed=1,2"])
+    line = hydra_error_line(ValueError("mismatched input '=' expecting <EOF>"))
+    assert line.endswith("must be quoted: \"checkpoint='...'\"")
+    assert _unquoted_separators(["checkpoint='/r/a=1/c.pt'", "seed=1,2", "metric=l1,l2", "+x=/p/a,b"]) == ["x"]
+    assert hydra_error_line(ValueError("Key 'bogus' is not in struct")) == "Key 'bogus' is not in struct"

@@ -361,6 +361,47 @@ def test_a_job_refused_its_run_dir_records_its_failure_outside_that_dir(tmp_path
     assert callback.failures(tmp_path / "sweep") == {str(owned): "RunDirError: run dir in use by another live process"}
 
 
+def test_failures_are_found_by_the_sweep_dirs_clock_not_this_machines(tmp_path, monkeypatch):
+    """The login node's clock decided which failure files belonged to this sweep: files a compute node (or an NFS
+    server with a clock behind it) stamped more than 1 s earlier were dropped and the sweep exited 0."""
+    from hydra.conf import HydraConf
+    from omegaconf import OmegaConf
+
+    from tdmpc import launcher
+    from tdmpc.cli import FAILED_JOBS_DIR
+
+    cfg = OmegaConf.create({"hydra": OmegaConf.structured(HydraConf)})
+    cfg.hydra.sweep.dir = str(tmp_path / "sweep")
+    ahead = time.time() + 30.0  # this machine's clock runs 30 s ahead of the file system's
+    monkeypatch.setattr(launcher.time, "time", lambda: ahead)
+    callback = launcher.FailedJobsCallback()
+    callback.on_multirun_start(cfg)
+    assert (tmp_path / "sweep" / FAILED_JOBS_DIR / launcher.SWEEP_STARTED).is_file()
+    job = tmp_path / "sweep" / "0"
+    job.mkdir()
+    (job / "error.json").write_text(json.dumps({"error": "ConfigError", "message": "bad"}))  # stamped now
+    assert callback.failures(tmp_path / "sweep") == {str(job): "ConfigError: bad"}
+    old = tmp_path / "sweep" / "1"
+    old.mkdir()
+    (old / "error.json").write_text(json.dumps({"error": "X", "message": "from an earlier sweep"}))
+    os.utime(old / "error.json", (time.time() - 3600, time.time() - 3600))
+    assert str(old) not in callback.failures(tmp_path / "sweep")
+
+
+def test_submitit_launcher_errors_are_one_line():
+    """sbatch refusing a sweep (e.g. a mistyped partition) and a killed job ended in 50-line tracebacks."""
+    from tdmpc.cli import submitit_error_line
+
+    refused = RuntimeError("Could not submit\nsbatch: error: invalid partition specified: nosuch\nsbatch: error: "
+                           "Batch job submission failed")
+    assert submitit_error_line(refused) == (2, "SLURM refused the sweep (sbatch: error: invalid partition specified: "
+                                               "nosuch); check hydra.launcher's settings (scripts/slurm/README.md)")
+    code, line = submitit_error_line(RuntimeError("Job 14411 (task: 0) with path /s/.submitit/14411_0_result.pkl\n"
+                                                  "has not produced any output (state: FAILED)"))
+    assert code == 1 and "a job of the sweep ended without a result" in line and "Job 14411 (task: 0)" in line
+    assert "\n" not in line and "re-run the same command to resume the sweep" in line
+
+
 def test_atomically_written_files_get_the_umasks_permissions_not_0600(tmp_path):
     """A group on a shared cluster can read the checkpoints, logs and importance files (tempfile.mkstemp's
     mode 0600 used to survive the rename)."""

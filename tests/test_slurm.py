@@ -279,3 +279,19 @@ def test_prune_sweep_on_slurm_writes_results_records_failures_and_skips_complete
     logs = sorted(sweep.glob(".submitit/*/*_log.out"))
     assert sum("skipped (skip_completed=true)" in p.read_text() for p in logs) == 2
     assert {p: p.stat().st_mtime_ns for p in results} == mtimes
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_partition_sbatch_refuses_is_one_line_and_exit_2(slurm_cluster, tmp_path):  # noqa: F811
+    """sbatch refusing the sweep (a mistyped partition) ended in a 51-line submitit traceback with exit 1; now
+    sbatch's own lines and one error line, exit 2."""
+    sweep = tmp_path / "multirun"
+    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "hydra/launcher=slurm",
+           "hydra.launcher.partition=no_such_partition", f"hydra.sweep.dir={sweep}", "seed=1,2", "logger=disabled",
+           *tiny_cli(steps=100)]
+    res = _run_multirun(slurm_cluster, cmd, sweep, tmp_path, timeout_s=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in res.stdout + res.stderr and all(ln.startswith("sbatch: ") for ln in lines[:-1])
+    assert lines[-1].startswith("error: SLURM refused the sweep (sbatch: error: ") and "partition" in lines[-1]
