@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -222,3 +223,25 @@ def test_only_the_configured_training_runs_are_pruned(tmp_path):
         (train / run / "checkpoint.pt").write_bytes(b"")
     cfg = ExperimentConfig(tasks=["cartpole-swingup"], seeds=[1])  # seed 2: an earlier run's, not asked for now
     assert checkpoints(train, cfg) == [train / "cartpole-swingup" / "seed1" / "checkpoint.pt"]
+
+
+def test_a_stop_signal_reaches_a_stages_jobs_but_not_submitits_local_controllers(tmp_path):
+    """Ctrl-C on the main job with launcher=local stopped the stage's launcher only: its job, a child of
+    submitit's controller, went on training to the end while the main job waited. The signal now goes to every
+    process of the stage's group except the controllers (which would signal the job twice and kill it a second
+    later, mid-checkpoint)."""
+    from pruning.study.stages import _group_members
+
+    sleeper = "import time; time.sleep(60)"
+    leader = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time\n"
+                               f"a = subprocess.Popen([sys.executable, '-c', {sleeper!r}])\n"
+                               f"b = subprocess.Popen([sys.executable, '-c', {sleeper!r}, 'submitit.local.' + '_local'])\n"
+                               "print(a.pid, b.pid, flush=True)\ntime.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        job, controller = map(int, leader.stdout.readline().split())
+        assert sorted(_group_members(leader.pid)) == sorted([leader.pid, job])
+        assert controller not in _group_members(leader.pid) and _group_members(2 ** 22 + 7) == []
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()

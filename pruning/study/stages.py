@@ -85,11 +85,34 @@ class JobCounter:
 
 
 def _forward(signum: int) -> None:
+    """``signum`` to every live stage and the processes it started (each stage runs in its own session, so they
+    share its process group), e.g. the jobs of ``launcher=local``, which outlived their stopped stage before and
+    kept training to the end while the main job waited for them. submitit's local controllers are skipped: on a
+    signal they signal their job a second time and kill it a second later (mid-checkpoint); they end by
+    themselves when their job has checkpointed and exited."""
     with _LIVE_LOCK:
         procs = list(_LIVE)
     for proc in procs:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signum)
+        for pid in _group_members(proc.pid) or [proc.pid]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The pids of process group ``pgid`` (from ``/proc``; empty where there is none), without submitit's local
+    job controllers (``python -m submitit.local._local``)."""
+    members = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:  # stat: pid (comm) state ppid pgrp ...
+                continue
+            if b"submitit.local._local" in (entry / "cmdline").read_bytes():
+                continue
+            members.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended meanwhile
+    return members
 
 
 @contextlib.contextmanager
