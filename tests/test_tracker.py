@@ -287,6 +287,26 @@ def test_cli_tiny_run_writes_importance_parquet_with_all_metrics_and_resumes(tmp
     pd.testing.assert_frame_equal(df2[df2.step <= 40].reset_index(drop=True), df)
 
 
+@pytest.mark.slow
+def test_the_final_scores_are_snapshotted_off_the_grid_and_a_resume_drops_that_row(tmp_path):
+    """A run shorter than snapshot_interval updates left an empty importance.parquet (and an empty report). The
+    end of training is snapshotted too; a run resumed from the final checkpoint drops that row, so it writes the
+    same file as an uninterrupted run."""
+    run_dir = tmp_path / "run"
+    common = ["action_repeat=50", "eval_freq=1000", "checkpoint_freq=1000", "pruning.snapshot_interval=15",
+              f"hydra.run.dir={run_dir}", "logger=disabled"]
+    res = run_train_cli(tiny_cli(steps=2000) + common, tmp_path)  # 40 updates
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert sorted(pd.read_parquet(run_dir / PARQUET_NAME)["step"].unique()) == [15, 30, 40]
+    res = run_train_cli(tiny_cli(steps=3000) + common, tmp_path)  # 60 updates: on the grid
+    assert res.returncode == 0 and "[resume]" in res.stdout, res.stderr[-2000:]
+    assert sorted(pd.read_parquet(run_dir / PARQUET_NAME)["step"].unique()) == [15, 30, 45, 60]
+    short = tmp_path / "short"
+    res = run_train_cli(tiny_cli(steps=2000) + [*common[:3], "pruning.snapshot_interval=500", f"hydra.run.dir={short}",
+                                                 "logger=disabled"], tmp_path)
+    assert res.returncode == 0 and sorted(pd.read_parquet(short / PARQUET_NAME)["step"].unique()) == [40]
+
+
 def test_tracking_with_gate_hooks_leaves_training_bit_identical():
     """The gate hooks (fisher, bayes) only read: the same updates with and without a tracker give
     bit-identical parameters; every group, the latent and the policy included, gets Fisher evidence."""

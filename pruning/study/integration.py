@@ -83,7 +83,15 @@ def attach_tracker(trainer: Any, cfg: TrackingConfig) -> ImportanceTracker | Non
 
     trainer.update_hooks.append(hook)
     trainer.checkpoint_extras[CHECKPOINT_KEY] = CheckpointedTracker(tracker)
-    trainer.finish_hooks.append(lambda t, summary: log_importance_images(t.logger, tracker.flush(), t.run_dir))
+    def finish(t: Any, summary: dict) -> None:
+        # the scores at the end of training, also for a run shorter than snapshot_interval (whose file was empty).
+        # Taken after the final checkpoint: a run resumed from it for more steps drops this row again (rows past the
+        # checkpoint's written_through are rewritten), so it equals an uninterrupted run.
+        if cfg.snapshot_interval and tracker.num_steps and t.updates % cfg.snapshot_interval:
+            tracker.snapshot(t.updates)
+        log_importance_images(t.logger, tracker.flush(), t.run_dir)
+
+    trainer.finish_hooks.append(finish)
     return tracker
 
 
