@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tdmpc.checkpoint import CheckpointError, load_checkpoint
 from tdmpc.config import ConfigError, TrainConfig, fixed_settings, to_dataclass, validate, with_task_defaults
-from tdmpc.run_dir import RunDirError, claim, identity, requeued_into, settings_diff
+from tdmpc.run_dir import RunDirError, claim, identity, remove_if_unused, requeued_into, settings_diff
 from tdmpc.trainer import TrainingInterrupted  # at import: the commands import this module before they start
 
 #: Errors of the user's making: one line, exit code 2 (or an ``error.json`` in a multirun).
@@ -36,6 +36,14 @@ def fail(message: str, code: int = 2) -> None:
     """Print one line to stderr and exit (no traceback for user errors)."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+def _remove_refused_dir(run_dir: Path | None) -> None:
+    """A refused command leaves no empty run dir behind (Hydra creates it before the app runs)."""
+    try:
+        remove_if_unused(run_dir if run_dir is not None else hydra_run_dir())
+    except ValueError:  # no Hydra run (the app called directly) and no run dir yet
+        pass
 
 
 def hydra_run_dir() -> Path:
@@ -84,6 +92,7 @@ def run_train(cfg: DictConfig, on_trainer: OnTrainer | None = None,
     except Exception as err:  # noqa: BLE001 - a failing job of a multirun must not stop the others
         if not in_multirun():
             if isinstance(err, USER_ERRORS):
+                _remove_refused_dir(run_dir)
                 fail(str(err))
             raise
         path = record_failure(run_dir if run_dir is not None else hydra_run_dir(), err)

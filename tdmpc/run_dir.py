@@ -107,6 +107,28 @@ def requeued_into(run_dir: str | Path) -> bool:
     return manifest is not None and manifest.get("scheduler_job") == job
 
 
+def remove_if_unused(run_dir: str | Path) -> bool:
+    """Remove ``run_dir`` if a refused command left it empty (Hydra creates it before the app runs) or holding
+    only an unowned lock file, and then its parents that became empty, up to the working directory. Returns
+    whether ``run_dir`` was removed. Never touches a dir with anything else in it."""
+    run_dir = Path(run_dir).absolute()
+    try:
+        if not run_dir.is_dir() or any(p.name != LOCK for p in run_dir.iterdir()):
+            return False
+        (run_dir / LOCK).unlink(missing_ok=True)
+        run_dir.rmdir()
+    except OSError:
+        return False
+    cwd, parent = Path.cwd().absolute(), run_dir.parent
+    while parent != cwd and cwd in parent.parents:
+        try:
+            parent.rmdir()  # only if empty
+        except OSError:
+            break
+        parent = parent.parent
+    return True
+
+
 def read_manifest(run_dir: str | Path) -> dict | None:
     """The run dir's ``run.json``, or ``None`` when it has none; :class:`RunDirError` when unreadable."""
     path = Path(run_dir) / MANIFEST

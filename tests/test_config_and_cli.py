@@ -185,3 +185,17 @@ def test_an_unquoted_path_with_separators_gets_a_quoting_hint(monkeypatch):
     assert line.endswith("must be quoted: \"checkpoint='...'\"")
     assert _unquoted_separators(["checkpoint='/r/a=1/c.pt'", "seed=1,2", "metric=l1,l2", "+x=/p/a,b"]) == ["x"]
     assert hydra_error_line(ValueError("Key 'bogus' is not in struct")) == "Key 'bogus' is not in struct"
+
+
+@pytest.mark.slow
+def test_a_refused_command_leaves_no_empty_run_dir(tmp_path):
+    """Hydra creates the run dir before the app runs: a refused command left runs/train/<task>/seed1_<time>/
+    (empty) or a run dir holding only run.lock."""
+    res = run_train_cli(["task=cartpole-swingupp"], tmp_path)
+    assert res.returncode == 2 and "did you mean 'cartpole-swingup'" in res.stderr
+    assert not (tmp_path / "runs").exists()
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("x")
+    res = run_train_cli(["task=cartpole-swingupp", f"hydra.run.dir={kept}"], tmp_path)
+    assert res.returncode == 2 and (kept / "notes.txt").is_file()  # a dir with anything else in it stays
