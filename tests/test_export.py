@@ -346,6 +346,34 @@ def test_plan_noise_replays_a_plan_whatever_the_global_rng():
     assert noise.q_members.shape == (2, 2) and all(len(set(r.tolist())) == 2 for r in noise.q_members)
 
 
+def test_the_runtimes_noise_has_the_distributions_of_the_torch_planners(exported):
+    """The closed-loop check replays the runtime's own noise on the PyTorch side, so it cannot see a wrong noise
+    distribution (a reviewer's constant gumbel_u and 0.1-scaled sample_eps passed it): the draws are compared here
+    with PlanNoise.draw's, entry by entry, in shape, dtype, range and moments (two-sample KS for the continuous
+    ones; members: distinct pairs in range, every pair about equally often)."""
+    from scipy.stats import ks_2samp
+
+    _, out, _ = exported
+    ctrl = Controller.load(out, seed=3)
+    spec = ctrl.spec
+    cfg = tiny_cfg(task=TASK, model__num_q=3)
+    draws = [ctrl.draw_noise() for _ in range(400)]
+    gen = torch.Generator().manual_seed(3)
+    ref = [PlanNoise.draw(cfg.planner, spec["action_dim"], 3, gen) for _ in range(400)]
+    for s in ctrl.noise_specs:
+        ours = np.stack([d[s["name"]] for d in draws])
+        theirs = torch.stack([getattr(r, s["name"]) for r in ref]).numpy()
+        assert ours.shape == theirs.shape and ours.dtype == np.dtype(s["dtype"]), s["name"]
+        if s["distribution"] == "members":
+            assert (ours[..., 0] != ours[..., 1]).all() and ours.min() == 0 and ours.max() == 2
+            pairs = np.unique(ours.reshape(-1, 2), axis=0, return_counts=True)[1]
+            assert len(pairs) == 6 and pairs.min() > 0.7 * pairs.mean()  # the 6 ordered pairs of 3 members
+        else:
+            assert ks_2samp(ours.ravel(), theirs.ravel()).pvalue > 1e-3, s["name"]
+            if s["distribution"] == "uniform":
+                assert 0.0 <= ours.min() and ours.max() < 1.0
+
+
 @pytest.mark.slow
 def test_pt2_export_plans_and_acts_like_the_torch_agent(tmp_path):
     """format=pt2 (AOTInductor packages) through the same Controller: planner and policy equal the agent."""
