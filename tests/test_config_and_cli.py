@@ -141,13 +141,15 @@ print("not interrupted")
 def test_ctrl_c_while_a_command_imports_is_one_line_and_exit_130(script, module, tmp_path):
     """Ctrl-C in the first seconds of a command (while torch, dm_control and Hydra import) used to print a
     traceback through the import machinery. Now one line, exit code 130, and no run dir."""
+    import signal
     import subprocess
     import sys
 
     path = str(ROOT / "scripts" / f"{script}.py")
     args = [str(tmp_path / "runs")] if script == "report" else [f"hydra.run.dir={tmp_path / 'runs'}"]
     code = _INTERRUPT_ON_IMPORT.format(module=module, script=path, args=args)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert proc.stderr == "interrupted while starting (nothing was written)\n" and proc.stdout == ""
     assert not (tmp_path / "runs").exists()
@@ -160,7 +162,16 @@ def test_ctrl_c_after_start_raises_keyboard_interrupt_again():
 
     from tdmpc import quiet_start
 
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # (pytest-xdist's workers ignore SIGINT)
+    try:
+        _handback(quiet_start)
+    finally:
+        signal.signal(signal.SIGINT, outer)
+
+
+def _handback(quiet_start):
+    import signal
+
     quiet_start.until_started()
     assert signal.getsignal(signal.SIGINT) is quiet_start._quit
     quiet_start.started()

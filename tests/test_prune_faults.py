@@ -158,7 +158,7 @@ def test_pruning_by_a_metric_training_did_not_track_is_refused_in_one_line(tmp_p
 
 @pytest.mark.parametrize("value, expected", [
     ("{encodr:0.25}", "per_component_ratios={'encodr': 0.25}; allowed: ratios of this model's components "
-                      "dynamics|encoder|policy|qs|reward (unknown: encodr)"),
+                      "dynamics|encoder|latent|policy|qs|reward (unknown: encodr)"),
     ("3", "per_component_ratios=3; allowed: a mapping"),
 ])
 @pytest.mark.slow
