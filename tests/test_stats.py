@@ -223,10 +223,13 @@ def test_two_training_runs_with_one_seed_are_two_agents_each_with_its_own_refere
 def test_agents_trained_for_different_lengths_are_reported_as_two_tasks():
     from pruning.study.variants import label_variants
 
-    df = pd.DataFrame({"task": ["t"] * 4, "metric": ["l1", "fisher"] * 2, "ratio": [0.0, 0.5] * 2,
-                       "trained_env_steps": [30000, 30000, 100000, 100000]})
+    df = pd.DataFrame({"task": ["t"] * 4, "metric": ["l1", "fisher"] * 2, "ratio": [0.0, 0.5] * 2, "train_seed": 1,
+                       "trained_env_steps": [30000, 30000, 100000, 100000], "agent": ["a", "a", "b", "b"]})
     assert list(label_variants(df)["task"]) == ["t (trained 30000 env steps)"] * 2 + ["t (trained 100000 env steps)"] * 2
     assert list(label_variants(df.assign(trained_env_steps=30000))["task"]) == ["t"] * 4
+    # seeds that end at different env steps (episodes that end early) are one experiment, not several tasks
+    seeds = df.assign(train_seed=[1, 1, 2, 2])
+    assert list(label_variants(seeds)["task"]) == ["t"] * 4
 
 
 def test_a_failed_dense_reference_leaves_its_agents_jobs_out_instead_of_using_the_training_return():
@@ -341,3 +344,38 @@ def test_iqm_cis_and_improvement_equal_rliable_called_directly():
             per_task = [np.mean([(a > b) + 0.5 * (a == b) for a in mats[x][:, k] for b in mats["l1"][:, k]])
                         for k in range(2)]
             assert poi.loc[(ratio, x, "l1"), "p_improve"] == pytest.approx(np.mean(per_task))
+
+
+def test_a_run_without_flops_does_not_void_the_area_of_the_others():
+    """The FLOPs range started at max() over the runs' smallest kept fractions: one run without FLOPs (an old
+    result) sorted first made it NaN and dropped every run of the task from the area."""
+    df = rows_for({("bayes", 0.5): 100.0, ("fisher", 0.5): 100.0, ("l1", 0.5): 50.0})
+    df.loc[(df.metric == "bayes"), "flops_plan"] = np.nan
+    auc = stats.auc_table(stats.retained_returns(df)).set_index("metric")
+    assert set(auc.index) == {"fisher", "l1"} and auc.loc["fisher", "n"] == 3
+    assert "3 run(s) without an area" in " ".join(auc.attrs["notes"])
+
+
+@pytest.mark.slow
+def test_two_experiments_reported_together_through_the_files(tmp_path):
+    """The agent key and the training-length split must come through collect_results (they were added to the
+    statistics but result.json's checkpoint never reached them: the report still pooled the two agents)."""
+    import json
+
+    from report_fixtures import _result
+
+    from pruning.study.report import write_report
+
+    for exp, dense, fisher, l1 in (("exp_a", 800.0, 720.0, 400.0), ("exp_b", 200.0, 100.0, 180.0)):
+        for metric, ratio, ret in (("l1", 0.0, dense), ("fisher", 0.5, fisher), ("l1", 0.5, l1)):
+            r = {**_result(metric, ratio, 1, ret), "budget": "flops", "flops_plan_dense": 1e9,
+                 "flops_plan": 1e9 * (1 - ratio), "checkpoint": f"/nowhere/{exp}/train/checkpoint.pt",
+                 "trained_env_steps": 30000}
+            d = tmp_path / exp / "prune" / f"{metric}_{ratio}"
+            d.mkdir(parents=True)
+            (d / "result.json").write_text(json.dumps(r))
+    write_report([tmp_path / "exp_a", tmp_path / "exp_b"], tmp_path / "report")
+    md = (tmp_path / "report" / "summary.md").read_text()
+    row = next(ln for ln in md.splitlines() if ln.startswith("| 0.5 | fisher |"))
+    assert "0.50" in row  # P(fisher > l1) over two agents: {90, 50} vs {50, 90}
+    assert "training seed 1 has 2 checkpoints (separate training runs)" in md

@@ -26,7 +26,7 @@ RESULT_COLUMNS = (
     "return_mean", "return_std", "eval_episodes", "params", "params_dense", "flops_policy", "flops_plan",
     "latency_policy_ms", "latency_policy_iqr_ms", "latency_plan_ms", "latency_plan_iqr_ms", "widths",
     "git_commit", "budget", "flops_plan_dense", "flops_ratio_achieved", "channel_ratio_achieved",
-    "return_post_prune", "latency_threads", "latency_clock",
+    "return_post_prune", "latency_threads", "latency_clock", "checkpoint", "trained_env_steps", "agent",
 )
 #: Prune-job settings (``result.json``'s ``config.prune``) that change which channels are removed but have no
 #: column above; results.csv records them after :data:`RESULT_COLUMNS` so that a sweep over them (e.g.
@@ -142,6 +142,7 @@ def collect_results(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
                 fail(path.parent, "StaleResult", stale)
                 continue
             row = {c: data.get(c) for c in RESULT_COLUMNS}
+            row["agent"] = agent_id(path.parent, data)
             row["widths"] = json.dumps(row["widths"])
             row.update(_settings(data))
             row["run_dir"] = str(path.parent)
@@ -167,6 +168,24 @@ def collect_results(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
                 fail(path.parent, "SubmititError", message)
     results = pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *SETTING_COLUMNS, "run_dir"])
     return results, pd.DataFrame(failures, columns=FAILURE_COLUMNS)
+
+
+def agent_id(run_dir: Path, data: dict) -> str:
+    """Which trained agent a prune job pruned: the sha256 of its source checkpoint as its ``run.json`` records it
+    (the same bytes, whatever path they were read from), else the checkpoint path of ``result.json`` (resolved
+    if absolute), else ``""``. Two training runs with the same seed are two agents (:mod:`pruning.study.stats`)."""
+    from tdmpc.run_dir import MANIFEST
+
+    try:
+        sha = json.loads((run_dir / MANIFEST).read_text()).get("source_sha256")
+    except (OSError, ValueError, AttributeError):
+        sha = None
+    if isinstance(sha, str) and sha:
+        return f"sha256:{sha}"
+    ckpt = data.get("checkpoint")
+    if not isinstance(ckpt, str) or not ckpt:
+        return ""
+    return str(Path(ckpt).resolve()) if Path(ckpt).is_absolute() else ckpt
 
 
 def stale_source(run_dir: Path, data: dict, hashes: dict[Path, str] | None = None) -> str | None:

@@ -64,7 +64,7 @@ def retained_returns(results: pd.DataFrame) -> pd.DataFrame:
     """
     df = results.copy()
     df["train_seed"] = df["train_seed"].fillna(-1) if "train_seed" in df else -1
-    df["agent"] = df["checkpoint"].fillna("").astype(str) if "checkpoint" in df else ""
+    df["agent"] = agent_column(df)
     keys = ["task", "train_seed", "agent", "finetune_steps"]
     dense = df[df["ratio"] == 0]
     exact = dense.groupby([*keys, "seed"])["return_mean"].mean().rename("ref_exact")
@@ -78,6 +78,15 @@ def retained_returns(results: pd.DataFrame) -> pd.DataFrame:
     df["retained"] = 100.0 * df["return_mean"] / ref.where(ref > 0)
     df["flops_kept"] = df["flops_plan"] / df["flops_plan_dense"] if "flops_plan_dense" in df else np.nan
     return df[df["ratio"] > 0].drop(columns=["ref_exact", "ref_agent"])
+
+
+def agent_column(df: pd.DataFrame) -> pd.Series:
+    """Each job's agent: the ``agent`` column of :func:`pruning.study.collect.collect_results` (its source
+    checkpoint's sha256), else ``checkpoint``, else ``""`` (one agent per training seed)."""
+    for col in ("agent", "checkpoint"):
+        if col in df:
+            return df[col].fillna("").astype(str)
+    return pd.Series("", index=df.index)
 
 
 def reference_notes(df: pd.DataFrame) -> list[str]:
@@ -255,8 +264,8 @@ def auc_table(df: pd.DataFrame) -> pd.DataFrame:
                 for key, g in t.groupby(["metric", *RUN_KEYS])}
         complete = {key: g for key, g in runs.items() if set(g.index) >= ratios}
         incomplete += len(runs) - len(complete)
-        lows = [g["flops_kept"].min() for g in complete.values()]
-        low = max(lows) if lows else np.nan
+        lows = [v for v in (g["flops_kept"].min() for g in complete.values()) if np.isfinite(v)]
+        low = max(lows) if lows else np.nan  # (a run without FLOPs has no area; it must not void the others')
         for (metric, *run), g in complete.items():
             rows.append({"task": task, "metric": metric, **dict(zip(RUN_KEYS, run)), "auc": run_auc(g, low)})
     per_run = pd.DataFrame(rows, columns=["task", "metric", *RUN_KEYS, "auc"])

@@ -8,8 +8,9 @@ dense reference too) or a prune setting of :data:`pruning.study.collect.SETTING_
 varies into the labels the report groups by:
 
 - the task becomes ``"<task> (model_size <m>)"`` when the jobs of a task have several sizes, and
-  ``"<task> (trained <N> env steps)"`` when they come from agents trained for different numbers of env
-  steps (``trained_env_steps``: e.g. two experiments' folders reported together);
+  ``"<task> (trained <N> env steps)"`` where one training seed has several agents trained for different
+  numbers of env steps (``trained_env_steps``: e.g. two experiments' folders reported together; seeds that
+  merely end at different env steps, with an env whose episodes end early, are not split);
 - a pruned job's metric becomes ``"<metric> [key=value, ...]"``, listing the settings that take more than
   one value among the pruned jobs of its task (``null``, the training run's tracker setting, reads
   ``train``). Dense references (ratio 0) keep their metric: nothing is removed, so no setting applies.
@@ -53,9 +54,14 @@ def label_variants(results: pd.DataFrame) -> pd.DataFrame:
         several = sizes > 1
         df.loc[several, "task"] = [f"{t} (model_size {m})" for t, m in
                                    zip(df.loc[several, "task"], df.loc[several, "model_size"])]
-    if "trained_env_steps" in df:
+    if "trained_env_steps" in df:  # only where one training seed has agents of different training lengths
+        from pruning.study.stats import agent_column
+
         steps = pd.to_numeric(df["trained_env_steps"], errors="coerce")
-        several = (steps.groupby(df["task"]).transform("nunique") > 1) & steps.notna()
+        seed = df["train_seed"].fillna(-1) if "train_seed" in df else pd.Series(-1, index=df.index)
+        keys = [df["task"], seed]
+        several = ((agent_column(df).groupby(keys).transform("nunique") > 1)
+                   & (steps.groupby(keys).transform("nunique") > 1) & steps.notna())
         df.loc[several, "task"] = [f"{t} (trained {int(n)} env steps)" for t, n in
                                    zip(df.loc[several, "task"], steps[several])]
     settings = [c for c in SETTING_COLUMNS if c in df]
