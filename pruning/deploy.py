@@ -182,6 +182,9 @@ class Controller:
         """One ``planner.onnx`` call: ``(action (A,), mean (H, A))``; no state is read or changed."""
         if self.planner_session is None:
             raise DeployError("this controller was loaded with mode='policy': no planner")
+        clash = sorted({"obs", "prev_mean"} & set(noise))
+        if clash:
+            raise DeployError(f"noise must not hold {clash}: they are plan()'s own arguments")
         inputs = {"obs": self._obs(obs), **self._planner_inputs({"prev_mean": prev_mean, **noise})}
         self.last_inputs = inputs
         action, mean = self.planner_session.run(["action", "mean"], inputs)
@@ -207,6 +210,8 @@ class Controller:
                                   f"{spec['shape']}")
             if np.issubdtype(arr.dtype, np.integer) and not np.array_equal(arr, raw):
                 raise DeployError(f"planner input {name!r} must hold integers")
+            if spec["distribution"] == "members" and (arr.min() < 0 or arr.max() >= int(spec["num_q"])):
+                raise DeployError(f"planner input {name!r} must hold Q-member indices in [0, {spec['num_q']})")
             out[name] = arr
         return out
 

@@ -302,10 +302,14 @@ def one_line_hydra_errors() -> None:
                 raise
             code, line = submitit_error_line(err)
             fail(line, code=code)
-        except KeyboardInterrupt:  # a launcher waiting for its jobs (jobs run by this process handle it themselves)
-            print("interrupted while waiting for the sweep's jobs (a job that got the signal checkpoints and stops; "
-                  "one that did not goes on); re-run the same command to resume the sweep", file=sys.stderr,
-                  flush=True)
+        except KeyboardInterrupt:  # e.g. a launcher waiting for its jobs (a job run here handles it itself)
+            if "-m" in sys.argv[1:] or "--multirun" in sys.argv[1:]:
+                print("interrupted while waiting for the sweep's jobs (a job that got the signal checkpoints and "
+                      "stops; one that did not goes on); re-run the same command to resume the sweep",
+                      file=sys.stderr, flush=True)
+            else:
+                print("interrupted before the command started its work; nothing was changed", file=sys.stderr,
+                      flush=True)
             sys.exit(130)
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or _raised_by_app(caught):
             return original(lambda: _reraise(caught))

@@ -121,10 +121,6 @@ class LauncherPresetCheck(Callback):
             sys.exit(2)
 
 
-#: Written into ``<sweep>/.failed_jobs/`` when a multirun starts (:class:`FailedJobsCallback`).
-SWEEP_STARTED = ".sweep_started"
-
-
 class FailedJobsCallback(Callback):
     """Exit 1 after a multirun in which some job failed, listing them: the markers failed jobs wrote below the
     sweep dir (``.failed_jobs/*.json``, :func:`tdmpc.cli.record_failure`; they name run dirs anywhere) and any
@@ -133,30 +129,39 @@ class FailedJobsCallback(Callback):
     def __init__(self, error_file: str = "error.json") -> None:
         self.error_file = error_file
         self.start = time.time()
+        self.before: dict[Path, float] | None = None  # failure files at the sweep's start and their mtimes
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Note when the sweep started, by the clock of the sweep dir's file system: a marker written at start
-        into the sweep dir. (This machine's clock would drop failures whose files a compute node or an NFS server
-        with a clock behind it stamped earlier.)"""
+    def _files(self, sweep_dir: Path) -> list[Path]:
         from tdmpc.cli import FAILED_JOBS_DIR
 
+        return [*sweep_dir.glob(f"{FAILED_JOBS_DIR}/*.json"), *sweep_dir.rglob(self.error_file)]
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Note the failure files the sweep dir already holds (an earlier sweep's), with their mtimes: a file of
+        this sweep is one that is new or was rewritten since. No clock is compared (a compute node's or a file
+        server's clock behind this machine's by over a second used to drop failures, and the sweep exited 0)."""
         self.start = time.time() - 1.0
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        self.before = {}
+        for path in self._files(sweep_dir) if sweep_dir.is_dir() else []:
+            try:
+                self.before[path] = path.stat().st_mtime
+            except OSError:
+                continue
+
+    def _this_sweeps(self, path: Path) -> bool:
         try:
-            marker = Path(str(config.hydra.sweep.dir)) / FAILED_JOBS_DIR / SWEEP_STARTED
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(f"{time.time()}\n")  # a write: stamped by the file system's clock
-            self.start = min(self.start, marker.stat().st_mtime - 1.0)
-        except OSError:  # e.g. a sweep dir that cannot be created yet: Hydra reports it
-            pass
+            mtime = path.stat().st_mtime
+        except OSError:
+            return False
+        if self.before is None:  # on_multirun_start did not run: by this machine's clock
+            return mtime >= self.start
+        return path not in self.before or mtime != self.before[path]
 
     def failures(self, sweep_dir: Path) -> dict[str, str]:
         """``{run dir: "error: message"}`` of the jobs of this sweep that failed (see the class doc)."""
-        from tdmpc.cli import FAILED_JOBS_DIR
-
         out: dict[str, str] = {}
-        recent = [p for p in (*sweep_dir.glob(f"{FAILED_JOBS_DIR}/*.json"), *sweep_dir.rglob(self.error_file))
-                  if p.stat().st_mtime >= self.start]
-        for path in sorted(recent):
+        for path in sorted(p for p in self._files(sweep_dir) if self._this_sweeps(p)):
             try:
                 info = json.loads(path.read_text())
                 run_dir = str(info.get("run_dir") or path.parent)

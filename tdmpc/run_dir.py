@@ -112,14 +112,29 @@ def remove_if_unused(run_dir: str | Path) -> bool:
     only an unowned lock file, and then its parents that became empty, up to the working directory. Returns
     whether ``run_dir`` was removed. Never touches a dir with anything else in it."""
     run_dir = Path(run_dir).absolute()
+    cwd = Path.cwd().absolute()
+    if run_dir == cwd or run_dir in cwd.parents:
+        return False
     try:
         if not run_dir.is_dir() or any(p.name != LOCK for p in run_dir.iterdir()):
             return False
-        (run_dir / LOCK).unlink(missing_ok=True)
+        if (run_dir / LOCK).exists():  # only while holding it: a live job may hold it before writing run.json
+            fd = os.open(run_dir / LOCK, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+            try:
+                if any(p.name != LOCK for p in run_dir.iterdir()):
+                    return False
+                (run_dir / LOCK).unlink()
+            finally:
+                os.close(fd)
         run_dir.rmdir()
     except OSError:
         return False
-    cwd, parent = Path.cwd().absolute(), run_dir.parent
+    parent = run_dir.parent
     while parent != cwd and cwd in parent.parents:
         try:
             parent.rmdir()  # only if empty

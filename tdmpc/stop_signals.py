@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,6 +31,11 @@ class PretrainingStopped(Exception):
     """A stop signal arrived during pretraining (the state is not checkpointable until the episode ends)."""
 
 
+#: Seconds within which the same signal again counts as the first one delivered twice (far below a person's
+#: second Ctrl-C, far above the milliseconds between SLURM's signal and the main job's forwarded one).
+DUPLICATE_S = 0.25
+
+
 class StopSignals:
     """The stop flag of one trainer.
 
@@ -44,6 +50,7 @@ class StopSignals:
         self.signum: int | None = None  # set by the handler
         self.pretraining = False  # set by the trainer while it pretrains: the stop is then immediate
         self._announced = False
+        self._first = 0.0  # time.monotonic() of the first signal
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -60,10 +67,15 @@ class StopSignals:
                 signal.signal(sig, old)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        """Only sets a flag (printing from a signal handler is not safe): the loops check it."""
+        """Only sets a flag (printing from a signal handler is not safe): the loops check it. The same signal
+        again within :data:`DUPLICATE_S` is one stop delivered twice (SLURM signals every process of a job,
+        and the main job forwards the signal to its stages' jobs too), not the user's "stop at once"."""
+        now = time.monotonic()
         if self.signum is not None:  # the second signal stops at once, from the last checkpoint
+            if signum == self.signum and now - self._first < DUPLICATE_S:
+                return
             raise TrainingInterrupted(signum, self.last_checkpoint() or 0)
-        self.signum = signum
+        self.signum, self._first = signum, now
 
     def requested(self) -> bool:
         """Whether a stop signal arrived; says once on the console what happens next."""

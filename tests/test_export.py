@@ -167,7 +167,9 @@ def test_planner_inputs_are_checked_and_cast_for_both_formats(exported):
            ({k: v for k, v in noise.items() if k != "sample_eps"}, "planner inputs must be"),
            ({**noise, "extra": np.zeros(1)}, "planner inputs must be"),
            ({**noise, "q_members": noise["q_members"] + 0.5}, "'q_members' must hold integers"),
-           ({**noise, "sample_eps": "x"}, "'sample_eps' must be numbers")]
+           ({**noise, "sample_eps": "x"}, "'sample_eps' must be numbers"),
+           ({**noise, "q_members": np.full_like(noise["q_members"], 3)}, r"Q-member indices in \[0, 3\)"),
+           ({**noise, "prev_mean": prev}, r"noise must not hold \['prev_mean'\]")]
     for given, match in bad:
         with pytest.raises(DeployError, match=match):
             ctrl.plan(obs, prev, given)

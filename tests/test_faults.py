@@ -361,31 +361,31 @@ def test_a_job_refused_its_run_dir_records_its_failure_outside_that_dir(tmp_path
     assert callback.failures(tmp_path / "sweep") == {str(owned): "RunDirError: run dir in use by another live process"}
 
 
-def test_failures_are_found_by_the_sweep_dirs_clock_not_this_machines(tmp_path, monkeypatch):
-    """The login node's clock decided which failure files belonged to this sweep: files a compute node (or an NFS
-    server with a clock behind it) stamped more than 1 s earlier were dropped and the sweep exited 0."""
+def test_failures_of_this_sweep_are_found_without_comparing_clocks(tmp_path, monkeypatch):
+    """The login node's clock decided which failure files belonged to this sweep: files a compute node (or a file
+    system) stamped more than 1 s earlier by its own clock were dropped and the sweep exited 0. Now the files
+    the sweep dir held at the start are noted: new or rewritten ones are this sweep's, whatever their mtimes."""
     from hydra.conf import HydraConf
     from omegaconf import OmegaConf
 
     from tdmpc import launcher
-    from tdmpc.cli import FAILED_JOBS_DIR
 
+    sweep = tmp_path / "sweep"
+    earlier, rewritten = sweep / "1", sweep / "2"
+    for d in (earlier, rewritten):
+        d.mkdir(parents=True)
+        (d / "error.json").write_text(json.dumps({"error": "X", "message": "from an earlier sweep"}))
     cfg = OmegaConf.create({"hydra": OmegaConf.structured(HydraConf)})
-    cfg.hydra.sweep.dir = str(tmp_path / "sweep")
-    ahead = time.time() + 30.0  # this machine's clock runs 30 s ahead of the file system's
-    monkeypatch.setattr(launcher.time, "time", lambda: ahead)
+    cfg.hydra.sweep.dir = str(sweep)
+    monkeypatch.setattr(launcher.time, "time", lambda: 4e9)  # this machine's clock far ahead of the files'
     callback = launcher.FailedJobsCallback()
     callback.on_multirun_start(cfg)
-    assert (tmp_path / "sweep" / FAILED_JOBS_DIR / launcher.SWEEP_STARTED).is_file()
-    job = tmp_path / "sweep" / "0"
+    job = sweep / "0"
     job.mkdir()
-    (job / "error.json").write_text(json.dumps({"error": "ConfigError", "message": "bad"}))  # stamped now
-    assert callback.failures(tmp_path / "sweep") == {str(job): "ConfigError: bad"}
-    old = tmp_path / "sweep" / "1"
-    old.mkdir()
-    (old / "error.json").write_text(json.dumps({"error": "X", "message": "from an earlier sweep"}))
-    os.utime(old / "error.json", (time.time() - 3600, time.time() - 3600))
-    assert str(old) not in callback.failures(tmp_path / "sweep")
+    (job / "error.json").write_text(json.dumps({"error": "ConfigError", "message": "bad"}))
+    (rewritten / "error.json").write_text(json.dumps({"error": "RunDirError", "message": "again"}))
+    os.utime(rewritten / "error.json", (1e9, 1e9))  # stamped by a clock far behind
+    assert callback.failures(sweep) == {str(job): "ConfigError: bad", str(rewritten): "RunDirError: again"}
 
 
 def test_submitit_launcher_errors_are_one_line():
@@ -494,3 +494,48 @@ def test_a_requeued_slurm_job_continues_its_own_run_whatever_resume_and_overwrit
     other = run(2000, "5151", "1")  # another job (a new submission) with overwrite=true: moves the run aside
     assert other.returncode == 0 and "moved the old run aside" in other.stdout
     assert len(list(tmp_path.glob("run.old-*"))) == 1
+
+
+def test_one_stop_delivered_twice_is_one_stop_but_a_second_press_stops_at_once(monkeypatch):
+    """Under SLURM every process of a job gets the signal and the main job forwards it to its stages' jobs too:
+    two SIGTERMs within milliseconds made a training job "stop at once" and lose the work since its last
+    checkpoint. The same signal again within DUPLICATE_S is ignored; later, it still stops at once."""
+    from tdmpc import stop_signals
+    from tdmpc.trainer import TrainingInterrupted
+
+    clock = [100.0]
+    monkeypatch.setattr(stop_signals.time, "monotonic", lambda: clock[0])
+    stops = stop_signals.StopSignals(lambda line: None, lambda: 3000)
+    stops._handle(signal.SIGTERM, None)
+    clock[0] += 0.01
+    stops._handle(signal.SIGTERM, None)  # the same stop, delivered twice
+    assert stops.requested() and stops.signum == signal.SIGTERM
+    clock[0] += 1.0
+    with pytest.raises(TrainingInterrupted):  # a second press, later: at once
+        stops._handle(signal.SIGTERM, None)
+    other = stop_signals.StopSignals(lambda line: None, lambda: 0)
+    other._handle(signal.SIGTERM, None)
+    with pytest.raises(TrainingInterrupted):  # another signal right after: at once too
+        other._handle(signal.SIGINT, None)
+
+
+def test_remove_if_unused_never_removes_a_held_lock_the_working_dir_or_anything_with_content(tmp_path, monkeypatch):
+    import fcntl
+
+    from tdmpc.run_dir import remove_if_unused
+
+    monkeypatch.chdir(tmp_path)
+    held = tmp_path / "runs" / "held"
+    held.mkdir(parents=True)
+    fd = os.open(held / LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live job that has not written run.json yet
+    try:
+        assert not remove_if_unused(held) and (held / LOCK).is_file()
+    finally:
+        os.close(fd)
+    assert remove_if_unused(held) and not (tmp_path / "runs").exists()  # free now: removed, empty parents too
+    assert not remove_if_unused(tmp_path) and tmp_path.is_dir()  # never the working directory
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("x")
+    assert not remove_if_unused(kept) and (kept / "notes.txt").is_file()
