@@ -230,6 +230,9 @@ def test_agents_trained_for_different_lengths_are_reported_as_two_tasks():
     # seeds that end at different env steps (episodes that end early) are one experiment, not several tasks
     seeds = df.assign(train_seed=[1, 1, 2, 2])
     assert list(label_variants(seeds)["task"]) == ["t"] * 4
+    # where a seed collides, every seed of the task is labelled (the longer experiment's seed 2 too)
+    more = pd.concat([df, df.iloc[2:].assign(train_seed=2)], ignore_index=True)
+    assert list(label_variants(more)["task"])[-2:] == ["t (trained 100000 env steps)"] * 2
 
 
 def test_a_failed_dense_reference_leaves_its_agents_jobs_out_instead_of_using_the_training_return():

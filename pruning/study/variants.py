@@ -60,8 +60,9 @@ def label_variants(results: pd.DataFrame) -> pd.DataFrame:
         steps = pd.to_numeric(df["trained_env_steps"], errors="coerce")
         seed = df["train_seed"].fillna(-1) if "train_seed" in df else pd.Series(-1, index=df.index)
         keys = [df["task"], seed]
-        several = ((agent_column(df).groupby(keys).transform("nunique") > 1)
-                   & (steps.groupby(keys).transform("nunique") > 1) & steps.notna())
+        clash = (agent_column(df).groupby(keys).transform("nunique") > 1) & (
+            steps.groupby(keys).transform("nunique") > 1)
+        several = clash.groupby(df["task"]).transform("any") & steps.notna()  # then every row of that task
         df.loc[several, "task"] = [f"{t} (trained {int(n)} env steps)" for t, n in
                                    zip(df.loc[several, "task"], steps[several])]
     settings = [c for c in SETTING_COLUMNS if c in df]
