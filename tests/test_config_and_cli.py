@@ -210,3 +210,18 @@ def test_a_refused_command_leaves_no_empty_run_dir(tmp_path):
     (kept / "notes.txt").write_text("x")
     res = run_train_cli(["task=cartpole-swingupp", f"hydra.run.dir={kept}"], tmp_path)
     assert res.returncode == 2 and (kept / "notes.txt").is_file()  # a dir with anything else in it stays
+
+
+@pytest.mark.slow
+def test_a_relaunched_train_sweep_resumes_whatever_its_logging_settings(tmp_path):
+    """A multirun's run dirs are named from the overrides: relaunching a sweep with logger.progress=true (or
+    logger=disabled, resume=..., checkpoint_freq=...) named a new dir and trained from scratch. Those settings
+    change no result and no longer name the dir."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "seed=1", f"hydra.sweep.dir={sweep}", *tiny_cli(steps=1000)]
+    first = run_train_cli([*args, "logger=disabled"], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = run_train_cli([*args, "logger=disabled", "logger.progress=false", "checkpoint_freq=500"], tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    dirs = [d.name for d in sweep.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    assert len(dirs) == 1 and "logger" not in dirs[0] and "checkpoint_freq" not in dirs[0], dirs

@@ -4,6 +4,7 @@ tracking -> a sweep of 2 metrics x 2 ratios (plus the dense reference) -> report
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -232,16 +233,21 @@ def test_a_stop_signal_reaches_a_stages_jobs_but_not_submitits_local_controllers
     later, mid-checkpoint)."""
     from pruning.study.stages import _group_members
 
-    sleeper = "import time; time.sleep(60)"
+    sleeper = "import time; time.sleep(300)"
     leader = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time\n"
                                f"a = subprocess.Popen([sys.executable, '-c', {sleeper!r}])\n"
                                f"b = subprocess.Popen([sys.executable, '-c', {sleeper!r}, 'submitit.local.' + '_local'])\n"
-                               "print(a.pid, b.pid, flush=True)\ntime.sleep(60)"],
+                               "print(a.pid, b.pid, flush=True)\ntime.sleep(300)"],
                               stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        job, controller = map(int, leader.stdout.readline().split())
-        assert sorted(_group_members(leader.pid)) == sorted([leader.pid, job])
-        assert controller not in _group_members(leader.pid) and _group_members(2 ** 22 + 7) == []
+        line = leader.stdout.readline()
+        job, controller = map(int, line.split())
+        members = _group_members(leader.pid)
+        cmdlines = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in {*members, job, controller}
+                    if Path(f"/proc/{pid}/cmdline").exists()}
+        assert sorted(members) == sorted([leader.pid, job]), (line, members, cmdlines)
+        assert controller not in members and _group_members(2 ** 22 + 7) == []
     finally:
-        os.killpg(leader.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, signal.SIGKILL)
         leader.wait()
