@@ -137,12 +137,13 @@ def collect_results(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
             if missing:
                 fail(path.parent, "IncompleteResult", f"result.json lacks {', '.join(missing)}")
                 continue
-            stale = stale_source(path.parent, data, hashes)
+            source = recorded_source(path.parent)
+            stale = stale_source(data, source, hashes)
             if stale is not None:
                 fail(path.parent, "StaleResult", stale)
                 continue
             row = {c: data.get(c) for c in RESULT_COLUMNS}
-            row["agent"] = agent_id(path.parent, data)
+            row["agent"] = agent_id(data, source)
             row["widths"] = json.dumps(row["widths"])
             row.update(_settings(data))
             row["run_dir"] = str(path.parent)
@@ -170,37 +171,47 @@ def collect_results(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
     return results, pd.DataFrame(failures, columns=FAILURE_COLUMNS)
 
 
-def agent_id(run_dir: Path, data: dict) -> str:
-    """Which trained agent a prune job pruned: the sha256 of its source checkpoint as its ``run.json`` records it
-    (the same bytes, whatever path they were read from), else the checkpoint path of ``result.json`` (resolved
-    if absolute), else ``""``. Two training runs with the same seed are two agents (:mod:`pruning.study.stats`)."""
+def recorded_source(run_dir: Path) -> str | None:
+    """The sha256 of the source checkpoint a prune job started from, as its ``run.json`` records it
+    (:mod:`pruning.study.prune_dir`); ``None`` without a readable record."""
     from tdmpc.run_dir import MANIFEST
 
     try:
         sha = json.loads((run_dir / MANIFEST).read_text()).get("source_sha256")
     except (OSError, ValueError, AttributeError):
-        sha = None
-    if isinstance(sha, str) and sha:
-        return f"sha256:{sha}"
+        return None
+    return sha if isinstance(sha, str) and sha else None
+
+
+def agent_id(data: dict, source: str | None) -> str:
+    """Which trained agent a prune job pruned: ``source`` (:func:`recorded_source`: the same bytes, whatever path
+    they were read from), else the checkpoint path of ``result.json`` (resolved if absolute), else ``""``. Two
+    training runs with the same seed are two agents (:mod:`pruning.study.stats`)."""
+    if source:
+        return f"sha256:{source}"
     ckpt = data.get("checkpoint")
     if not isinstance(ckpt, str) or not ckpt:
         return ""
     return str(Path(ckpt).resolve()) if Path(ckpt).is_absolute() else ckpt
 
 
-def stale_source(run_dir: Path, data: dict, hashes: dict[Path, str] | None = None) -> str | None:
-    """Why a prune job's ``result.json`` no longer describes the checkpoint at its ``checkpoint`` path, else
-    ``None``: the job's ``run.json`` records the sha256 of the source checkpoint it was started from
-    (:mod:`pruning.study.prune_dir`), and the file there now has other bytes (its training run went on, or it
-    was retrained). A result whose checkpoint is gone or recorded as a relative path, or without a record, cannot
-    be checked and is kept.
-    ``hashes``: a cache (resolved path -> sha256) shared over one report."""
-    from tdmpc.run_dir import MANIFEST, file_sha256
+def agent_column(df: pd.DataFrame) -> pd.Series:
+    """Each job's agent: the ``agent`` column of :func:`collect_results`, else ``checkpoint``, else ``""`` (one
+    agent per training seed)."""
+    for col in ("agent", "checkpoint"):
+        if col in df:
+            return df[col].fillna("").astype(str)
+    return pd.Series("", index=df.index)
 
-    try:
-        want = json.loads((run_dir / MANIFEST).read_text()).get("source_sha256")
-    except (OSError, ValueError, AttributeError):
-        return None
+
+def stale_source(data: dict, want: str | None, hashes: dict[Path, str] | None = None) -> str | None:
+    """Why a prune job's ``result.json`` no longer describes the checkpoint at its ``checkpoint`` path, else
+    ``None``: ``want`` is the sha256 of the source checkpoint the job was started from (:func:`recorded_source`),
+    and the file there now has other bytes (its training run went on, or it was retrained). A result whose
+    checkpoint is gone or recorded as a relative path, or without a record, cannot be checked and is kept.
+    ``hashes``: a cache (resolved path -> sha256) shared over one report."""
+    from tdmpc.run_dir import file_sha256
+
     ckpt = data.get("checkpoint")
     if not want or not isinstance(ckpt, str) or not Path(ckpt).is_absolute() or not Path(ckpt).is_file():
         return None  # (a relative path, as older jobs wrote it, names another file from another folder)

@@ -44,6 +44,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from pruning.study.collect import agent_column
 from pruning.study.variants import base_metric
 
 REPS = 2000
@@ -70,23 +71,14 @@ def retained_returns(results: pd.DataFrame) -> pd.DataFrame:
     exact = dense.groupby([*keys, "seed"])["return_mean"].mean().rename("ref_exact")
     agent = dense.groupby(keys)["return_mean"].mean().rename("ref_agent")
     df = df.join(exact, on=[*keys, "seed"]).join(agent, on=keys)
-    none = ~df[["task", "finetune_steps"]].apply(tuple, axis=1).isin(
-        set(dense[["task", "finetune_steps"]].apply(tuple, axis=1)))  # no dense job in the whole table
+    budget = ["task", "finetune_steps"]  # no dense job of this task and fine-tuning in the whole table:
+    none = ~pd.MultiIndex.from_frame(df[budget]).isin(pd.MultiIndex.from_frame(dense[budget]))
     ref = df["ref_exact"].fillna(df["ref_agent"]).where(~none, df["dense_return"])
     df["reference"] = np.select([df["ref_exact"].notna(), df["ref_agent"].notna(), none & ref.notna()],
                                 list(REFERENCES[:3]), REFERENCES[3])
     df["retained"] = 100.0 * df["return_mean"] / ref.where(ref > 0)
     df["flops_kept"] = df["flops_plan"] / df["flops_plan_dense"] if "flops_plan_dense" in df else np.nan
     return df[df["ratio"] > 0].drop(columns=["ref_exact", "ref_agent"])
-
-
-def agent_column(df: pd.DataFrame) -> pd.Series:
-    """Each job's agent: the ``agent`` column of :func:`pruning.study.collect.collect_results` (its source
-    checkpoint's sha256), else ``checkpoint``, else ``""`` (one agent per training seed)."""
-    for col in ("agent", "checkpoint"):
-        if col in df:
-            return df[col].fillna("").astype(str)
-    return pd.Series("", index=df.index)
 
 
 def reference_notes(df: pd.DataFrame) -> list[str]:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pruning.study.collect import agent_column
+
 SUMMARY_KEYS = ("task", "budget", "scope", "finetune_steps")  # one table per combination
 DENSE = "dense"  # metric label of the ratio-0 reference in the summary
 
@@ -54,8 +56,6 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     df["retained"] = 100.0 * df["return_mean"] / df["ref"].where(df["ref"] > 0)  # undefined for a reference <= 0
     # n counts runs, not jobs: repeated jobs of one run (the ratio-0 job of every metric of a seed, or a job run
     # again into another folder) are averaged into one run first, else they would shrink the std as seeds
-    from pruning.study.stats import agent_column
-
     df = df.assign(_agent=agent_column(df), _train_seed=df["train_seed"].fillna(-1) if "train_seed" in df else -1)
     value_cols = ["return_mean", "retained", "params", "flops_plan", "latency_plan_ms", "flops_policy",
                   "latency_policy_ms"]

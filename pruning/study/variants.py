@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-from pruning.study.collect import SETTING_COLUMNS
+from pruning.study.collect import SETTING_COLUMNS, agent_column
 
 
 def base_metric(label: str) -> str:
@@ -55,8 +55,6 @@ def label_variants(results: pd.DataFrame) -> pd.DataFrame:
         df.loc[several, "task"] = [f"{t} (model_size {m})" for t, m in
                                    zip(df.loc[several, "task"], df.loc[several, "model_size"])]
     if "trained_env_steps" in df:  # only where one training seed has agents of different training lengths
-        from pruning.study.stats import agent_column
-
         steps = pd.to_numeric(df["trained_env_steps"], errors="coerce")
         seed = df["train_seed"].fillna(-1) if "train_seed" in df else pd.Series(-1, index=df.index)
         keys = [df["task"], seed]
