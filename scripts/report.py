@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: not a folder: {missing[0]}", file=sys.stderr)
         return 2
     if args.wandb == "online":  # refused before the report is computed, as training refuses it at start
-        from tdmpc.wandb_mode import wandb_api_key_configured, wandb_installed
+        from tdmpc.wandb_mode import wandb_online_possible
 
-        if not (wandb_installed() and wandb_api_key_configured()):
+        if not wandb_online_possible():
             print("error: invalid argument --wandb online; allowed: online needs wandb installed and an API key "
                   "(WANDB_API_KEY or `wandb login`); use --wandb offline and `wandb sync` later", file=sys.stderr)
             return 2

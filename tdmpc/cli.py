@@ -38,7 +38,7 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def _remove_refused_dir(run_dir: Path | None) -> None:
+def remove_refused_run_dir(run_dir: Path | None) -> None:
     """A refused command leaves no empty run dir behind (Hydra creates it before the app runs)."""
     try:
         remove_if_unused(run_dir if run_dir is not None else hydra_run_dir())
@@ -92,7 +92,7 @@ def run_train(cfg: DictConfig, on_trainer: OnTrainer | None = None,
     except Exception as err:  # noqa: BLE001 - a failing job of a multirun must not stop the others
         if not in_multirun():
             if isinstance(err, USER_ERRORS):
-                _remove_refused_dir(run_dir)
+                remove_refused_run_dir(run_dir)
                 fail(str(err))
             raise
         path = record_failure(run_dir if run_dir is not None else hydra_run_dir(), err)
@@ -248,9 +248,10 @@ def hydra_error_line(err: BaseException) -> str:
             if line and line not in parts:
                 parts.append(line)
     line = "; ".join(parts) or type(err).__name__
-    if ("mismatched input" in line or "extraneous input" in line) and _unquoted_separators(sys.argv[1:]):
+    unquoted = _unquoted_separators(sys.argv[1:]) if "mismatched input" in line or "extraneous input" in line else []
+    if unquoted:
         line += (f"; a value holding '=' or ',' (e.g. the path of a multirun's run dir) must be quoted: "
-                 f"\"{_unquoted_separators(sys.argv[1:])[0]}='...'\"")
+                 f"\"{unquoted[0]}='...'\"")
     return line
 
 

@@ -326,9 +326,9 @@ def validate_logger(lg: LoggerConfig) -> None:
 
     require(lg.wandb.mode in WANDB_MODES, "logger.wandb.mode", lg.wandb.mode, "|".join(WANDB_MODES))
     if lg.wandb.mode == "online":  # fail now, not after the run dir is written
-        from tdmpc.wandb_mode import wandb_api_key_configured, wandb_installed
+        from tdmpc.wandb_mode import wandb_online_possible
 
-        require(wandb_installed() and wandb_api_key_configured(), "logger.wandb.mode", "online",
+        require(wandb_online_possible(), "logger.wandb.mode", "online",
                  "offline|disabled|auto (online needs wandb installed and an API key: WANDB_API_KEY or `wandb login`)")
     require(lg.console_every >= 1, "logger.console_every", lg.console_every, "an integer >= 1")
 

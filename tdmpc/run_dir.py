@@ -118,22 +118,18 @@ def remove_if_unused(run_dir: str | Path) -> bool:
     try:
         if not run_dir.is_dir() or any(p.name != LOCK for p in run_dir.iterdir()):
             return False
-        if (run_dir / LOCK).exists():  # only while holding it: a live job may hold it before writing run.json
-            fd = os.open(run_dir / LOCK, os.O_RDWR)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                return False
-            try:
-                if any(p.name != LOCK for p in run_dir.iterdir()):
-                    return False
-                (run_dir / LOCK).unlink()
-            finally:
-                os.close(fd)
+        fd = _lock(run_dir)  # only while holding it: a live job may hold it before writing run.json
+    except (OSError, RunDirError):
+        return False
+    try:
+        if any(p.name != LOCK for p in run_dir.iterdir()):
+            return False
+        (run_dir / LOCK).unlink()
         run_dir.rmdir()
     except OSError:
         return False
+    finally:
+        os.close(fd)
     parent = run_dir.parent
     while parent != cwd and cwd in parent.parents:
         try:

@@ -56,6 +56,11 @@ def wandb_api_key_configured() -> bool:
     return False
 
 
+def wandb_online_possible() -> bool:
+    """Whether ``mode=online`` can work here: wandb installed and an API key configured."""
+    return wandb_installed() and wandb_api_key_configured()
+
+
 def resolve_wandb_mode(mode: str) -> str:
     """Turn ``logger.wandb.mode`` into the mode actually used: ``online``, ``offline`` or ``disabled``.
 

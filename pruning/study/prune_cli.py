@@ -23,9 +23,9 @@ def run_prune_job_cli(cfg: Any) -> float | None:
     from hydra.types import RunMode
 
     from tdmpc.checkpoint import CheckpointError
-    from tdmpc.cli import fail, record_failure, save_hydra_config
+    from tdmpc.cli import fail, record_failure, remove_refused_run_dir, save_hydra_config
     from tdmpc.config import ConfigError
-    from tdmpc.run_dir import RunDirError, remove_if_unused
+    from tdmpc.run_dir import RunDirError
     from tdmpc.trainer import TrainingInterrupted
 
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
@@ -46,8 +46,7 @@ def run_prune_job_cli(cfg: Any) -> float | None:
         sys.exit(130)
     except (PruningConfigError, ConfigError, CheckpointError, RunDirError) as err:
         if not multirun:
-            if hydra_cfg is not None or run_dir is not None:  # refused: leave no empty run dir behind
-                remove_if_unused(run_dir if run_dir is not None else Path(hydra_cfg.runtime.output_dir))
+            remove_refused_run_dir(run_dir)
             fail(str(err))
         err_to_record: BaseException = err
     except Exception as err:  # noqa: BLE001 - a crashing job must not stop the sweep

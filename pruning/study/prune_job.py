@@ -214,7 +214,8 @@ def _prune_model(job: PruneJobConfig, trainer: Any, src: _Source, dense: _Dense,
     planner_cfg = trainer.cfg.planner
     trainer.load_state(src.state, restore_rng=False)  # the checkpoint read before, not read twice
     scores = _scores(job, model, src)
-    known = sorted({g.component for g in model_groups(model, job.prune_latent)})  # a coupling is its own ("latent")
+    groups = model_groups(model, job.prune_latent)
+    known = sorted({g.component for g in groups})  # a coupling is its own component ("latent")
     bad = sorted(set(job.per_component_ratios or {}) - set(known))
     require(not bad, "per_component_ratios", job.per_component_ratios,
             f"ratios of this model's components {'|'.join(known)} (unknown: {', '.join(bad)})")
@@ -224,7 +225,7 @@ def _prune_model(job: PruneJobConfig, trainer: Any, src: _Source, dense: _Dense,
           cost_rows=rows)
     flops = plan_flops(model, planner_cfg)
     _check_budget_reached(job, dense.flops_plan, flops, dense.channels, _channels(model, job.prune_latent),
-                          sum(g.unit for g in model_groups(model, job.prune_latent)))
+                          sum(g.unit for g in groups))  # (pruning keeps every group's unit)
     print(f"[prune] metric={job.metric} ratio={job.ratio} budget={job.budget} scope={job.scope}: params "
           f"{dense.params} -> {count_params(model)['total']}, planned-action FLOPs {dense.flops_plan:.4g} -> "
           f"{flops:.4g}", flush=True)
